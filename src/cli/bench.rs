@@ -1,0 +1,115 @@
+//! `edgetune bench`: throughput figures, human-readable or one JSON object per line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::input::{image_input, parse_size};
+use super::progress;
+use crate::data::image::Layout;
+use crate::error::Result;
+use crate::exec::Session;
+use crate::tensor::Tensor;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Inference latency and throughput of one batch.
+    Infer(InferBench),
+}
+
+#[derive(Args, Debug)]
+pub struct InferBench {
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Input size HxW (default: the model's declared size, else 224x224).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<[usize; 2]>,
+    /// Timed iterations (after 2 untimed warm-up runs).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Infer(b) => infer(b),
+    }
+}
+
+/// Deterministic pseudo-random input in [-1, 1) (a fixed LCG: no RNG dependency needed).
+fn input(shape: Vec<usize>) -> Tensor {
+    let n = shape.iter().product();
+    let mut s: u32 = 12345;
+    let data = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(shape, data)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn infer(b: InferBench) -> Result<()> {
+    let t0 = Instant::now();
+    let model = crate::onnx::load(&b.model)?;
+    let session = Session::new(model.graph, b.threads)?;
+    let info = image_input(session.graph())?;
+    let [h, w] = b.size.unwrap_or(info.size);
+    let shape = match info.layout {
+        Layout::Nchw => vec![b.batch, info.channels, h, w],
+        Layout::Nhwc => vec![b.batch, h, w, info.channels],
+    };
+    let x = input(shape);
+    session.run(vec![x.clone()])?;
+    let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    session.run(vec![x.clone()])?;
+    let pb = progress::bar(b.iters as u64, "bench infer", b.quiet || b.json);
+    let mut times = Vec::with_capacity(b.iters);
+    for _ in 0..b.iters.max(1) {
+        let t = Instant::now();
+        session.run(vec![x.clone()])?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let med = median(times.clone());
+    let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let ips = b.batch as f64 / (med / 1e3);
+    if b.json {
+        println!(
+            "{}",
+            json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
+                   "threads": session.threads(), "iters": times.len(), "median_ms": med, "min_ms": min,
+                   "img_per_s": ips, "first_output_ms": first_ms})
+        );
+    } else {
+        println!(
+            "infer {} batch {} at {h}x{w}, {} threads: median {med:.2} ms (min {min:.2}), {ips:.1} img/s; load to first output {first_ms:.0} ms",
+            b.model.display(),
+            b.batch,
+            session.threads()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! `edgetune infer`: a .npy array or images through the model; the first output to .npy and/or
+//! the top-K classes printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::input::{image_input, parse_size};
+use crate::data::image::{load_batch, read_labels, Preprocess};
+use crate::data::npy;
+use crate::error::{Error, Result};
+use crate::exec::Session;
+use crate::ops::softmax_rows;
+use crate::tensor::Tensor;
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    pub model: PathBuf,
+    /// float32 .npy for the first graph input.
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    pub input: Option<PathBuf>,
+    /// Image files (PNG/JPEG), one batch entry each.
+    #[arg(long, num_args = 1..)]
+    pub image: Vec<PathBuf>,
+    /// Where to write the first graph output (.npy).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Image preprocessing preset.
+    #[arg(long, value_enum, default_value = "imagenet")]
+    pub preprocess: Preprocess,
+    /// Image size HxW (default: the model's declared size, else 224x224).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<[usize; 2]>,
+    /// Class names: one per line, or a JSON object/array.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Print the K best classes of each batch entry.
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn run(a: InferArgs) -> Result<()> {
+    let model = crate::onnx::load(&a.model)?;
+    let session = Session::new(model.graph, a.threads)?;
+    let (x, names): (Tensor, Vec<String>) = match &a.input {
+        Some(path) => {
+            let x = npy::read_tensor(path)?;
+            let n = x.shape().first().copied().unwrap_or(1);
+            (
+                x,
+                (0..n).map(|i| format!("{}[{i}]", path.display())).collect(),
+            )
+        }
+        None => {
+            let info = image_input(session.graph())?;
+            let size = a.size.unwrap_or(info.size);
+            let x = load_batch(&a.image, size, info.channels, a.preprocess, info.layout)?;
+            (x, a.image.iter().map(|p| p.display().to_string()).collect())
+        }
+    };
+    let y = session.run(vec![x])?.swap_remove(0);
+    if let Some(out) = &a.output {
+        npy::write_tensor(out, &y)?;
+    }
+    let labels = a.labels.as_deref().map(read_labels).transpose()?;
+    let top = a
+        .top
+        .or((a.output.is_none() || labels.is_some()).then_some(5));
+    if let Some(k) = top {
+        print_top(&y, &names, labels.as_deref(), k)?;
+    }
+    Ok(())
+}
+
+fn print_top(y: &Tensor, names: &[String], labels: Option<&[String]>, k: usize) -> Result<()> {
+    if y.rank() != 2 {
+        println!("output shape {:?}", y.shape());
+        return Ok(());
+    }
+    let classes = y.shape()[1];
+    if let Some(l) = labels {
+        if l.len() != classes {
+            return Err(Error::data(
+                "labels",
+                format!("{} names for {classes} classes", l.len()),
+            ));
+        }
+    }
+    let probs = softmax_rows(y);
+    for (row, name) in probs.chunks(classes).zip(names) {
+        println!("{name}");
+        let mut idx: Vec<usize> = (0..classes).collect();
+        idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
+        for (rank, &i) in idx.iter().take(k).enumerate() {
+            let label = labels.map_or_else(|| format!("class {i}"), |l| l[i].clone());
+            println!("  {}. {label}  {:.4}", rank + 1, row[i]);
+        }
+    }
+    Ok(())
+}

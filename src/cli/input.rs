@@ -1,0 +1,64 @@
+//! How a model's first input looks (layout, channels, default size) and `--size HxW` parsing.
+
+use crate::data::image::Layout;
+use crate::error::{Error, Result};
+use crate::exec::channel_axis;
+use crate::graph::{Dim, Graph};
+
+/// The first graph input seen as an image batch.
+pub struct ImageInput {
+    pub layout: Layout,
+    pub channels: usize,
+    /// Declared spatial size if fixed, else 224x224.
+    pub size: [usize; 2],
+}
+
+pub fn image_input(graph: &Graph) -> Result<ImageInput> {
+    let (_, decl) = graph
+        .inputs
+        .first()
+        .ok_or_else(|| Error::Usage("the model has no input".into()))?;
+    let dims = decl.dims.as_deref().unwrap_or(&[]);
+    let c = channel_axis(dims).ok_or_else(|| {
+        Error::data(
+            format!("input '{}'", decl.name),
+            "is not an image batch (rank 4 with a fixed channel count)",
+        )
+    })?;
+    let Dim::Fixed(channels) = dims[c] else {
+        unreachable!("channel_axis returns a fixed axis")
+    };
+    let (layout, hw) = if c == 1 {
+        (Layout::Nchw, [2, 3])
+    } else {
+        (Layout::Nhwc, [1, 2])
+    };
+    let fixed = |d: &Dim| match d {
+        Dim::Fixed(n) if *n > 0 => Some(*n),
+        _ => None,
+    };
+    let size = match (fixed(&dims[hw[0]]), fixed(&dims[hw[1]])) {
+        (Some(h), Some(w)) => [h, w],
+        _ => [224, 224],
+    };
+    Ok(ImageInput {
+        layout,
+        channels,
+        size,
+    })
+}
+
+/// Parses `HxW` (or a single `N` for a square).
+pub fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let nums: Vec<usize> = parts
+        .iter()
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not HxW"))?;
+    match nums[..] {
+        [n] if n > 0 => Ok([n, n]),
+        [h, w] if h > 0 && w > 0 => Ok([h, w]),
+        _ => Err(format!("'{s}' is not HxW with positive sizes")),
+    }
+}

@@ -1,0 +1,58 @@
+//! The command-line interface: clap definitions and one module per subcommand. `main.rs` only
+//! parses, calls `run` and maps errors to exit codes.
+
+mod bench;
+mod infer;
+mod input;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+use crate::inspect::Report;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "edgetune",
+    version,
+    about = "Run and finetune ONNX ResNets on the CPU"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a model's inputs, outputs, ops, parameters and what edgetune supports of it.
+    Inspect {
+        model: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model on a .npy array or on images.
+    Infer(infer::InferArgs),
+    /// Measure throughput.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, json } => {
+            let m = crate::onnx::load(&model)?;
+            let report = Report::new(&m);
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        Command::Infer(args) => infer::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

@@ -1,0 +1,4 @@
+//! Getting user data in and out: `.npy`/`.npz` arrays and images with their preprocessing.
+
+pub mod image;
+pub mod npy;

@@ -1,0 +1,87 @@
+//! The one error type of the crate. Every variant renders as a single line that names the
+//! file, node, op or value at fault; `exit_code` maps it onto the CLI contract.
+
+use std::path::Path;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is not a usable ONNX model (empty, truncated, not protobuf, inconsistent graph).
+    #[error("{path}: invalid model: {reason}")]
+    InvalidModel { path: String, reason: String },
+
+    /// One or more nodes use ops edgetune does not implement; every one is listed.
+    #[error("{path}: unsupported op(s): {list}")]
+    Unsupported { path: String, list: String },
+
+    /// A node's attributes or inputs do not fit its op (bad shape, missing constant ...).
+    #[error("node '{node}' ({op}): {msg}")]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
+
+    /// User data (arrays, images, labels) that does not fit the model or the format.
+    #[error("{what}: {msg}")]
+    Data { what: String, msg: String },
+
+    /// Bad command-line usage that clap itself cannot catch.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An I/O failure on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+
+    /// A value became NaN or infinite (reported with the tensor that first did).
+    #[error("non-finite value: {0}")]
+    NonFinite(String),
+
+    /// Anything else that went wrong while running (not the user's input).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    pub fn invalid_model(path: &Path, reason: impl Into<String>) -> Self {
+        Error::InvalidModel {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn node(node: impl Into<String>, op: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Node {
+            node: node.into(),
+            op: op.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn data(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Data {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// CLI exit code: 2 for anything the user can fix in their input, 1 for runtime failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NonFinite(_) | Error::Runtime(_) => 1,
+            _ => 2,
+        }
+    }
+}

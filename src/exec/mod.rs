@@ -1,0 +1,146 @@
+//! Running a graph: `Session` owns the model's graph, a rayon pool of `--threads` workers and a
+//! cache of plans per input shape (batch and spatial size may change between calls).
+
+mod fuse;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::graph::{Dim, Graph};
+use crate::tensor::Tensor;
+pub use plan::Plan;
+
+pub struct Session {
+    graph: Arc<Graph>,
+    pool: rayon::ThreadPool,
+    plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Plan>>>,
+}
+
+impl Session {
+    /// A session on `threads` worker threads (0: one per core).
+    pub fn new(graph: Graph, threads: usize) -> Result<Session> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot start the thread pool: {e}")))?;
+        Ok(Session {
+            graph: Arc::new(graph),
+            pool,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Checks inputs against the declared ones: count, rank, and every fixed dim except the
+    /// batch (axis 0) and the spatial axes of an image (which only later nodes may constrain).
+    fn check_inputs(&self, shapes: &[Vec<usize>]) -> Result<()> {
+        let decl = &self.graph.inputs;
+        if shapes.len() != decl.len() {
+            return Err(Error::data(
+                "inputs",
+                format!(
+                    "the model takes {} input(s), got {}",
+                    decl.len(),
+                    shapes.len()
+                ),
+            ));
+        }
+        for (shape, (_, d)) in shapes.iter().zip(decl) {
+            let Some(dims) = &d.dims else { continue };
+            let declared: Vec<String> = dims.iter().map(Dim::to_string).collect();
+            let msg = || {
+                format!(
+                    "shape {shape:?} does not fit the declared [{}]",
+                    declared.join(", ")
+                )
+            };
+            if shape.len() != dims.len() {
+                return Err(Error::data(format!("input '{}'", d.name), msg()));
+            }
+            if let Some(c) = channel_axis(dims) {
+                if dims[c] != Dim::Fixed(shape[c]) {
+                    return Err(Error::data(
+                        format!("input '{}'", d.name),
+                        format!("{} (channel count)", msg()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The plan for these input shapes (built once, then cached).
+    pub fn plan(&self, shapes: &[Vec<usize>]) -> Result<Arc<Plan>> {
+        if let Some(p) = self.plans.lock().expect("plan cache").get(shapes) {
+            return Ok(p.clone());
+        }
+        self.check_inputs(shapes)?;
+        let mut p = plan::plan(&self.graph, shapes)?;
+        fuse::fuse_for_inference(&mut p);
+        let p = Arc::new(p);
+        self.plans
+            .lock()
+            .expect("plan cache")
+            .insert(shapes.to_vec(), p.clone());
+        Ok(p)
+    }
+
+    /// Runs the model on `inputs` (one per graph input) and returns every graph output.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let plan = self.plan(&shapes)?;
+        Ok(self.pool.install(|| execute(&plan, inputs)))
+    }
+}
+
+/// The channel axis of a declared image input: 1 for NCHW, 3 for NHWC (a fixed last dim of 1,
+/// 3 or 4 with a free dim 1), if the input is rank 4.
+pub fn channel_axis(dims: &[Dim]) -> Option<usize> {
+    if dims.len() != 4 {
+        return None;
+    }
+    let small = |d: &Dim| matches!(d, Dim::Fixed(1 | 3 | 4));
+    if small(&dims[3]) && !small(&dims[1]) {
+        Some(3)
+    } else {
+        matches!(dims[1], Dim::Fixed(_)).then_some(1)
+    }
+}
+
+/// Runs the steps in order, freeing each value right after its last reader.
+pub fn execute(plan: &Plan, inputs: Vec<Tensor>) -> Vec<Tensor> {
+    let mut values: Vec<Option<Tensor>> = vec![None; plan.n_values];
+    for (v, t) in &plan.bound {
+        values[*v] = Some(t.clone());
+    }
+    for (&v, t) in plan.inputs.iter().zip(inputs) {
+        values[v] = Some(t);
+    }
+    for (i, step) in plan.steps.iter().enumerate() {
+        let out = {
+            let args: Vec<&Tensor> = step
+                .inputs
+                .iter()
+                .map(|&v| values[v].as_ref().expect("value computed before use"))
+                .collect();
+            step.op.forward(&args, &step.out_shape)
+        };
+        values[step.output] = Some(out);
+        for &v in &plan.free_after[i] {
+            values[v] = None;
+        }
+    }
+    plan.outputs
+        .iter()
+        .map(|&v| values[v].clone().expect("graph output computed"))
+        .collect()
+}

@@ -1,0 +1,229 @@
+//! Planning: the graph specialised to concrete input shapes. Shapes are inferred node by node;
+//! nodes computable without running (shape sub-graphs, constant arithmetic) are folded; the
+//! rest become `Step`s with their ops built and their outputs' last uses recorded, so the
+//! executor can free every activation right after its last consumer.
+
+use crate::error::{Error, Result};
+use crate::fold;
+use crate::graph::{Const, Graph, Source, ValueId};
+use crate::ops::{self, BuildCtx, InputInfo, Op};
+use crate::tensor::Tensor;
+
+pub struct Step {
+    /// Index of the graph node (for names in errors and reports).
+    pub node: usize,
+    pub op: Box<dyn Op>,
+    pub inputs: Vec<ValueId>,
+    pub output: ValueId,
+    pub out_shape: Vec<usize>,
+}
+
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Values known before running (parameters, constants, folded results), by value id.
+    pub bound: Vec<(ValueId, Tensor)>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// Values to drop after each step (their last use).
+    pub free_after: Vec<Vec<ValueId>>,
+    /// Number of value ids, including those the planner added (fused weights).
+    pub n_values: usize,
+}
+
+enum Known {
+    Static(Const),
+    Param(Const),
+    Runtime(Vec<usize>),
+}
+
+impl Known {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Known::Static(c) | Known::Param(c) => c.shape(),
+            Known::Runtime(s) => s,
+        }
+    }
+}
+
+/// Builds the plan of `graph` for inputs of `input_shapes` (one per graph input, in order).
+pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
+    let mut known: Vec<Option<Known>> = graph
+        .values
+        .iter()
+        .map(|v| match &v.source {
+            Source::Initializer(i) => Some(match &graph.initializers[*i].data {
+                c @ Const::F32(_) => Known::Param(c.clone()),
+                c @ Const::I64(_) => Known::Static(c.clone()),
+            }),
+            Source::Constant(c) => Some(Known::Static(c.clone())),
+            Source::Input(i) => Some(Known::Runtime(input_shapes[*i].clone())),
+            Source::Node { .. } => None,
+        })
+        .collect();
+    let consumers = graph.consumers();
+    let graph_outputs: Vec<ValueId> = graph.outputs.iter().map(|(v, _)| *v).collect();
+    let mut steps = Vec::new();
+    for (ni, node) in graph.nodes.iter().enumerate() {
+        let fail = |msg: String| Error::node(&node.name, &node.op_type, msg);
+        for &extra in &node.outputs[1..] {
+            if !consumers[extra].is_empty() || graph_outputs.contains(&extra) {
+                return Err(fail(format!(
+                    "output '{}' (beyond the first) is not supported",
+                    graph.value_name(extra)
+                )));
+            }
+        }
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|v| {
+                v.map(|v| {
+                    let k = known[v].as_ref().expect("topological order");
+                    let value = match k {
+                        Known::Static(c) | Known::Param(c) => Some(c),
+                        Known::Runtime(_) => None,
+                    };
+                    InputInfo {
+                        shape: k.shape(),
+                        value,
+                    }
+                })
+            })
+            .collect();
+        let ctx = BuildCtx {
+            node,
+            opset: graph.opset,
+            inputs,
+        };
+        let all_static = node
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&v| matches!(known[v], Some(Known::Static(_))));
+        let shape_only = matches!(node.op_type.as_str(), "Shape" | "Size");
+        let result = if shape_only || ops::FOLD_ONLY.contains(&node.op_type.as_str()) || all_static
+        {
+            Known::Static(fold::eval(&ctx).map_err(fail)?)
+        } else {
+            let build = ops::builder(&node.op_type).ok_or_else(|| {
+                fail("this op needs constant inputs, but one is computed at run time".into())
+            })?;
+            let built = build(&ctx).map_err(fail)?;
+            let in_shapes: Vec<&[usize]> = built
+                .inputs
+                .iter()
+                .map(|&i| {
+                    ctx.inputs
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|x| x.shape)
+                        .ok_or(format!("missing input {i}"))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            let out_shape = built.op.output_shape(&in_shapes).map_err(fail)?;
+            let step_inputs: Vec<ValueId> = built
+                .inputs
+                .iter()
+                .map(|&i| node.inputs[i].expect("checked above"))
+                .collect();
+            for &v in &step_inputs {
+                if let Some(Known::Static(Const::I64(_))) = known[v] {
+                    return Err(fail(format!(
+                        "integer tensor '{}' cannot feed a float computation",
+                        graph.value_name(v)
+                    )));
+                }
+            }
+            steps.push(Step {
+                node: ni,
+                op: built.op,
+                inputs: step_inputs,
+                output: node.outputs[0],
+                out_shape: out_shape.clone(),
+            });
+            Known::Runtime(out_shape)
+        };
+        drop(ctx);
+        known[node.outputs[0]] = Some(result);
+    }
+
+    // Everything a step reads that is not computed by a step is bound up front.
+    let mut bound = Vec::new();
+    let mut is_bound = vec![false; graph.values.len()];
+    let needed = steps
+        .iter()
+        .flat_map(|s| s.inputs.iter())
+        .chain(graph_outputs.iter());
+    for &v in needed {
+        if is_bound[v] {
+            continue;
+        }
+        match &known[v] {
+            Some(Known::Static(Const::F32(t))) | Some(Known::Param(Const::F32(t))) => {
+                bound.push((v, t.clone()));
+                is_bound[v] = true;
+            }
+            Some(Known::Static(Const::I64(_))) if graph_outputs.contains(&v) => {
+                return Err(Error::data(
+                    graph.value_name(v),
+                    "graph output is an integer constant, not a float tensor",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let mut plan = Plan {
+        steps,
+        bound,
+        inputs: graph.inputs.iter().map(|(v, _)| *v).collect(),
+        outputs: graph_outputs,
+        free_after: Vec::new(),
+        n_values: graph.values.len(),
+    };
+    plan.compute_lifetimes();
+    Ok(plan)
+}
+
+impl Plan {
+    /// Records, for each step, the runtime values whose last reader it is.
+    pub fn compute_lifetimes(&mut self) {
+        let mut last = vec![None; self.n_values];
+        for (i, s) in self.steps.iter().enumerate() {
+            for &v in &s.inputs {
+                last[v] = Some(i);
+            }
+        }
+        let keep: Vec<bool> = (0..self.n_values)
+            .map(|v| self.outputs.contains(&v))
+            .collect();
+        self.free_after = vec![Vec::new(); self.steps.len()];
+        for (v, l) in last.into_iter().enumerate() {
+            if let (Some(i), false) = (l, keep[v]) {
+                self.free_after[i].push(v);
+            }
+        }
+        // A step output nobody reads (a dead branch) is dropped right away.
+        for (i, s) in self.steps.iter().enumerate() {
+            if !keep[s.output]
+                && !self.steps[i + 1..]
+                    .iter()
+                    .any(|t| t.inputs.contains(&s.output))
+            {
+                self.free_after[i].push(s.output);
+            }
+        }
+    }
+
+    /// Number of steps reading each value.
+    pub fn reader_counts(&self) -> Vec<usize> {
+        let mut n = vec![0; self.n_values];
+        for s in &self.steps {
+            for &v in &s.inputs {
+                n[v] += 1;
+            }
+        }
+        n
+    }
+}

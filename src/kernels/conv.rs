@@ -1,0 +1,269 @@
+//! 2-D convolution as GEMM: `out[b, g] = W[g] · im2col(x[b, g])`.
+//!
+//! Shapes: x `[N, C, H, W]`, W `[M, C/G, KH, KW]`, out `[N, M, OH, OW]`. im2col lays the patches
+//! out as a `(C/G·KH·KW) × (OH·OW)` matrix; a 1×1, stride-1, unpadded convolution skips it and
+//! multiplies the input planes directly.
+
+use rayon::prelude::*;
+
+use super::gemm::{gemm_with, MatRef};
+use super::simd;
+use crate::ops::window::Geometry;
+
+/// What to apply to the output while it is hot: per-output-channel bias, then ReLU.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+pub struct ConvShape {
+    pub batch: usize,
+    pub in_ch: usize,
+    pub out_ch: usize,
+    pub groups: usize,
+    pub geo: Geometry,
+}
+
+impl ConvShape {
+    fn k(&self) -> usize {
+        self.in_ch / self.groups * self.geo.kernel[0] * self.geo.kernel[1]
+    }
+
+    fn is_pointwise(&self) -> bool {
+        let g = &self.geo;
+        g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4]
+    }
+}
+
+/// Patch matrix of one group of one image: rows `(c, ky, kx)`, columns `(oy, ox)`; zero where a
+/// tap falls in the padding.
+pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
+    let [h, w] = geo.in_hw;
+    let [oh, ow] = geo.out_hw;
+    let [kh, kw] = geo.kernel;
+    let n = oh * ow;
+    let rows = channels * kh * kw;
+    debug_assert!(cols.len() >= rows * n && x.len() >= channels * h * w);
+    cols[..rows * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            for oy in 0..oh {
+                let iy =
+                    (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
+                let dst = &mut out[oy * ow..(oy + 1) * ow];
+                if iy < 0 || iy >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+                let sx = geo.strides[1] as isize;
+                if sx == 1 && x0 >= 0 && x0 as usize + ow <= w {
+                    dst.copy_from_slice(&src[x0 as usize..x0 as usize + ow]);
+                    continue;
+                }
+                for (ox, d) in dst.iter_mut().enumerate() {
+                    let ix = x0 + ox as isize * sx;
+                    *d = if ix >= 0 && ix < w as isize {
+                        src[ix as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        });
+}
+
+/// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten).
+pub fn conv2d(x: &[f32], weight: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let [h, w] = s.geo.in_hw;
+    let n = s.geo.out_hw[0] * s.geo.out_hw[1];
+    let k = s.k();
+    let pointwise = s.is_pointwise();
+    let mut cols = if pointwise {
+        Vec::new()
+    } else {
+        vec![0.0; k * n]
+    };
+    let epilogue = |g: usize| {
+        move |row: usize, _c0: usize, block: &mut [f32]| {
+            let bias = ep.bias.map_or(0.0, |b| b[g * mg + row]);
+            if ep.bias.is_some() || ep.relu {
+                simd::affine_inplace(block, 1.0, bias, ep.relu);
+            }
+        }
+    };
+    for b in 0..s.batch {
+        for g in 0..s.groups {
+            let xg = &x[(b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w];
+            let wg = &weight[g * mg * k..(g + 1) * mg * k];
+            let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
+            let bmat = if pointwise {
+                MatRef::rows(xg, n)
+            } else {
+                im2col(xg, cg, &s.geo, &mut cols);
+                MatRef::rows(&cols, n)
+            };
+            gemm_with(
+                mg,
+                k,
+                n,
+                MatRef::rows(wg, k),
+                bmat,
+                og,
+                n,
+                false,
+                &epilogue(g),
+            );
+        }
+    }
+}
+
+/// Direct convolution, f64 accumulation: the definition the GEMM path is tested against.
+#[cfg(test)]
+pub fn conv2d_reference(
+    x: &[f32],
+    weight: &[f32],
+    s: &ConvShape,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let ([h, w], [oh, ow], [kh, kw], g) = (s.geo.in_hw, s.geo.out_hw, s.geo.kernel, &s.geo);
+    let mut out = vec![0.0; s.batch * s.out_ch * oh * ow];
+    for b in 0..s.batch {
+        for m in 0..s.out_ch {
+            let grp = m / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |bv| bv[m] as f64);
+                    for c in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                    - g.pads[0] as isize;
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * s.in_ch + grp * cg + c) * h + iy as usize) * w
+                                    + ix as usize;
+                                let wi = ((m * cg + c) * kh + ky) * kw + kx;
+                                acc += x[xi] as f64 * weight[wi] as f64;
+                            }
+                        }
+                    }
+                    out[((b * s.out_ch + m) * oh + oy) * ow + ox] = acc as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(
+        in_hw: [usize; 2],
+        k: [usize; 2],
+        st: [usize; 2],
+        dil: [usize; 2],
+        pads: [usize; 4],
+    ) -> Geometry {
+        let out =
+            |d: usize| (in_hw[d] + pads[d] + pads[d + 2] - dil[d] * (k[d] - 1) - 1) / st[d] + 1;
+        Geometry {
+            in_hw,
+            out_hw: [out(0), out(1)],
+            kernel: k,
+            strides: st,
+            dilations: dil,
+            pads,
+        }
+    }
+
+    #[test]
+    fn gemm_convolution_matches_direct_definition() {
+        let cases = [
+            (
+                2,
+                4,
+                6,
+                1,
+                geometry([9, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+            ),
+            (
+                1,
+                4,
+                6,
+                2,
+                geometry([9, 8], [3, 2], [2, 1], [2, 1], [0, 2, 1, 0]),
+            ),
+            (
+                2,
+                6,
+                6,
+                6,
+                geometry([5, 5], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+            ),
+            (
+                3,
+                5,
+                4,
+                1,
+                geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0]),
+            ),
+            (
+                1,
+                3,
+                8,
+                1,
+                geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
+            ),
+        ];
+        for (batch, in_ch, out_ch, groups, geo) in cases {
+            let s = ConvShape {
+                batch,
+                in_ch,
+                out_ch,
+                groups,
+                geo,
+            };
+            let x: Vec<f32> = (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1])
+                .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
+            let w: Vec<f32> = (0..wlen)
+                .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+                .collect();
+            let bias: Vec<f32> = (0..out_ch).map(|i| i as f32 * 0.25 - 0.5).collect();
+            let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
+            conv2d(
+                &x,
+                &w,
+                &s,
+                Epilogue {
+                    bias: Some(&bias),
+                    relu: true,
+                },
+                &mut out,
+            );
+            let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias))
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
+            // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
+            // so 1e-4 bounds rounding from the different summation order only.
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+}

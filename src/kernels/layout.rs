@@ -1,0 +1,196 @@
+//! Data movement, generic over the element type so that runtime ops (f32) and load-time folding
+//! of shape sub-graphs (i64) share one implementation. Shapes are already checked by the ops.
+
+use crate::tensor::{numel, strides};
+
+/// Visits every multi-index of `shape` in row-major order with the matching offset of a source
+/// laid out with `src_strides` (any strides, including 0 for broadcast and negative via `base`).
+fn for_each_offset(shape: &[usize], src_strides: &[isize], base: isize, mut f: impl FnMut(usize)) {
+    let n = numel(shape);
+    if n == 0 {
+        return;
+    }
+    let rank = shape.len();
+    let mut idx = vec![0usize; rank];
+    let mut off = base;
+    for _ in 0..n {
+        f(off as usize);
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            off += src_strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            off -= src_strides[d] * shape[d] as isize;
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Output of `perm` applied to the axes of `data` (`out.shape[i] = shape[perm[i]]`).
+pub fn transpose<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    let st = strides(shape);
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let src: Vec<isize> = perm.iter().map(|&p| st[p] as isize).collect();
+    let mut out = Vec::with_capacity(data.len());
+    for_each_offset(&out_shape, &src, 0, |o| out.push(data[o]));
+    out
+}
+
+/// Strided sub-array: along axis d, `out_shape[d]` elements from `starts[d]` every `steps[d]`.
+pub fn slice<T: Copy>(
+    data: &[T],
+    shape: &[usize],
+    starts: &[usize],
+    steps: &[isize],
+    out_shape: &[usize],
+) -> Vec<T> {
+    let st = strides(shape);
+    let base: isize = starts
+        .iter()
+        .zip(&st)
+        .map(|(&s, &t)| (s * t) as isize)
+        .sum();
+    let src: Vec<isize> = steps
+        .iter()
+        .zip(&st)
+        .map(|(&s, &t)| s * t as isize)
+        .collect();
+    let mut out = Vec::with_capacity(numel(out_shape));
+    for_each_offset(out_shape, &src, base, |o| out.push(data[o]));
+    out
+}
+
+/// `data` broadcast to `out_shape` (numpy rules; shapes checked by the caller).
+pub fn broadcast<T: Copy>(data: &[T], shape: &[usize], out_shape: &[usize]) -> Vec<T> {
+    let st = broadcast_strides(shape, out_shape);
+    let mut out = Vec::with_capacity(numel(out_shape));
+    for_each_offset(out_shape, &st, 0, |o| out.push(data[o]));
+    out
+}
+
+/// Strides that read `shape` as if broadcast to `out_shape` (0 on broadcast axes).
+pub fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<isize> {
+    let st = strides(shape);
+    let lead = out_shape.len() - shape.len();
+    (0..out_shape.len())
+        .map(|d| {
+            if d < lead || shape[d - lead] == 1 {
+                0
+            } else {
+                st[d - lead] as isize
+            }
+        })
+        .collect()
+}
+
+/// `f(a, b)` element by element over the broadcast of both shapes.
+pub fn zip_broadcast<T: Copy>(
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    f: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let (sa, sb) = (
+        broadcast_strides(a_shape, out_shape),
+        broadcast_strides(b_shape, out_shape),
+    );
+    let mut ia = Vec::with_capacity(numel(out_shape));
+    for_each_offset(out_shape, &sa, 0, |o| ia.push(o));
+    let mut out = Vec::with_capacity(ia.len());
+    let mut k = 0;
+    for_each_offset(out_shape, &sb, 0, |o| {
+        out.push(f(a[ia[k]], b[o]));
+        k += 1;
+    });
+    out
+}
+
+/// Concatenation along `axis` of arrays that agree on every other axis.
+pub fn concat<T: Copy>(parts: &[(&[T], &[usize])], axis: usize) -> Vec<T> {
+    let outer: usize = parts[0].1[..axis].iter().product();
+    let total: usize = parts.iter().map(|(d, _)| d.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for o in 0..outer {
+        for (data, shape) in parts {
+            let inner: usize = shape[axis..].iter().product();
+            out.extend_from_slice(&data[o * inner..(o + 1) * inner]);
+        }
+    }
+    out
+}
+
+/// Copy of `data` with `before[d]`/`after[d]` elements of `value` added around axis d.
+pub fn pad<T: Copy>(
+    data: &[T],
+    shape: &[usize],
+    before: &[usize],
+    after: &[usize],
+    value: T,
+) -> Vec<T> {
+    let out_shape: Vec<usize> = (0..shape.len())
+        .map(|d| before[d] + shape[d] + after[d])
+        .collect();
+    let mut out = vec![value; numel(&out_shape)];
+    let ost = strides(&out_shape);
+    let base: usize = before.iter().zip(&ost).map(|(b, s)| b * s).sum();
+    let dst: Vec<isize> = ost.iter().map(|&s| s as isize).collect();
+    let mut k = 0;
+    for_each_offset(shape, &dst, base as isize, |o| {
+        out[o] = data[k];
+        k += 1;
+    });
+    out
+}
+
+/// Elements of `data` picked along `axis` by `indices` (already made non-negative).
+pub fn gather<T: Copy>(data: &[T], shape: &[usize], axis: usize, indices: &[usize]) -> Vec<T> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(outer * indices.len() * inner);
+    for o in 0..outer {
+        for &i in indices {
+            let start = (o * shape[axis] + i) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn movement_matches_hand_worked_examples() {
+        // [[0,1,2],[3,4,5]] transposed.
+        assert_eq!(
+            transpose(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 0]),
+            vec![0, 3, 1, 4, 2, 5]
+        );
+        // Row 1, every second column from the end: [5, 3].
+        assert_eq!(
+            slice(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 2], &[1, -2], &[1, 2]),
+            vec![5, 3]
+        );
+        assert_eq!(broadcast(&[1, 2], &[2, 1], &[2, 3]), vec![1, 1, 1, 2, 2, 2]);
+        assert_eq!(
+            zip_broadcast(&[1, 2, 3], &[3], &[10, 20], &[2, 1], &[2, 3], |a, b| a + b),
+            vec![11, 12, 13, 21, 22, 23]
+        );
+        assert_eq!(
+            concat(&[(&[1, 2][..], &[1, 2][..]), (&[3][..], &[1, 1][..])], 1),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            pad(&[1, 2], &[1, 2], &[0, 1], &[1, 0], 0),
+            vec![0, 1, 2, 0, 0, 0]
+        );
+        assert_eq!(
+            gather(&[0, 1, 2, 3, 4, 5], &[2, 3], 1, &[2, 0]),
+            vec![2, 0, 5, 3]
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! Add, Sub, Mul, Div with numpy broadcasting. Fast paths: equal shapes, a scalar, and a
+//! per-channel operand (`[C,1,1]`-like) broadcast over NCHW planes; anything else goes through
+//! the generic broadcast kernel.
+
+use super::{BuildCtx, Built, Op};
+use crate::graph::IntTensor;
+use crate::kernels::layout;
+use crate::kernels::simd::{self, Arith};
+use crate::tensor::{broadcast_shapes, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct Binary {
+    pub op: Arith,
+}
+
+fn build(op: Arith) -> Result<Built, String> {
+    Built::new(Binary { op }, [0, 1])
+}
+
+pub fn build_add(_: &BuildCtx) -> Result<Built, String> {
+    build(Arith::Add)
+}
+pub fn build_sub(_: &BuildCtx) -> Result<Built, String> {
+    build(Arith::Sub)
+}
+pub fn build_mul(_: &BuildCtx) -> Result<Built, String> {
+    build(Arith::Mul)
+}
+pub fn build_div(_: &BuildCtx) -> Result<Built, String> {
+    build(Arith::Div)
+}
+
+/// When `b` broadcast to `out` is constant over trailing planes (`b` = `[C,1,1]` against
+/// `[N,C,H,W]`, or a scalar), the plane size: chunk i of `out` then uses `b[i % b.len()]`.
+fn per_plane(b: &[usize], out: &[usize]) -> Option<usize> {
+    let lead = out.len().checked_sub(b.len())?;
+    let full: Vec<usize> = std::iter::repeat_n(1, lead)
+        .chain(b.iter().copied())
+        .collect();
+    let Some(last) = full.iter().rposition(|&d| d != 1) else {
+        return Some(out.iter().product());
+    };
+    let first = full.iter().position(|&d| d != 1).unwrap_or(last);
+    (first..=last)
+        .all(|d| full[d] == out[d])
+        .then(|| out[last + 1..].iter().product())
+}
+
+impl Op for Binary {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        broadcast_shapes(inputs[0], inputs[1]).ok_or_else(|| {
+            format!(
+                "shapes {:?} and {:?} do not broadcast",
+                inputs[0], inputs[1]
+            )
+        })
+    }
+
+    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.shape() == out_shape {
+            let mut out = a.data().to_vec();
+            if b.shape() == out_shape {
+                simd::arith_inplace(self.op, &mut out, b.data());
+                return Tensor::from_vec(out_shape, out);
+            }
+            if let Some(plane) = per_plane(b.shape(), out_shape) {
+                let bv = b.data();
+                for (i, chunk) in out.chunks_mut(plane.max(1)).enumerate() {
+                    simd::arith_scalar_inplace(self.op, chunk, bv[i % bv.len()]);
+                }
+                return Tensor::from_vec(out_shape, out);
+            }
+        }
+        let op = self.op;
+        let out = layout::zip_broadcast(
+            a.data(),
+            a.shape(),
+            b.data(),
+            b.shape(),
+            out_shape,
+            |x, y| op.apply(x, y),
+        );
+        Tensor::from_vec(out_shape, out)
+    }
+
+    fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let op = self.op;
+        let f = |x: i64, y: i64| match op {
+            Arith::Add => x.wrapping_add(y),
+            Arith::Sub => x.wrapping_sub(y),
+            Arith::Mul => x.wrapping_mul(y),
+            Arith::Div => x.checked_div(y).unwrap_or(0),
+        };
+        let data = layout::zip_broadcast(&a.data, &a.shape, &b.data, &b.shape, out_shape, f);
+        Some(IntTensor {
+            shape: out_shape.to_vec(),
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_operands_are_recognised() {
+        assert_eq!(per_plane(&[1, 3, 1, 1], &[2, 3, 4, 5]), Some(20));
+        assert_eq!(per_plane(&[3, 1, 1], &[2, 3, 4, 5]), Some(20));
+        assert_eq!(per_plane(&[], &[2, 3]), Some(6));
+        assert_eq!(per_plane(&[1], &[2, 3]), Some(6));
+        assert_eq!(per_plane(&[2, 3, 1, 1], &[2, 3, 4, 5]), Some(20));
+        // A middle axis: chunk (n, c, h) of 5 elements uses b[h].
+        assert_eq!(per_plane(&[1, 1, 4, 1], &[2, 3, 4, 5]), Some(5));
+        assert_eq!(per_plane(&[5], &[2, 3, 4, 5]), Some(1));
+        assert_eq!(per_plane(&[2, 1, 5], &[2, 3, 5]), None);
+    }
+
+    #[test]
+    fn fast_paths_agree_with_generic_broadcast() {
+        let a = Tensor::from_vec([2, 3, 2, 2], (0..24).map(|v| v as f32).collect());
+        let b = Tensor::from_vec([1, 3, 1, 1], vec![1.0, 2.0, 4.0]);
+        for op in [Arith::Add, Arith::Sub, Arith::Mul, Arith::Div] {
+            let got = Binary { op }.forward(&[&a, &b], a.shape());
+            let want = layout::zip_broadcast(
+                a.data(),
+                a.shape(),
+                b.data(),
+                b.shape(),
+                a.shape(),
+                |x, y| op.apply(x, y),
+            );
+            assert_eq!(got.data(), &want[..]);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Clip: `min(max(x, lo), hi)`; bounds are attributes before opset 11 and optional constant
+//! inputs from 11 on (ReLU6 exports as Clip(0, 6)).
+
+use super::{BuildCtx, Built, Op};
+use crate::kernels::simd;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Clip {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
+    let (lo, hi) = if ctx.opset < 11 {
+        (
+            ctx.attrs().float("min", f32::NEG_INFINITY)?,
+            ctx.attrs().float("max", f32::INFINITY)?,
+        )
+    } else {
+        let bound = |i: usize, default: f32| -> Result<f32, String> {
+            match ctx.const_input(i)? {
+                None => Ok(default),
+                Some(c) => c
+                    .to_floats()
+                    .first()
+                    .copied()
+                    .ok_or_else(|| format!("input {i} is empty")),
+            }
+        };
+        (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
+    };
+    Built::new(Clip { lo, hi }, [0])
+}
+
+impl Op for Clip {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        Ok(inputs[0].to_vec())
+    }
+
+    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let mut out = inputs[0].data().to_vec();
+        simd::clamp_inplace(&mut out, self.lo, self.hi);
+        Tensor::from_vec(out_shape, out)
+    }
+}

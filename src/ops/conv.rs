@@ -1,0 +1,93 @@
+//! Conv: 2-D convolution with groups, strides, dilations, pads or auto_pad, optional bias.
+//! Inference plans may fuse a following BatchNormalization (into the weights) and ReLU.
+
+use super::window::Window;
+use super::{expect_rank, BuildCtx, Built, Op};
+use crate::kernels::conv::{conv2d, ConvShape, Epilogue};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub window: Window,
+    pub groups: usize,
+    /// ReLU applied to the output (set by the inference planner's fusion).
+    pub relu: bool,
+}
+
+pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
+    let w = ctx.input(1)?.shape;
+    expect_rank(w, 4, "Conv weight (only 2-D convolution is supported)")?;
+    let groups = ctx.attrs().int("group", 1)?;
+    if groups < 1 {
+        return Err(format!("group must be positive, got {groups}"));
+    }
+    let window = Window::from_attrs(ctx.attrs(), Some([w[2], w[3]]))?;
+    let inputs = if ctx.has_input(2) {
+        vec![0, 1, 2]
+    } else {
+        vec![0, 1]
+    };
+    Built::new(
+        Conv {
+            window,
+            groups: groups as usize,
+            relu: false,
+        },
+        inputs,
+    )
+}
+
+impl Conv {
+    pub fn shape(&self, x: &[usize], w: &[usize]) -> Result<ConvShape, String> {
+        expect_rank(x, 4, "Conv input")?;
+        let (c, m, g) = (x[1], w[0], self.groups);
+        if c != w[1] * g {
+            return Err(format!(
+                "input has {c} channels but the weight {w:?} with group={g} expects {}",
+                w[1] * g
+            ));
+        }
+        if m % g != 0 {
+            return Err(format!("{m} output channels do not divide into {g} groups"));
+        }
+        let geo = self
+            .window
+            .geometry([x[2], x[3]])
+            .map_err(|e| format!("input {x:?}: {e}"))?;
+        Ok(ConvShape {
+            batch: x[0],
+            in_ch: c,
+            out_ch: m,
+            groups: g,
+            geo,
+        })
+    }
+}
+
+impl Op for Conv {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let s = self.shape(inputs[0], inputs[1])?;
+        if let Some(b) = inputs.get(2) {
+            if b != &[s.out_ch] {
+                return Err(format!(
+                    "bias shape {b:?} does not match {} output channels",
+                    s.out_ch
+                ));
+            }
+        }
+        Ok(vec![s.batch, s.out_ch, s.geo.out_hw[0], s.geo.out_hw[1]])
+    }
+
+    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let s = self
+            .shape(inputs[0].shape(), inputs[1].shape())
+            .expect("shape checked at plan time");
+        let mut out = vec![0.0; out_shape.iter().product()];
+        let ep = Epilogue {
+            bias: inputs.get(2).map(|b| b.data()),
+            relu: self.relu,
+        };
+        conv2d(inputs[0].data(), inputs[1].data(), &s, ep, &mut out);
+        Tensor::from_vec(out_shape, out)
+    }
+}

@@ -1,0 +1,30 @@
+//! GlobalAveragePool: the mean of each channel plane, `[N,C,H,W] -> [N,C,1,1]`.
+
+use super::{BuildCtx, Built, Op};
+use crate::kernels::pool::plane_means;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Debug)]
+pub struct GlobalAveragePool;
+
+pub fn build(_ctx: &BuildCtx) -> Result<Built, String> {
+    Built::new(GlobalAveragePool, [0])
+}
+
+impl Op for GlobalAveragePool {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let x = inputs[0];
+        if x.len() < 3 {
+            return Err(format!("input must be [N, C, spatial...], got {x:?}"));
+        }
+        Ok([&x[..2], &vec![1; x.len() - 2][..]].concat())
+    }
+
+    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let x = inputs[0];
+        let plane: usize = x.shape()[2..].iter().product();
+        let mut out = vec![0.0; out_shape.iter().product()];
+        plane_means(x.data(), plane, &mut out);
+        Tensor::from_vec(out_shape, out)
+    }
+}
