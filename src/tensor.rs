@@ -72,7 +72,7 @@ impl Tensor {
         len: usize,
     ) -> Option<Tensor> {
         let end = len.checked_mul(4)?.checked_add(offset)?;
-        let aligned = (map.as_ptr() as usize + offset) % std::mem::align_of::<f32>() == 0;
+        let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>());
         if end > map.len() || !aligned || numel(&shape) != len {
             return None;
         }

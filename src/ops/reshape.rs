@@ -89,7 +89,7 @@ impl Reshape {
                 }
                 if let Some(i) = infer {
                     let rest = numel(&out);
-                    if rest == 0 || n % rest != 0 {
+                    if rest == 0 || !n.is_multiple_of(rest) {
                         return Err(format!("cannot reshape {x:?} to {spec:?}"));
                     }
                     out[i] = n / rest;

@@ -86,3 +86,89 @@ pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
         })
         .collect()
 }
+
+/// Runs the `edgetune` binary; returns (exit code, stdout, stderr).
+pub fn edgetune(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args).output().expect("run edgetune");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts the CLI contract for bad input: exit 2, exactly one `error:` line naming `needle`.
+pub fn assert_bad_input(args: &[&str], needle: &str) {
+    let (code, _, err) = edgetune(args);
+    assert_eq!(code, 2, "exit code for {args:?}; stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr must start with 'error: ', got {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got {err:?}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains(needle), "stderr should name {needle:?}: {err}");
+}
+
+/// Small ONNX models built in code (prost types from tract-onnx) for bad-input tests.
+pub mod build {
+    use prost::Message;
+    use tract_onnx::pb::{self, tensor_shape_proto::dimension, type_proto, TensorProto};
+
+    pub fn value(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| dim_proto(if d < 0 { dimension::Value::DimParam("N".into()) } else { dimension::Value::DimValue(d) }))
+            .collect();
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: Some(pb::TensorShapeProto { dim }) })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn dim_proto(v: dimension::Value) -> pb::tensor_shape_proto::Dimension {
+        pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() }
+    }
+
+    pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn floats(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn model(nodes: Vec<pb::NodeProto>, inits: Vec<TensorProto>, inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInfoProto>) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            producer_name: "edgetune-tests".into(),
+            graph: Some(pb::GraphProto { name: "g".into(), node: nodes, initializer: inits, input: inputs, output: outputs, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    /// A valid 1-conv model: x [N,3,8,8] -> Conv(w [4,3,3,3]) -> Relu -> y.
+    pub fn conv_relu() -> pb::ModelProto {
+        let w: Vec<f32> = (0..4 * 3 * 9).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        model(
+            vec![node("Conv", "conv", &["x", "w"], &["c"]), node("Relu", "relu", &["c"], &["y"])],
+            vec![floats("w", &[4, 3, 3, 3], &w)],
+            vec![value("x", &[-1, 3, 8, 8])],
+            vec![value("y", &[-1, 4, 6, 6])],
+        )
+    }
+
+    pub fn save(m: &pb::ModelProto, path: &std::path::Path) {
+        std::fs::write(path, m.encode_to_vec()).unwrap();
+    }
+}

@@ -1,0 +1,182 @@
+//! Bad input never panics: each case gets exit code 2 and one `error:` line naming the culprit
+//! (design.md, CLI contract). Models are built in code or cut from a real one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::build::*;
+use common::*;
+use tract_onnx::pb;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn saved(dir: &Path, name: &str, m: &pb::ModelProto) -> PathBuf {
+    let p = dir.join(name);
+    save(m, &p);
+    p
+}
+
+fn write_input(dir: &Path, shape: &[usize]) -> PathBuf {
+    let p = dir.join("x.npy");
+    let n = shape.iter().product();
+    edgetune::data::npy::write_tensor(&p, &edgetune::Tensor::from_vec(shape, vec![0.5; n])).unwrap();
+    p
+}
+
+fn infer(model: &Path, input: &Path) -> Vec<String> {
+    vec!["infer".into(), model.display().to_string(), "--input".into(), input.display().to_string()]
+}
+
+fn check(args: Vec<String>, needle: &str) {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_bad_input(&a, needle);
+}
+
+#[test]
+fn the_valid_base_model_runs() {
+    // Guards the cases below: each breaks exactly one thing of this working model.
+    let d = tmp();
+    let m = saved(d.path(), "ok.onnx", &conv_relu());
+    let x = write_input(d.path(), &[2, 3, 8, 8]);
+    let out = d.path().join("y.npy");
+    let (code, _, err) = edgetune(&["infer", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.exists());
+}
+
+#[test]
+fn missing_empty_truncated_and_foreign_files() {
+    let d = tmp();
+    check(vec!["inspect".into(), d.path().join("nope.onnx").display().to_string()], "nope.onnx");
+    let empty = d.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    check(vec!["inspect".into(), empty.display().to_string()], "empty");
+    let full = prost::Message::encode_to_vec(&conv_relu());
+    let cut = d.path().join("cut.onnx");
+    std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
+    check(vec!["inspect".into(), cut.display().to_string()], "cut.onnx");
+    let text = d.path().join("notes.onnx");
+    std::fs::write(&text, "this is not a model\n").unwrap();
+    check(vec!["inspect".into(), text.display().to_string()], "notes.onnx");
+    check(vec!["inspect".into(), d.path().display().to_string()], "directory");
+}
+
+#[test]
+fn every_unsupported_op_is_named_in_one_message() {
+    let d = tmp();
+    let mut m = conv_relu();
+    let g = m.graph.as_mut().unwrap();
+    g.node.push(node("LSTM", "lstm_1", &["y"], &["z"]));
+    g.node.push(node("NonMaxSuppression", "nms", &["z"], &["q"]));
+    let p = saved(d.path(), "m.onnx", &m);
+    let (code, _, err) = edgetune(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    for needle in ["LSTM", "lstm_1", "NonMaxSuppression", "nms"] {
+        assert!(err.contains(needle), "{needle} missing from {err}");
+    }
+    assert_eq!(err.trim_end().lines().count(), 1);
+}
+
+#[test]
+fn dangling_input_and_cycle() {
+    let d = tmp();
+    let mut m = conv_relu();
+    m.graph.as_mut().unwrap().node[1].input[0] = "ghost".into();
+    let p = saved(d.path(), "dangling.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "ghost");
+
+    let mut m = conv_relu();
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = "y".into(); // conv reads relu's output, relu reads conv's: a cycle
+    let p = saved(d.path(), "cycle.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "cycle");
+}
+
+#[test]
+fn initializer_data_short_or_dims_overflowing() {
+    let d = tmp();
+    let mut m = conv_relu();
+    m.graph.as_mut().unwrap().initializer[0].raw_data.truncate(40);
+    let p = saved(d.path(), "short.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "'w'");
+
+    let mut m = conv_relu();
+    m.graph.as_mut().unwrap().initializer[0].dims = vec![1 << 40, 1 << 40, 3, 3];
+    let p = saved(d.path(), "overflow.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "overflow");
+
+    let mut m = conv_relu();
+    m.graph.as_mut().unwrap().initializer[0].dims = vec![4, -3, 3, 3];
+    let p = saved(d.path(), "negative.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "negative");
+}
+
+fn external(m: &mut pb::ModelProto, location: &str) {
+    let t = &mut m.graph.as_mut().unwrap().initializer[0];
+    t.raw_data.clear();
+    t.data_location = Some(1);
+    t.external_data = vec![pb::StringStringEntryProto { key: "location".into(), value: location.into() }];
+}
+
+#[test]
+fn external_data_outside_the_model_folder_is_refused() {
+    let d = tmp();
+    let inner = d.path().join("model");
+    std::fs::create_dir(&inner).unwrap();
+    let bytes: Vec<u8> = vec![0u8; 4 * 3 * 9 * 4];
+    std::fs::write(d.path().join("secret.bin"), &bytes).unwrap();
+    std::fs::write(inner.join("weights.bin"), &bytes).unwrap();
+
+    let mut ok = conv_relu();
+    external(&mut ok, "weights.bin");
+    let p = saved(&inner, "ok.onnx", &ok);
+    let (code, _, err) = edgetune(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "external data inside the folder loads: {err}");
+
+    for (loc, name) in [("../secret.bin", "up.onnx"), (d.path().join("secret.bin").to_str().unwrap(), "abs.onnx")] {
+        let mut m = conv_relu();
+        external(&mut m, loc);
+        let p = saved(&inner, name, &m);
+        check(vec!["inspect".into(), p.display().to_string()], "refused");
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(d.path().join("secret.bin"), inner.join("link.bin")).unwrap();
+        let mut m = conv_relu();
+        external(&mut m, "link.bin");
+        let p = saved(&inner, "link.onnx", &m);
+        check(vec!["inspect".into(), p.display().to_string()], "outside");
+    }
+    let mut m = conv_relu();
+    external(&mut m, "missing.bin");
+    let p = saved(&inner, "missing.onnx", &m);
+    check(vec!["inspect".into(), p.display().to_string()], "missing.bin");
+}
+
+#[test]
+fn inputs_whose_rank_or_channels_do_not_fit() {
+    let d = tmp();
+    let m = saved(d.path(), "m.onnx", &conv_relu());
+    let x = write_input(d.path(), &[2, 3, 8]);
+    check(infer(&m, &x), "input 'x'");
+    let x = write_input(d.path(), &[2, 5, 8, 8]);
+    check(infer(&m, &x), "channel");
+    // Spatially too small for the 3x3 window: the node says so.
+    let x = write_input(d.path(), &[1, 3, 2, 2]);
+    check(infer(&m, &x), "conv");
+    let not_npy = d.path().join("x.txt");
+    std::fs::write(&not_npy, "1 2 3").unwrap();
+    check(infer(&m, &not_npy), "x.txt");
+}
+
+#[test]
+fn outputs_never_overwrite_a_folder() {
+    let d = tmp();
+    let m = saved(d.path(), "m.onnx", &conv_relu());
+    let x = write_input(d.path(), &[1, 3, 8, 8]);
+    let args = ["infer", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", d.path().to_str().unwrap()];
+    assert_bad_input(&args, "directory");
+}
