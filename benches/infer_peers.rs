@@ -171,9 +171,8 @@ fn main() {
     let run_et = |x: Vec<Tensor>| -> Vec<Tensor> {
         session.run(x).unwrap_or_else(|e| die("edgetune run", e))
     };
-    let run_tract = |p: &TractPlan, x: TValue| {
-        p.run(tvec!(x)).unwrap_or_else(|e| die("tract run", e))
-    };
+    let run_tract =
+        |p: &TractPlan, x: TValue| p.run(tvec!(x)).unwrap_or_else(|e| die("tract run", e));
 
     // Warm-up (and a sanity check that both engines compute the same thing).
     let mut rel_err = None;
@@ -189,10 +188,17 @@ fn main() {
                 let got = et_out[0].data();
                 if got.len() == want.len() {
                     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-                    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    let diff = got
+                        .iter()
+                        .zip(&want)
+                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                     rel_err = Some(diff / scale);
                 } else {
-                    eprintln!("warning: output sizes differ: edgetune {} vs tract {}", got.len(), want.len());
+                    eprintln!(
+                        "warning: output sizes differ: edgetune {} vs tract {}",
+                        got.len(),
+                        want.len()
+                    );
                 }
             }
         }
