@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{gemm_with, MatRef};
+use super::gemm::{gemm, gemm_with, MatRef};
 use super::simd;
 use crate::ops::window::Geometry;
 
@@ -120,6 +120,119 @@ pub fn conv2d(x: &[f32], weight: &[f32], s: &ConvShape, ep: Epilogue, out: &mut 
                 false,
                 &epilogue(g),
             );
+        }
+    }
+}
+
+/// Adjoint of `im2col`: adds each patch-matrix entry back onto the input position it came from
+/// (taps in the padding are dropped). Parallel over channels: each owns its plane.
+pub fn col2im(cols: &[f32], channels: usize, geo: &Geometry, dx: &mut [f32]) {
+    let [h, w] = geo.in_hw;
+    let [oh, ow] = geo.out_hw;
+    let [kh, kw] = geo.kernel;
+    let n = oh * ow;
+    dx[..channels * h * w]
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(c, plane)| {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &cols[((c * kh + ky) * kw + kx) * n..][..n];
+                    for oy in 0..oh {
+                        let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize
+                            - geo.pads[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                        let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+                        for ox in 0..ow {
+                            let ix = x0 + (ox * geo.strides[1]) as isize;
+                            if ix >= 0 && ix < w as isize {
+                                dst[ix as usize] += row[oy * ow + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Gradients of `conv2d` (without epilogue) given `dy` (`[N, M, OH, OW]`): `dx` (`[N, C, H, W]`)
+/// when asked, `dw` (shape of the weight) when asked; both fully overwritten.
+///   dW[g] = Σ_b dY[b,g] · im2col(x[b,g])ᵀ      dcols = W[g]ᵀ · dY[b,g],  dx = col2im(dcols)
+pub fn conv2d_backward(
+    x: &[f32],
+    weight: &[f32],
+    s: &ConvShape,
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+) {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let [h, w] = s.geo.in_hw;
+    let n = s.geo.out_hw[0] * s.geo.out_hw[1];
+    let k = s.k();
+    let pointwise = s.is_pointwise();
+    let mut cols = vec![0.0; if pointwise { 0 } else { k * n }];
+    let mut dx = dx;
+    if let Some(d) = dx.as_deref_mut() {
+        d.fill(0.0);
+    }
+    let mut dw = dw;
+    if let Some(d) = dw.as_deref_mut() {
+        d.fill(0.0);
+    }
+    for b in 0..s.batch {
+        for g in 0..s.groups {
+            let xr = (b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w;
+            let dyg = &dy[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
+            let wg = &weight[g * mg * k..(g + 1) * mg * k];
+            if let Some(dwa) = dw.as_deref_mut() {
+                let bmat = if pointwise {
+                    MatRef::transposed(&x[xr.clone()], n)
+                } else {
+                    im2col(&x[xr.clone()], cg, &s.geo, &mut cols);
+                    MatRef::transposed(&cols, n)
+                };
+                gemm(
+                    mg,
+                    n,
+                    k,
+                    MatRef::rows(dyg, n),
+                    bmat,
+                    &mut dwa[g * mg * k..(g + 1) * mg * k],
+                    k,
+                    true,
+                );
+            }
+            if let Some(dxa) = dx.as_deref_mut() {
+                let target = &mut dxa[xr];
+                if pointwise {
+                    gemm(
+                        k,
+                        mg,
+                        n,
+                        MatRef::transposed(wg, k),
+                        MatRef::rows(dyg, n),
+                        target,
+                        n,
+                        false,
+                    );
+                } else {
+                    gemm(
+                        k,
+                        mg,
+                        n,
+                        MatRef::transposed(wg, k),
+                        MatRef::rows(dyg, n),
+                        &mut cols,
+                        n,
+                        false,
+                    );
+                    col2im(&cols, cg, &s.geo, target);
+                }
+            }
         }
     }
 }

@@ -159,6 +159,49 @@ pub fn gather<T: Copy>(data: &[T], shape: &[usize], axis: usize, indices: &[usiz
     out
 }
 
+/// Adjoint of `broadcast`: sums `g` (of `out_shape`) over the axes that `shape` broadcasts.
+pub fn reduce_to_shape(g: &[f32], out_shape: &[usize], shape: &[usize]) -> Vec<f32> {
+    if out_shape == shape {
+        return g.to_vec();
+    }
+    let st = broadcast_strides(shape, out_shape);
+    let mut out = vec![0.0f32; numel(shape)];
+    let mut k = 0;
+    for_each_offset(out_shape, &st, 0, |o| {
+        out[o] += g[k];
+        k += 1;
+    });
+    out
+}
+
+/// Adjoint of `slice`: `g` (of `out_shape`) scattered into zeros of `shape`.
+pub fn unslice(
+    g: &[f32],
+    shape: &[usize],
+    starts: &[usize],
+    steps: &[isize],
+    out_shape: &[usize],
+) -> Vec<f32> {
+    let st = strides(shape);
+    let base: isize = starts
+        .iter()
+        .zip(&st)
+        .map(|(&s, &t)| (s * t) as isize)
+        .sum();
+    let dst: Vec<isize> = steps
+        .iter()
+        .zip(&st)
+        .map(|(&s, &t)| s * t as isize)
+        .collect();
+    let mut out = vec![0.0f32; numel(shape)];
+    let mut k = 0;
+    for_each_offset(out_shape, &dst, base, |o| {
+        out[o] += g[k];
+        k += 1;
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,61 @@ pub fn divisor(geo: &Geometry, oy: usize, ox: usize, count_pad: bool) -> usize {
     axis(0, oy) * axis(1, ox)
 }
 
+/// Gradient of `pool2d`: `dx` (fully overwritten) from `dy`. Max routes each output's gradient
+/// to the first largest tap in window order (PyTorch's choice on ties); average spreads it over
+/// the window's in-input taps, divided by the same divisor as the forward.
+pub fn pool2d_backward(
+    x: &[f32],
+    planes: usize,
+    geo: &Geometry,
+    kind: Pool,
+    dy: &[f32],
+    dx: &mut [f32],
+) {
+    let [h, w] = geo.in_hw;
+    let [oh, ow] = geo.out_hw;
+    let [kh, kw] = geo.kernel;
+    let taps = |oy: usize, ox: usize| {
+        (0..kh)
+            .flat_map(move |ky| (0..kw).map(move |kx| (ky, kx)))
+            .filter_map(move |(ky, kx)| {
+                let iy =
+                    (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
+                let ix =
+                    (ox * geo.strides[1] + kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+                (iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize)
+                    .then(|| iy as usize * w + ix as usize)
+            })
+    };
+    dx[..planes * h * w]
+        .par_chunks_mut(h * w)
+        .zip(dy[..planes * oh * ow].par_chunks(oh * ow))
+        .zip(x[..planes * h * w].par_chunks(h * w))
+        .for_each(|((dxp, dyp), xp)| {
+            dxp.fill(0.0);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = dyp[oy * ow + ox];
+                    match kind {
+                        Pool::Max => {
+                            let best = taps(oy, ox).fold(None, |b: Option<usize>, i| match b {
+                                Some(j) if xp[j] >= xp[i] => Some(j),
+                                _ => Some(i),
+                            });
+                            if let Some(i) = best {
+                                dxp[i] += g;
+                            }
+                        }
+                        Pool::Avg { count_pad } => {
+                            let share = g / divisor(geo, oy, ox, count_pad) as f32;
+                            taps(oy, ox).for_each(|i| dxp[i] += share);
+                        }
+                    }
+                }
+            }
+        });
+}
+
 /// Mean of each plane (global average pooling).
 pub fn plane_means(x: &[f32], plane: usize, out: &mut [f32]) {
     out.par_iter_mut()

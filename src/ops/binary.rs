@@ -2,7 +2,7 @@
 //! per-channel operand (`[C,1,1]`-like) broadcast over NCHW planes; anything else goes through
 //! the generic broadcast kernel.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::graph::IntTensor;
 use crate::kernels::layout;
 use crate::kernels::simd::{self, Arith};
@@ -98,6 +98,62 @@ impl Op for Binary {
             shape: out_shape.to_vec(),
             data,
         })
+    }
+
+    fn saves(&self) -> Saves {
+        match self.op {
+            Arith::Add | Arith::Sub => Saves::NOTHING,
+            Arith::Mul | Arith::Div => Saves::inputs(&[0, 1]),
+        }
+    }
+
+    /// Each input's gradient, summed over the axes it was broadcast along:
+    /// add (dy, dy), sub (dy, -dy), mul (dy·b, dy·a), div (dy/b, -dy·a/b²).
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let out = dy.shape();
+        let grad = |i: usize| -> Option<Tensor> {
+            if !need[i] {
+                return None;
+            }
+            let shape = &rec.shapes[i];
+            let local: Vec<f32> = match (self.op, i) {
+                (Arith::Add, _) | (Arith::Sub, 0) => dy.data().to_vec(),
+                (Arith::Sub, _) => dy.data().iter().map(|g| -g).collect(),
+                (Arith::Mul, _) => {
+                    let other = rec.input(1 - i);
+                    layout::zip_broadcast(
+                        dy.data(),
+                        out,
+                        other.data(),
+                        other.shape(),
+                        out,
+                        |g, v| g * v,
+                    )
+                }
+                (Arith::Div, 0) => {
+                    let b = rec.input(1);
+                    layout::zip_broadcast(dy.data(), out, b.data(), b.shape(), out, |g, v| g / v)
+                }
+                (Arith::Div, _) => {
+                    let (a, b) = (rec.input(0), rec.input(1));
+                    let ga =
+                        layout::zip_broadcast(dy.data(), out, a.data(), a.shape(), out, |g, v| {
+                            g * v
+                        });
+                    layout::zip_broadcast(&ga, out, b.data(), b.shape(), out, |g, v| -g / (v * v))
+                }
+            };
+            Some(Tensor::from_vec(
+                shape.clone(),
+                layout::reduce_to_shape(&local, out, shape),
+            ))
+        };
+        Ok(vec![grad(0), grad(1)])
     }
 }
 

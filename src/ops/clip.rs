@@ -1,7 +1,7 @@
 //! Clip: `min(max(x, lo), hi)`; bounds are attributes before opset 11 and optional constant
 //! inputs from 11 on (ReLU6 exports as Clip(0, 6)).
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::kernels::simd;
 use crate::tensor::Tensor;
 
@@ -42,5 +42,26 @@ impl Op for Clip {
         let mut out = inputs[0].data().to_vec();
         simd::clamp_inplace(&mut out, self.lo, self.hi);
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::inputs(&[0])
+    }
+
+    /// dx = dy where lo <= x <= hi (torch.clamp's backward).
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let x = rec.input(0);
+        let dx = dy
+            .data()
+            .iter()
+            .zip(x.data())
+            .map(|(&g, &v)| if v >= self.lo && v <= self.hi { g } else { 0.0 })
+            .collect();
+        Ok(vec![Some(Tensor::from_vec(x.shape(), dx))])
     }
 }

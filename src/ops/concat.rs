@@ -1,6 +1,6 @@
 //! Concat along one axis; also folds integer shape vectors at load time.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::graph::IntTensor;
 use crate::kernels::layout;
 use crate::tensor::{norm_axis, Tensor};
@@ -58,5 +58,29 @@ impl Op for Concat {
             shape: out_shape.to_vec(),
             data: layout::concat(&parts, a),
         })
+    }
+
+    /// Each input gets its slab of dy along the axis.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let a = self.axis(dy.rank())?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(rec.shapes.len());
+        for (s, &n) in rec.shapes.iter().zip(need) {
+            let mut starts = vec![0; s.len()];
+            starts[a] = start;
+            start += s[a];
+            out.push(n.then(|| {
+                Tensor::from_vec(
+                    s.clone(),
+                    layout::slice(dy.data(), dy.shape(), &starts, &vec![1; s.len()], s),
+                )
+            }));
+        }
+        Ok(out)
     }
 }

@@ -2,8 +2,9 @@
 //! Inference plans may fuse a following BatchNormalization (into the weights) and ReLU.
 
 use super::window::Window;
-use super::{expect_rank, BuildCtx, Built, Op};
-use crate::kernels::conv::{conv2d, ConvShape, Epilogue};
+use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
+use crate::kernels::conv::{conv2d, conv2d_backward, ConvShape, Epilogue};
+use crate::kernels::simd;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -89,5 +90,49 @@ impl Op for Conv {
         };
         conv2d(inputs[0].data(), inputs[1].data(), &s, ep, &mut out);
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::inputs(&[0, 1])
+    }
+
+    /// dx and dW through `conv2d_backward` (im2col recomputed, not stored); db = Σ dy over
+    /// batch and space. Training plans never fuse, so `relu` is off here.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        debug_assert!(!self.relu, "fused convolutions are inference-only");
+        let (x, w) = (rec.input(0), rec.input(1));
+        let s = self.shape(x.shape(), w.shape())?;
+        let mut dx = need[0].then(|| vec![0.0; x.len()]);
+        let mut dw = need[1].then(|| vec![0.0; w.len()]);
+        if dx.is_some() || dw.is_some() {
+            conv2d_backward(
+                x.data(),
+                w.data(),
+                &s,
+                dy.data(),
+                dx.as_deref_mut(),
+                dw.as_deref_mut(),
+            );
+        }
+        let mut out = vec![
+            dx.map(|v| Tensor::from_vec(x.shape(), v)),
+            dw.map(|v| Tensor::from_vec(w.shape(), v)),
+        ];
+        if rec.shapes.len() > 2 {
+            out.push(need[2].then(|| {
+                let plane = s.geo.out_hw[0] * s.geo.out_hw[1];
+                let mut db = vec![0.0f64; s.out_ch];
+                for (i, p) in dy.data().chunks(plane).enumerate() {
+                    db[i % s.out_ch] += simd::sum(p) as f64;
+                }
+                Tensor::from_vec([s.out_ch], db.into_iter().map(|v| v as f32).collect())
+            }));
+        }
+        Ok(out)
     }
 }

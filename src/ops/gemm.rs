@@ -1,7 +1,7 @@
 //! Gemm: `Y = alpha · op(A) · op(B) + beta · C`, op = optional transpose, C broadcast to Y.
 //! The classifier of most exported ResNets (transB = 1).
 
-use super::{expect_rank, BuildCtx, Built, Op};
+use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
 use crate::kernels::gemm::{gemm, MatRef};
 use crate::kernels::{layout, simd};
 use crate::tensor::{broadcast_shapes, Tensor};
@@ -94,5 +94,99 @@ impl Op for Gemm {
             }
         }
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::inputs(&[0, 1])
+    }
+
+    /// With Y = α·op(A)·op(B) + β·C:  d op(A) = α·dY·op(B)ᵀ,  d op(B) = α·op(A)ᵀ·dY,  dC = β·Σ dY
+    /// (over C's broadcast axes); a transposed operand gets the transpose of its gradient.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let (a, b) = (rec.input(0), rec.input(1));
+        let (m, k, n) = self.dims(a.shape(), b.shape())?;
+        let g = MatRef::rows(dy.data(), n);
+        let scale = |mut v: Vec<f32>| {
+            if self.alpha != 1.0 {
+                simd::affine_inplace(&mut v, self.alpha, 0.0, false);
+            }
+            v
+        };
+        let da = need[0].then(|| {
+            let mut out = vec![0.0; m * k];
+            if self.trans_a {
+                // A is k×m: dA = op(B)·dYᵀ
+                let ob = if self.trans_b {
+                    MatRef::transposed(b.data(), k)
+                } else {
+                    MatRef::rows(b.data(), n)
+                };
+                gemm(
+                    k,
+                    n,
+                    m,
+                    ob,
+                    MatRef::transposed(dy.data(), n),
+                    &mut out,
+                    m,
+                    false,
+                );
+            } else {
+                let obt = if self.trans_b {
+                    MatRef::rows(b.data(), k)
+                } else {
+                    MatRef::transposed(b.data(), n)
+                };
+                gemm(m, n, k, g, obt, &mut out, k, false);
+            }
+            Tensor::from_vec(a.shape(), scale(out))
+        });
+        let db = need[1].then(|| {
+            let mut out = vec![0.0; k * n];
+            if self.trans_b {
+                // B is n×k: dB = dYᵀ·op(A)
+                let oa = if self.trans_a {
+                    MatRef::transposed(a.data(), m)
+                } else {
+                    MatRef::rows(a.data(), k)
+                };
+                gemm(
+                    n,
+                    m,
+                    k,
+                    MatRef::transposed(dy.data(), n),
+                    oa,
+                    &mut out,
+                    k,
+                    false,
+                );
+            } else {
+                let oat = if self.trans_a {
+                    MatRef::rows(a.data(), m)
+                } else {
+                    MatRef::transposed(a.data(), k)
+                };
+                gemm(k, m, n, oat, g, &mut out, n, false);
+            }
+            Tensor::from_vec(b.shape(), scale(out))
+        });
+        let dc = rec
+            .shapes
+            .get(2)
+            .filter(|_| need.get(2) == Some(&true))
+            .map(|cs| {
+                let v = layout::reduce_to_shape(dy.data(), dy.shape(), cs);
+                Tensor::from_vec(cs.clone(), v.into_iter().map(|x| x * self.beta).collect())
+            });
+        let mut out = vec![da, db];
+        if rec.shapes.len() > 2 {
+            out.push(dc);
+        }
+        Ok(out)
     }
 }

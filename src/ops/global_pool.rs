@@ -1,6 +1,6 @@
 //! GlobalAveragePool: the mean of each channel plane, `[N,C,H,W] -> [N,C,1,1]`.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::kernels::pool::plane_means;
 use crate::tensor::Tensor;
 
@@ -26,5 +26,22 @@ impl Op for GlobalAveragePool {
         let mut out = vec![0.0; out_shape.iter().product()];
         plane_means(x.data(), plane, &mut out);
         Tensor::from_vec(out_shape, out)
+    }
+
+    /// dx = dy / (H·W), broadcast over each plane.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let shape = &rec.shapes[0];
+        let plane: usize = shape[2..].iter().product();
+        let dx = dy
+            .data()
+            .iter()
+            .flat_map(|&g| std::iter::repeat_n(g / plane as f32, plane))
+            .collect();
+        Ok(vec![Some(Tensor::from_vec(shape.clone(), dx))])
     }
 }

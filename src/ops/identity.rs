@@ -1,7 +1,7 @@
 //! Identity, and the ops that are identities at inference: Dropout, Cast to a float type.
 //! The output shares the input's storage.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::graph::IntTensor;
 use crate::tensor::Tensor;
 
@@ -38,5 +38,14 @@ impl Op for Identity {
 
     fn forward_ints(&self, inputs: &[&IntTensor], _out_shape: &[usize]) -> Option<IntTensor> {
         Some(inputs[0].clone())
+    }
+
+    fn backward(
+        &self,
+        _rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        Ok(vec![Some(dy.clone())])
     }
 }

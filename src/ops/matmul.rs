@@ -1,7 +1,7 @@
 //! MatMul with numpy semantics: batched over leading axes (broadcast), 1-D operands promoted.
 //! The classifier of some exporters (MatMul + Add).
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::kernels::gemm::{gemm, MatRef};
 use crate::tensor::{broadcast_shapes, strides, Tensor};
 
@@ -58,6 +58,23 @@ fn dims(a: &[usize], b: &[usize]) -> Result<(Dims, Vec<usize>), String> {
     Ok((Dims { batch, m, k, n }, out))
 }
 
+/// Element offset of broadcast batch entry `i` in an operand whose batch shape is `s`
+/// (each entry a `mat`-element matrix).
+fn batch_offset(batch: &[usize], s: &[usize], mat: usize, i: usize) -> usize {
+    let lead = batch.len() - s.len();
+    let (st, bst) = (strides(s), strides(batch));
+    (0..s.len())
+        .map(|j| {
+            if s[j] == 1 {
+                0
+            } else {
+                (i / bst[j + lead]) % batch[j + lead] * st[j]
+            }
+        })
+        .sum::<usize>()
+        * mat
+}
+
 impl Op for MatMul {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         Ok(dims(inputs[0], inputs[1])?.1)
@@ -69,25 +86,9 @@ impl Op for MatMul {
         let (a2, b2, _, _) = promoted(a.shape(), b.shape());
         let batches: usize = d.batch.iter().product();
         let mut out = vec![0.0; batches * d.m * d.n];
-        // Offset of each broadcast batch index in an operand with batch shape `s`.
-        let offset = |s: &[usize], mat: usize, i: usize| -> usize {
-            let lead = d.batch.len() - s.len();
-            let st = strides(s);
-            let bst = strides(&d.batch);
-            (0..s.len())
-                .map(|j| {
-                    if s[j] == 1 {
-                        0
-                    } else {
-                        (i / bst[j + lead]) % d.batch[j + lead] * st[j]
-                    }
-                })
-                .sum::<usize>()
-                * mat
-        };
         for i in 0..batches {
-            let ao = offset(&a2[..a2.len() - 2], d.m * d.k, i);
-            let bo = offset(&b2[..b2.len() - 2], d.k * d.n, i);
+            let ao = batch_offset(&d.batch, &a2[..a2.len() - 2], d.m * d.k, i);
+            let bo = batch_offset(&d.batch, &b2[..b2.len() - 2], d.k * d.n, i);
             let c = &mut out[i * d.m * d.n..(i + 1) * d.m * d.n];
             gemm(
                 d.m,
@@ -101,6 +102,59 @@ impl Op for MatMul {
             );
         }
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::inputs(&[0, 1])
+    }
+
+    /// Per batch entry dA = dY·Bᵀ and dB = Aᵀ·dY, summed where an operand was broadcast.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let (a, b) = (rec.input(0), rec.input(1));
+        let (d, _) = dims(a.shape(), b.shape())?;
+        let (a2, b2, _, _) = promoted(a.shape(), b.shape());
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let batches: usize = d.batch.iter().product();
+        let mut da = vec![0.0; if need[0] { a.len() } else { 0 }];
+        let mut db = vec![0.0; if need[1] { b.len() } else { 0 }];
+        for i in 0..batches {
+            let ao = batch_offset(&d.batch, ab, d.m * d.k, i);
+            let bo = batch_offset(&d.batch, bb, d.k * d.n, i);
+            let g = MatRef::rows(&dy.data()[i * d.m * d.n..], d.n);
+            if need[0] {
+                gemm(
+                    d.m,
+                    d.n,
+                    d.k,
+                    g,
+                    MatRef::transposed(&b.data()[bo..], d.n),
+                    &mut da[ao..ao + d.m * d.k],
+                    d.k,
+                    true,
+                );
+            }
+            if need[1] {
+                gemm(
+                    d.k,
+                    d.m,
+                    d.n,
+                    MatRef::transposed(&a.data()[ao..], d.k),
+                    g,
+                    &mut db[bo..bo + d.k * d.n],
+                    d.n,
+                    true,
+                );
+            }
+        }
+        Ok(vec![
+            need[0].then(|| Tensor::from_vec(a.shape(), da)),
+            need[1].then(|| Tensor::from_vec(b.shape(), db)),
+        ])
     }
 }
 

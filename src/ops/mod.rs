@@ -47,6 +47,101 @@ pub trait Op: Send + Sync + Debug + Any {
     fn forward_ints(&self, _inputs: &[&IntTensor], _out_shape: &[usize]) -> Option<IntTensor> {
         None
     }
+
+    /// Which runtime inputs (and whether the output) the backward rule reads.
+    fn saves(&self) -> Saves {
+        Saves::NOTHING
+    }
+
+    /// The forward pass of a training step: may differ from `forward` (BatchNorm uses batch
+    /// statistics) and may leave op-specific tensors and updates of its inputs behind.
+    fn forward_train(&self, inputs: &[&Tensor], out_shape: &[usize]) -> TrainForward {
+        TrainForward {
+            y: self.forward(inputs, out_shape),
+            extra: Vec::new(),
+            updates: Vec::new(),
+        }
+    }
+
+    /// Gradients of the runtime inputs given the output's gradient `dy`; entry i is computed
+    /// only where `need[i]` (the others may be `None`).
+    fn backward(
+        &self,
+        _rec: &Record,
+        _dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        Err("no backward rule for this op".into())
+    }
+}
+
+/// What a backward rule reads from the forward pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Saves {
+    /// Bit i: runtime input i.
+    pub inputs: u32,
+    pub output: bool,
+}
+
+impl Saves {
+    pub const NOTHING: Saves = Saves {
+        inputs: 0,
+        output: false,
+    };
+
+    pub const fn inputs(list: &[usize]) -> Saves {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < list.len() {
+            bits |= 1 << list[i];
+            i += 1;
+        }
+        Saves {
+            inputs: bits,
+            output: false,
+        }
+    }
+
+    pub const fn output() -> Saves {
+        Saves {
+            inputs: 0,
+            output: true,
+        }
+    }
+}
+
+/// Result of `Op::forward_train`.
+pub struct TrainForward {
+    pub y: Tensor,
+    /// Op-specific tensors for the backward rule (kept in `Record::extra`).
+    pub extra: Vec<Tensor>,
+    /// New values for some runtime inputs (by index), e.g. BatchNorm's running statistics.
+    pub updates: Vec<(usize, Tensor)>,
+}
+
+/// What the forward pass kept of one step for its backward rule.
+pub struct Record {
+    /// Saved runtime inputs (`None` where the rule does not read them).
+    pub inputs: Vec<Option<Tensor>>,
+    /// Shapes of all runtime inputs (always kept: cheap, and most rules need them).
+    pub shapes: Vec<Vec<usize>>,
+    pub output: Option<Tensor>,
+    pub extra: Vec<Tensor>,
+}
+
+impl Record {
+    /// Saved input i; panics if the op's `saves` did not ask for it (a bug in that op).
+    pub fn input(&self, i: usize) -> &Tensor {
+        self.inputs[i]
+            .as_ref()
+            .expect("backward read an input its op did not save")
+    }
+
+    pub fn output(&self) -> &Tensor {
+        self.output
+            .as_ref()
+            .expect("backward read an output its op did not save")
+    }
 }
 
 /// What a builder knows about one node input.
@@ -114,35 +209,37 @@ impl Built {
 
 type BuildFn = fn(&BuildCtx) -> Result<Built, String>;
 
-const TABLE: &[(&str, BuildFn)] = &[
-    ("Add", binary::build_add),
-    ("AveragePool", pool::build_average),
-    ("BatchNormalization", batchnorm::build),
-    ("Cast", identity::build_cast),
-    ("Clip", clip::build),
-    ("Concat", concat::build),
-    ("Conv", conv::build),
-    ("Div", binary::build_div),
-    ("Dropout", identity::build_dropout),
-    ("Flatten", reshape::build_flatten),
-    ("Gather", gather::build),
-    ("Gemm", gemm::build),
-    ("GlobalAveragePool", global_pool::build),
-    ("Identity", identity::build),
-    ("MatMul", matmul::build),
-    ("MaxPool", pool::build_max),
-    ("Mul", binary::build_mul),
-    ("Pad", pad::build),
-    ("ReduceMean", reduce_mean::build),
-    ("Relu", relu::build),
-    ("Reshape", reshape::build_reshape),
-    ("Slice", slice::build),
-    ("Softmax", softmax::build),
-    ("Squeeze", reshape::build_squeeze),
-    ("Sub", binary::build_sub),
-    ("Sum", sum::build),
-    ("Transpose", transpose::build),
-    ("Unsqueeze", reshape::build_unsqueeze),
+/// (op type, builder, whether the op has a backward rule)
+
+const TABLE: &[(&str, BuildFn, bool)] = &[
+    ("Add", binary::build_add, true),
+    ("AveragePool", pool::build_average, true),
+    ("BatchNormalization", batchnorm::build, true),
+    ("Cast", identity::build_cast, true),
+    ("Clip", clip::build, true),
+    ("Concat", concat::build, true),
+    ("Conv", conv::build, true),
+    ("Div", binary::build_div, true),
+    ("Dropout", identity::build_dropout, true),
+    ("Flatten", reshape::build_flatten, true),
+    ("Gather", gather::build, false),
+    ("Gemm", gemm::build, true),
+    ("GlobalAveragePool", global_pool::build, true),
+    ("Identity", identity::build, true),
+    ("MatMul", matmul::build, true),
+    ("MaxPool", pool::build_max, true),
+    ("Mul", binary::build_mul, true),
+    ("Pad", pad::build, true),
+    ("ReduceMean", reduce_mean::build, true),
+    ("Relu", relu::build, true),
+    ("Reshape", reshape::build_reshape, true),
+    ("Slice", slice::build, true),
+    ("Softmax", softmax::build, true),
+    ("Squeeze", reshape::build_squeeze, true),
+    ("Sub", binary::build_sub, true),
+    ("Sum", sum::build, true),
+    ("Transpose", transpose::build, true),
+    ("Unsqueeze", reshape::build_unsqueeze, true),
 ];
 
 /// Ops that exist only in shape sub-graphs; `crate::fold` evaluates them at load time.
@@ -159,8 +256,8 @@ pub const FOLD_ONLY: &[&str] = &[
 pub fn builder(op_type: &str) -> Option<BuildFn> {
     TABLE
         .iter()
-        .find(|(name, _)| *name == op_type)
-        .map(|(_, f)| *f)
+        .find(|(name, _, _)| *name == op_type)
+        .map(|(_, f, _)| *f)
 }
 
 /// Whether an op type can appear in a model edgetune loads.
@@ -170,7 +267,12 @@ pub fn is_known(op_type: &str) -> bool {
 
 /// The op types that run at run time (for `inspect` and the README's table).
 pub fn runtime_ops() -> impl Iterator<Item = &'static str> {
-    TABLE.iter().map(|(name, _)| *name)
+    TABLE.iter().map(|(name, _, _)| *name)
+}
+
+/// Whether an op type has a backward rule (ops folded at load time need none).
+pub fn has_backward(op_type: &str) -> bool {
+    TABLE.iter().any(|(name, _, b)| *name == op_type && *b)
 }
 
 /// Shape check shared by the ops: the input's rank.

@@ -1,7 +1,7 @@
 //! Pad, constant mode: pads as an attribute before opset 11, a constant input from 11 on
 //! (with an optional constant value, and optional axes from 18 on). Keras' ZeroPadding2D.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::kernels::layout;
 use crate::tensor::{norm_axis, Tensor};
 
@@ -77,5 +77,21 @@ impl Op for Pad {
             out_shape,
             layout::pad(x.data(), x.shape(), &b, &a, self.value),
         )
+    }
+
+    /// dx = the unpadded window of dy.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let shape = &rec.shapes[0];
+        let (before, _) = self.amounts(shape.len())?;
+        let steps = vec![1; shape.len()];
+        Ok(vec![Some(Tensor::from_vec(
+            shape.clone(),
+            layout::slice(dy.data(), dy.shape(), &before, &steps, shape),
+        ))])
     }
 }

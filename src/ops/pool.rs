@@ -2,8 +2,8 @@
 //! `kernels::pool`. Only the first output of MaxPool (values, not indices) is supported.
 
 use super::window::Window;
-use super::{expect_rank, BuildCtx, Built, Op};
-use crate::kernels::pool::{pool2d, Pool};
+use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
+use crate::kernels::pool::{pool2d, pool2d_backward, Pool};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -63,5 +63,23 @@ impl Op for Pooling {
             true,
         );
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::inputs(&[0])
+    }
+
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let x = rec.input(0);
+        let s = x.shape();
+        let geo = self.window.geometry([s[2], s[3]])?;
+        let mut dx = vec![0.0; x.len()];
+        pool2d_backward(x.data(), s[0] * s[1], &geo, self.kind, dy.data(), &mut dx);
+        Ok(vec![Some(Tensor::from_vec(s, dx))])
     }
 }

@@ -2,7 +2,7 @@
 //! and a constant input from 18 on. Global pooling exported as ReduceMean over H, W takes the
 //! plane-mean fast path; other axes are first moved to the end.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::kernels::{layout, pool::plane_means};
 use crate::tensor::{norm_axis, Tensor};
 
@@ -76,5 +76,32 @@ impl Op for ReduceMean {
         let mut out = vec![0.0; out_shape.iter().product()];
         plane_means(data, plane.max(1), &mut out);
         Tensor::from_vec(out_shape, out)
+    }
+
+    /// dx = dy / count, broadcast back over the reduced axes.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let shape = &rec.shapes[0];
+        let mask = self.reduced(shape.len())?;
+        let kept: Vec<usize> = shape
+            .iter()
+            .zip(&mask)
+            .map(|(&d, &r)| if r { 1 } else { d })
+            .collect();
+        let count: usize = shape
+            .iter()
+            .zip(&mask)
+            .filter(|(_, &r)| r)
+            .map(|(&d, _)| d)
+            .product();
+        let scaled: Vec<f32> = dy.data().iter().map(|g| g / count as f32).collect();
+        Ok(vec![Some(Tensor::from_vec(
+            shape.clone(),
+            layout::broadcast(&scaled, &kept, shape),
+        ))])
     }
 }

@@ -1,6 +1,6 @@
 //! Relu: `max(x, 0)`.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::kernels::simd;
 use crate::tensor::Tensor;
 
@@ -20,5 +20,26 @@ impl Op for Relu {
         let mut out = inputs[0].data().to_vec();
         simd::clamp_inplace(&mut out, 0.0, f32::INFINITY);
         Tensor::from_vec(out_shape, out)
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::output()
+    }
+
+    /// dx = dy where y > 0 (PyTorch's threshold_backward).
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let y = rec.output();
+        let dx = dy
+            .data()
+            .iter()
+            .zip(y.data())
+            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok(vec![Some(Tensor::from_vec(y.shape(), dx))])
     }
 }

@@ -2,7 +2,7 @@
 //! elements (and their storage) as they are. Axes/shape come from attributes or, in newer
 //! opsets, constant inputs.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::graph::IntTensor;
 use crate::tensor::{norm_axis, numel, Tensor};
 
@@ -164,6 +164,15 @@ impl Op for Reshape {
             shape: out_shape.to_vec(),
             data: inputs[0].data.clone(),
         })
+    }
+
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        Ok(vec![Some(dy.clone().into_reshaped(rec.shapes[0].clone()))])
     }
 }
 

@@ -1,7 +1,7 @@
 //! Slice: strided sub-array. starts/ends/axes are attributes before opset 10 and constant
 //! inputs (plus steps) from 10 on; out-of-range bounds clamp as the ONNX spec says.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::graph::IntTensor;
 use crate::kernels::layout;
 use crate::tensor::{norm_axis, Tensor};
@@ -109,6 +109,21 @@ impl Op for Slice {
             shape: out_shape.to_vec(),
             data: layout::slice(&x.data, &x.shape, &first, &step, out_shape),
         })
+    }
+
+    /// dy scattered back into zeros of the input's shape.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let shape = &rec.shapes[0];
+        let (first, step, _) = self.plan(shape)?;
+        Ok(vec![Some(Tensor::from_vec(
+            shape.clone(),
+            layout::unslice(dy.data(), shape, &first, &step, dy.shape()),
+        ))])
     }
 }
 

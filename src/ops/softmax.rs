@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::tensor::{norm_axis, Tensor};
 
 #[derive(Clone, Debug)]
@@ -68,6 +68,36 @@ impl Op for Softmax {
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let split = self.split(inputs[0].shape()).expect("checked at plan time");
         Tensor::from_vec(out_shape, softmax(inputs[0].data(), split))
+    }
+
+    fn saves(&self) -> Saves {
+        Saves::output()
+    }
+
+    /// dx = y · (dy − Σ dy·y) along the normalised axis.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let y = rec.output();
+        let (_, len, inner) = self.split(y.shape())?;
+        let mut dx = dy.data().to_vec();
+        for (block, yb) in dx
+            .chunks_mut((len * inner).max(1))
+            .zip(y.data().chunks((len * inner).max(1)))
+        {
+            for j in 0..inner {
+                let dot: f64 = (0..len)
+                    .map(|i| (block[i * inner + j] * yb[i * inner + j]) as f64)
+                    .sum();
+                for i in 0..len {
+                    block[i * inner + j] = yb[i * inner + j] * (block[i * inner + j] - dot as f32);
+                }
+            }
+        }
+        Ok(vec![Some(Tensor::from_vec(y.shape(), dx))])
     }
 }
 

@@ -1,7 +1,8 @@
 //! Sum: element-wise sum of any number of inputs, with broadcasting.
 
 use super::binary::Binary;
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
+use crate::kernels::layout;
 use crate::kernels::simd::Arith;
 use crate::tensor::{broadcast_shapes, Tensor};
 
@@ -32,5 +33,24 @@ impl Op for Sum {
         }
         debug_assert_eq!(acc.shape(), out_shape);
         acc
+    }
+
+    /// Every input gets dy, summed over the axes it was broadcast along.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        Ok(rec
+            .shapes
+            .iter()
+            .zip(need)
+            .map(|(s, &n)| {
+                n.then(|| {
+                    Tensor::from_vec(s.clone(), layout::reduce_to_shape(dy.data(), dy.shape(), s))
+                })
+            })
+            .collect())
     }
 }

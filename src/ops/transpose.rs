@@ -1,6 +1,6 @@
 //! Transpose: permutes axes (`perm`, default reversed); an NHWC input becomes NCHW this way.
 
-use super::{BuildCtx, Built, Op};
+use super::{BuildCtx, Built, Op, Record};
 use crate::graph::IntTensor;
 use crate::kernels::layout;
 use crate::tensor::Tensor;
@@ -59,5 +59,23 @@ impl Op for Transpose {
             shape: out_shape.to_vec(),
             data: layout::transpose(&inputs[0].data, &inputs[0].shape, &perm),
         })
+    }
+
+    /// dx = dy transposed by the inverse permutation.
+    fn backward(
+        &self,
+        rec: &Record,
+        dy: &Tensor,
+        _need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>, String> {
+        let perm = self.perm(rec.shapes[0].len())?;
+        let mut inverse = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(vec![Some(Tensor::from_vec(
+            rec.shapes[0].clone(),
+            layout::transpose(dy.data(), dy.shape(), &inverse),
+        ))])
     }
 }

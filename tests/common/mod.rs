@@ -89,16 +89,30 @@ pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
 
 /// Runs the `edgetune` binary; returns (exit code, stdout, stderr).
 pub fn edgetune(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args).output().expect("run edgetune");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(args)
+        .output()
+        .expect("run edgetune");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Asserts the CLI contract for bad input: exit 2, exactly one `error:` line naming `needle`.
 pub fn assert_bad_input(args: &[&str], needle: &str) {
     let (code, _, err) = edgetune(args);
     assert_eq!(code, 2, "exit code for {args:?}; stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr must start with 'error: ', got {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got {err:?}");
+    assert!(
+        err.starts_with("error: "),
+        "stderr must start with 'error: ', got {err:?}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected, got {err:?}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     assert!(err.contains(needle), "stderr should name {needle:?}: {err}");
 }
@@ -111,12 +125,21 @@ pub mod build {
     pub fn value(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
         let dim = dims
             .iter()
-            .map(|&d| dim_proto(if d < 0 { dimension::Value::DimParam("N".into()) } else { dimension::Value::DimValue(d) }))
+            .map(|&d| {
+                dim_proto(if d < 0 {
+                    dimension::Value::DimParam("N".into())
+                } else {
+                    dimension::Value::DimValue(d)
+                })
+            })
             .collect();
         pb::ValueInfoProto {
             name: name.into(),
             r#type: Some(pb::TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: 1, shape: Some(pb::TensorShapeProto { dim }) })),
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto { dim }),
+                })),
                 ..Default::default()
             }),
             ..Default::default()
@@ -124,7 +147,10 @@ pub mod build {
     }
 
     fn dim_proto(v: dimension::Value) -> pb::tensor_shape_proto::Dimension {
-        pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() }
+        pb::tensor_shape_proto::Dimension {
+            value: Some(v),
+            ..Default::default()
+        }
     }
 
     pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
@@ -147,12 +173,27 @@ pub mod build {
         }
     }
 
-    pub fn model(nodes: Vec<pb::NodeProto>, inits: Vec<TensorProto>, inputs: Vec<pb::ValueInfoProto>, outputs: Vec<pb::ValueInfoProto>) -> pb::ModelProto {
+    pub fn model(
+        nodes: Vec<pb::NodeProto>,
+        inits: Vec<TensorProto>,
+        inputs: Vec<pb::ValueInfoProto>,
+        outputs: Vec<pb::ValueInfoProto>,
+    ) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
             producer_name: "edgetune-tests".into(),
-            graph: Some(pb::GraphProto { name: "g".into(), node: nodes, initializer: inits, input: inputs, output: outputs, ..Default::default() }),
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: inits,
+                input: inputs,
+                output: outputs,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -161,7 +202,10 @@ pub mod build {
     pub fn conv_relu() -> pb::ModelProto {
         let w: Vec<f32> = (0..4 * 3 * 9).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
         model(
-            vec![node("Conv", "conv", &["x", "w"], &["c"]), node("Relu", "relu", &["c"], &["y"])],
+            vec![
+                node("Conv", "conv", &["x", "w"], &["c"]),
+                node("Relu", "relu", &["c"], &["y"]),
+            ],
             vec![floats("w", &[4, 3, 3, 3], &w)],
             vec![value("x", &[-1, 3, 8, 8])],
             vec![value("y", &[-1, 4, 6, 6])],
