@@ -17,6 +17,7 @@
 
 pub mod atomic;
 pub mod attrs;
+pub mod autodiff;
 pub mod cli;
 pub mod data;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod kernels;
 pub mod onnx;
 pub mod ops;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use exec::Session;

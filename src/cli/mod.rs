@@ -2,6 +2,7 @@
 //! parses, calls `run` and maps errors to exit codes.
 
 mod bench;
+mod grad;
 mod infer;
 mod input;
 mod progress;
@@ -35,6 +36,8 @@ pub enum Command {
     },
     /// Run a model on a .npy array or on images.
     Infer(infer::InferArgs),
+    /// Loss and gradients of every trainable initializer on one batch, to an .npz.
+    Grad(grad::GradArgs),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +56,15 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Infer(args) => infer::run(args),
+        Command::Grad(args) => grad::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }
+}
+
+/// A rayon pool of `threads` workers (0: one per core).
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::error::Error::Runtime(format!("cannot start the thread pool: {e}")))
 }

@@ -49,3 +49,51 @@ pub fn write_tensor(path: &Path, t: &Tensor) -> Result<()> {
     let arr = to_array(t);
     write_atomic(path, |w| arr.write_npy(w).map_err(std::io::Error::other))
 }
+
+/// Reads integer class labels from a `.npy` (int64, int32, uint8, or floats holding integers).
+pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
+    let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
+    if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
+        return Ok(a.iter().copied().collect());
+    }
+    if let Ok(a) = ArrayD::<i32>::read_npy(open()?) {
+        return Ok(a.iter().map(|&v| v.into()).collect());
+    }
+    if let Ok(a) = ArrayD::<u8>::read_npy(open()?) {
+        return Ok(a.iter().map(|&v| v.into()).collect());
+    }
+    let floats = read_tensor(path).map_err(|_| {
+        Error::data(
+            path.display().to_string(),
+            "labels must be an integer .npy array",
+        )
+    })?;
+    floats
+        .data()
+        .iter()
+        .map(|&v| {
+            if v.fract() == 0.0 && v.is_finite() {
+                Ok(v as i64)
+            } else {
+                Err(Error::data(
+                    path.display().to_string(),
+                    format!("label {v} is not an integer"),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Writes named float32 arrays (and 0-d scalars) to a `.npz`, atomically.
+pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
+    let mut npz = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, t) in arrays {
+        npz.add_array(name.as_str(), &to_array(t))
+            .map_err(|e| Error::Runtime(format!("npz entry '{name}': {e}")))?;
+    }
+    let bytes = npz
+        .finish()
+        .map_err(|e| Error::Runtime(format!("npz: {e}")))?
+        .into_inner();
+    write_atomic(path, |w| w.write_all(&bytes))
+}

@@ -33,7 +33,7 @@ pub mod window;
 pub use batchnorm::BatchNorm;
 pub use conv::Conv;
 pub use relu::Relu;
-pub use softmax::softmax_rows;
+pub use softmax::{softmax_rows, Softmax};
 
 /// A node's computation once its attributes and constant inputs are resolved.
 pub trait Op: Send + Sync + Debug + Any {

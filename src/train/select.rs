@@ -1,0 +1,72 @@
+//! Which initializers train: `--train all | head | REGEX`. Never BatchNorm running statistics
+//! (updated by the forward pass, not by gradients) nor integer constants.
+
+use regex::Regex;
+
+use crate::autodiff::running_stat_values;
+use crate::error::{Error, Result};
+use crate::graph::{Const, Graph};
+
+/// One flag per initializer of `graph`.
+pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
+    let stats = running_stat_values(graph);
+    let candidate = |i: usize| {
+        let init = &graph.initializers[i];
+        matches!(init.data, Const::F32(_)) && !stats.contains(&init.value)
+    };
+    let n = graph.initializers.len();
+    let flags: Vec<bool> = match spec {
+        "all" => (0..n).map(candidate).collect(),
+        "head" => {
+            let head = head_initializers(graph);
+            (0..n).map(|i| candidate(i) && head.contains(&i)).collect()
+        }
+        pattern => {
+            let re = Regex::new(pattern).map_err(|e| {
+                Error::Usage(format!("--train: '{pattern}' is not a valid regex: {e}"))
+            })?;
+            (0..n)
+                .map(|i| candidate(i) && re.is_match(&graph.initializers[i].name))
+                .collect()
+        }
+    };
+    if !flags.iter().any(|&f| f) {
+        return Err(Error::Usage(format!(
+            "--train {spec}: no trainable float initializer matches"
+        )));
+    }
+    Ok(flags)
+}
+
+/// Initializers of the classifier: those read (directly or through Identity) by the last Gemm
+/// or MatMul and by the nodes after it.
+fn head_initializers(graph: &Graph) -> Vec<usize> {
+    let Some(last) = graph
+        .nodes
+        .iter()
+        .rposition(|n| n.op_type == "Gemm" || n.op_type == "MatMul")
+    else {
+        return Vec::new();
+    };
+    let index = graph.initializer_index();
+    let mut out = Vec::new();
+    for node in &graph.nodes[last..] {
+        for &v in node.inputs.iter().flatten() {
+            let mut v = v;
+            // Follow Identity nodes back to the initializer they forward.
+            while let crate::graph::Source::Node { node: p, .. } = graph.values[v].source {
+                match (
+                    graph.nodes[p].op_type.as_str(),
+                    graph.nodes[p].inputs.first().copied().flatten(),
+                ) {
+                    ("Identity", Some(src)) => v = src,
+                    _ => break,
+                }
+            }
+            if let Some(&i) = index.get(graph.values[v].name.as_str()) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
