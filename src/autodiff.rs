@@ -78,12 +78,24 @@ pub struct GradPlan {
 
 impl GradPlan {
     /// Plans `graph` for training on inputs of `shapes`, differentiating the initializers with
-    /// `trainable[i]` set.
+    /// `trainable[i]` set. The loss reads the first output, or the input of a trailing Softmax.
     pub fn new(
         graph: &Graph,
         shapes: &[Vec<usize>],
         trainable: &[bool],
         bn: BnMode,
+    ) -> Result<GradPlan> {
+        GradPlan::build(graph, shapes, trainable, bn, true)
+    }
+
+    /// Like `new`; with `skip_softmax` false the first output itself is differentiated even when
+    /// a Softmax computes it (used to check Softmax's own backward rule).
+    pub fn build(
+        graph: &Graph,
+        shapes: &[Vec<usize>],
+        trainable: &[bool],
+        bn: BnMode,
+        skip_softmax: bool,
     ) -> Result<GradPlan> {
         let mut plan = plan::plan(graph, shapes)?;
         for step in &mut plan.steps {
@@ -126,7 +138,7 @@ impl GradPlan {
             })?;
         let step = &plan.steps[producer];
         let op: &dyn std::any::Any = step.op.as_ref();
-        let (logits, end) = match op.downcast_ref::<Softmax>() {
+        let (logits, end) = match op.downcast_ref::<Softmax>().filter(|_| skip_softmax) {
             Some(_) => {
                 let input = step.inputs[0];
                 let p = plan

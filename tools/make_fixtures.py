@@ -25,6 +25,11 @@ Idempotent: a file is rebuilt only when it is missing or older than one of its i
    resnet50_imagenet: batch 1 chelsea.png and batch 1 coffee.png, 224x224 Caffe-preprocessed NHWC
    (build/images/*_224_caffe_nhwc.npy from fetch_resnet50.py).
 
+3. Gradient-case inputs -> build/refs/grad/<case>.npz with arrays x (float32 NCHW) and labels
+   (int64 [N]) for every case of tools/fixture_data.py:GRAD_CASES (fixture_data.grad_case; the
+   train and frozen cases of one model+shape hold the same arrays). The matching PyTorch gradient
+   summaries are committed in models/grad_refs/<case>.json (tools/grad_refs.py, torch venv).
+
 Weight fill rule (fill_array; also used by tools/export_models.py for the tiny models):
    every float initializer without data gets values from
    numpy.random.Generator(PCG64(zlib.crc32(initializer name as UTF-8))), by shape and name
@@ -52,6 +57,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixture_data  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SKELETONS = ROOT / "models" / "skeletons"
 TINY = ROOT / "models" / "tiny"
@@ -59,6 +67,8 @@ BUILD_MODELS = ROOT / "build" / "models"
 REFS = ROOT / "build" / "refs"
 IMAGES = ROOT / "build" / "images"
 SCRIPT = Path(__file__).resolve()
+GRAD_REFS = REFS / "grad"
+FIXTURE_DATA = Path(fixture_data.__file__).resolve()
 EXTERNAL_KEY = "edgetune.external_data"
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
 
@@ -256,6 +266,23 @@ def make_refs(name: str, path: Path, kind: str, force: bool) -> list[dict]:
     return [{"x": f"x{i}", "y": f"y{i}"} for i in range(n)]
 
 
+def make_grad_inputs(force: bool) -> None:
+    """build/refs/grad/<case>.npz (x float32, labels int64) for every fixture_data.GRAD_CASES case."""
+    GRAD_REFS.mkdir(parents=True, exist_ok=True)
+    made = []
+    for c in fixture_data.GRAD_CASES:
+        npz = GRAD_REFS / f"{c['case']}.npz"
+        if not force and newer(npz, SCRIPT, FIXTURE_DATA):
+            continue
+        x, labels = fixture_data.grad_case(c["case"])
+        tmp = GRAD_REFS / f"{c['case']}.tmp.npz"
+        np.savez(tmp, x=x, labels=labels)
+        tmp.replace(npz)
+        made.append(c["case"])
+    if made:
+        log(f"grad inputs {GRAD_REFS.relative_to(ROOT)}/: {', '.join(made)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Build test models and onnxruntime references.")
     ap.add_argument("--force", action="store_true", help="rebuild everything")
@@ -272,6 +299,7 @@ def main() -> None:
     if not idx.exists() or idx.read_text() != text:
         idx.write_text(text)
     log(f"{len(index)} models, index {idx.relative_to(ROOT)}")
+    make_grad_inputs(args.force)
 
 
 if __name__ == "__main__":

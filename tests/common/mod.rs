@@ -216,3 +216,52 @@ pub mod build {
         std::fs::write(path, m.encode_to_vec()).unwrap();
     }
 }
+
+/// Attribute builders for the code-built models.
+pub mod attr {
+    use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto};
+
+    pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: v.to_vec(),
+            ..Default::default()
+        }
+    }
+    pub fn int(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Int as i32,
+            i: v,
+            ..Default::default()
+        }
+    }
+    pub fn float(name: &str, v: f32) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Float as i32,
+            f: v,
+            ..Default::default()
+        }
+    }
+    pub fn string(name: &str, v: &str) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::String as i32,
+            s: v.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+}
+
+/// An int64 initializer (shapes, axes, pads ...).
+pub fn ints_init(name: &str, v: &[i64]) -> tract_onnx::pb::TensorProto {
+    tract_onnx::pb::TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: 7,
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,365 @@
+//! Every backward rule against central finite differences, on small shapes covering its
+//! attributes. Each case is a one-node model whose float inputs are all trainable initializers;
+//! the scalar checked is L = Σ y·r for a fixed pseudo-random r, so dL/dy = r seeds the walk.
+//!
+//! Tolerance: ‖g_fd − g‖ / ‖g‖ ≤ 1e-2 over all coordinates. With h = 1e-2 the truncation error of a
+//! central difference is O(h²) ≈ 1e-4 relative for these smooth, O(1)-scaled functions, and f32
+//! rounding of L (|L| ≲ 10, ε ≈ 6e-8) adds ≈ 3e-5 per coordinate. Inputs keep a distance ≥ 0.05 > h
+//! from kinks (ReLU at 0, Clip bounds, ties in MaxPool), so no difference straddles one. A wrong rule
+//! is off by O(1): `the_check_catches_a_rule_off_by_five_percent` shows the tolerance bites.
+
+mod common;
+
+use common::attr;
+use common::build::{floats, model, node, value};
+use common::ints_init;
+use edgetune::autodiff::{BnMode, GradPlan};
+use edgetune::train::select;
+use edgetune::Tensor;
+use tract_onnx::pb;
+
+const H: f32 = 1e-2;
+const TOL: f64 = 1e-2;
+
+/// Distinct values k·0.1 + 0.05 (k = −n/2 .. n/2) in a seeded shuffled order: every value is
+/// 0.05 away from 0 and from any multiple of 0.1 (Clip bounds below), and any two differ by ≥ 0.1,
+/// so no window has a near-tie.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| {
+        (i as u64 ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 17
+    });
+    order
+        .iter()
+        .map(|&k| (k as f32 - (n / 2) as f32) * 0.1 + 0.05)
+        .collect()
+}
+
+struct Case {
+    op: &'static str,
+    attrs: Vec<pb::AttributeProto>,
+    /// Float inputs (trainable): shape and values.
+    inputs: Vec<Vec<usize>>,
+    /// Integer inputs after the float ones, in input order (`None` leaves a slot empty).
+    ints: Vec<Option<Vec<i64>>>,
+    bn: BnMode,
+    /// Non-trainable float inputs (BatchNorm running statistics), appended after `inputs`.
+    fixed: Vec<Vec<f32>>,
+}
+
+impl Case {
+    fn new(op: &'static str, inputs: Vec<Vec<usize>>) -> Case {
+        Case {
+            op,
+            attrs: vec![],
+            inputs,
+            ints: vec![],
+            bn: BnMode::Train,
+            fixed: vec![],
+        }
+    }
+    fn attrs(mut self, a: Vec<pb::AttributeProto>) -> Case {
+        self.attrs = a;
+        self
+    }
+    fn ints(mut self, i: Vec<Option<Vec<i64>>>) -> Case {
+        self.ints = i;
+        self
+    }
+}
+
+/// Worst relative error ‖fd − analytic‖/‖analytic‖ over the case's trainable tensors, with the
+/// analytic gradient multiplied by `distort` (1.0 for the real check).
+fn fd_error(case: &Case, distort: f32) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inits = Vec::new();
+    let mut names = Vec::new();
+    for (k, shape) in case.inputs.iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let name = format!("in{k}");
+        let mut v = values(n, k as u64 + 1);
+        if case.op == "Div" && k == 1 {
+            v.iter_mut().for_each(|x| *x = x.abs() + 0.5); // keep the divisor away from 0
+        }
+        inits.push(floats(
+            &name,
+            &shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
+            &v,
+        ));
+        names.push(name);
+    }
+    for (k, f) in case.fixed.iter().enumerate() {
+        let name = format!("fixed{k}");
+        inits.push(floats(&name, &[f.len() as i64], f));
+        names.push(name);
+    }
+    for (k, i) in case.ints.iter().enumerate() {
+        match i {
+            Some(v) => {
+                let name = format!("int{k}");
+                inits.push(ints_init(&name, v));
+                names.push(name);
+            }
+            None => names.push(String::new()),
+        }
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut n = node(case.op, "n", &refs, &["y"]);
+    n.attribute = case.attrs.clone();
+    let m = model(vec![n], inits, vec![], vec![value("y", &[])]);
+    let path = dir.path().join("m.onnx");
+    common::build::save(&m, &path);
+    let graph = edgetune::onnx::load(&path).unwrap().graph;
+    let trainable = select::trainable(&graph, "all").unwrap();
+    let plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
+
+    let tape = plan.forward(vec![], &[]);
+    let r: Vec<f32> = values(tape.logits.len(), 99)
+        .iter()
+        .map(|v| v * 0.5)
+        .collect();
+    let seed = Tensor::from_vec(tape.logits.shape(), r.clone());
+    let loss = |y: &Tensor| {
+        y.data()
+            .iter()
+            .zip(&r)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum::<f64>()
+    };
+    let grads = plan.backward(tape, seed).unwrap();
+
+    let base: Vec<Tensor> = plan
+        .params
+        .iter()
+        .map(|&v| {
+            let init = graph.initializers.iter().find(|i| i.value == v).unwrap();
+            match &init.data {
+                edgetune::graph::Const::F32(t) => t.clone(),
+                _ => unreachable!(),
+            }
+        })
+        .collect();
+    let mut worst = 0.0f64;
+    for (k, &pv) in plan.params.iter().enumerate() {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for j in 0..base[k].len() {
+            let eval = |delta: f32| {
+                let mut t = base[k].clone();
+                t.data_mut()[j] += delta;
+                loss(&plan.forward(vec![], &[(pv, t)]).logits)
+            };
+            let fd = (eval(H) - eval(-H)) / (2.0 * H as f64);
+            let an = (grads[k].data()[j] * distort) as f64;
+            num += (fd - an).powi(2);
+            den += an.powi(2);
+        }
+        let err = num.sqrt() / den.sqrt().max(1e-6);
+        worst = worst.max(err);
+    }
+    worst
+}
+
+fn check(name: &str, case: Case) {
+    let err = fd_error(&case, 1.0);
+    assert!(
+        err <= TOL,
+        "{name}: finite-difference relative error {err:.2e} > {TOL}"
+    );
+    println!("{name}: {err:.1e}");
+}
+
+#[test]
+fn conv_rules() {
+    let a = |list: Vec<pb::AttributeProto>| list;
+    check(
+        "conv 3x3 pad 1 bias",
+        Case::new("Conv", vec![vec![2, 2, 5, 5], vec![3, 2, 3, 3], vec![3]])
+            .attrs(a(vec![attr::ints("pads", &[1, 1, 1, 1])])),
+    );
+    check(
+        "conv groups 2 stride 2 dilation 2 asymmetric pads",
+        Case::new("Conv", vec![vec![1, 4, 7, 6], vec![4, 2, 2, 3]]).attrs(a(vec![
+            attr::int("group", 2),
+            attr::ints("strides", &[2, 2]),
+            attr::ints("dilations", &[2, 1]),
+            attr::ints("pads", &[1, 0, 0, 2]),
+        ])),
+    );
+    check(
+        "conv 1x1 pointwise",
+        Case::new("Conv", vec![vec![2, 3, 4, 4], vec![5, 3, 1, 1], vec![5]]),
+    );
+    check(
+        "conv SAME_UPPER stride 2",
+        Case::new("Conv", vec![vec![1, 2, 6, 5], vec![2, 2, 3, 3]]).attrs(a(vec![
+            attr::string("auto_pad", "SAME_UPPER"),
+            attr::ints("strides", &[2, 2]),
+        ])),
+    );
+}
+
+#[test]
+fn batchnorm_rules() {
+    let stats = vec![vec![0.1, -0.2, 0.3], vec![0.8, 1.2, 0.6]];
+    for (mode, name) in [
+        (BnMode::Train, "batchnorm train"),
+        (BnMode::Frozen, "batchnorm frozen"),
+    ] {
+        let mut c = Case::new(
+            "BatchNormalization",
+            vec![vec![2, 3, 3, 3], vec![3], vec![3]],
+        )
+        .attrs(vec![attr::float("epsilon", 1e-3)]);
+        c.bn = mode;
+        c.fixed = stats.clone();
+        check(name, c);
+    }
+}
+
+#[test]
+fn elementwise_rules() {
+    check("relu", Case::new("Relu", vec![vec![3, 7]]));
+    let mut clip = Case::new("Clip", vec![vec![4, 6]]);
+    clip.fixed = vec![vec![-0.4], vec![0.4]];
+    // Clip bounds are constant float inputs; the fixed ones are scalars shaped [1]: fine for Clip.
+    check("clip", clip);
+    for op in ["Add", "Sub", "Mul", "Div"] {
+        check(
+            &format!("{op} broadcast"),
+            Case::new(op, vec![vec![2, 3, 4], vec![3, 1]]),
+        );
+        check(
+            &format!("{op} broadcast first"),
+            Case::new(op, vec![vec![4], vec![2, 3, 4]]),
+        );
+    }
+    check(
+        "sum of three",
+        Case::new("Sum", vec![vec![2, 3], vec![3], vec![2, 3]]),
+    );
+    check("identity", Case::new("Identity", vec![vec![5]]));
+}
+
+#[test]
+fn pooling_and_reduction_rules() {
+    let pool = |extra: Vec<pb::AttributeProto>| {
+        let mut a = vec![
+            attr::ints("kernel_shape", &[3, 3]),
+            attr::ints("strides", &[2, 2]),
+            attr::ints("pads", &[1, 1, 1, 1]),
+        ];
+        a.extend(extra);
+        a
+    };
+    check(
+        "maxpool 3x3 s2 p1",
+        Case::new("MaxPool", vec![vec![1, 2, 7, 6]]).attrs(pool(vec![])),
+    );
+    check(
+        "maxpool ceil_mode",
+        Case::new("MaxPool", vec![vec![1, 2, 6, 6]]).attrs(pool(vec![attr::int("ceil_mode", 1)])),
+    );
+    check(
+        "avgpool exclude pad",
+        Case::new("AveragePool", vec![vec![2, 2, 5, 6]]).attrs(pool(vec![])),
+    );
+    check(
+        "avgpool include pad",
+        Case::new("AveragePool", vec![vec![2, 2, 5, 6]])
+            .attrs(pool(vec![attr::int("count_include_pad", 1)])),
+    );
+    check(
+        "global average pool",
+        Case::new("GlobalAveragePool", vec![vec![2, 3, 4, 5]]),
+    );
+    check(
+        "reducemean hw keepdims",
+        Case::new("ReduceMean", vec![vec![2, 3, 4, 5]]).attrs(vec![attr::ints("axes", &[2, 3])]),
+    );
+    check(
+        "reducemean channel no keepdims",
+        Case::new("ReduceMean", vec![vec![2, 3, 4]])
+            .attrs(vec![attr::ints("axes", &[1]), attr::int("keepdims", 0)]),
+    );
+    check(
+        "softmax axis 1",
+        Case::new("Softmax", vec![vec![3, 5]]).attrs(vec![attr::int("axis", 1)]),
+    );
+    check(
+        "softmax axis -1 on 3-D",
+        Case::new("Softmax", vec![vec![2, 3, 4]]).attrs(vec![attr::int("axis", 1)]),
+    );
+}
+
+#[test]
+fn linear_rules() {
+    check(
+        "gemm transA transB alpha beta broadcast C",
+        Case::new("Gemm", vec![vec![4, 3], vec![5, 4], vec![5]]).attrs(vec![
+            attr::int("transA", 1),
+            attr::int("transB", 1),
+            attr::float("alpha", 0.7),
+            attr::float("beta", 1.3),
+        ]),
+    );
+    check(
+        "gemm plain with C",
+        Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]]),
+    );
+    check(
+        "matmul batched x 2-D",
+        Case::new("MatMul", vec![vec![2, 3, 4], vec![4, 5]]),
+    );
+    check(
+        "matmul matrix x vector",
+        Case::new("MatMul", vec![vec![3, 4], vec![4]]),
+    );
+}
+
+#[test]
+fn movement_rules() {
+    check(
+        "flatten",
+        Case::new("Flatten", vec![vec![2, 3, 2]]).attrs(vec![attr::int("axis", 2)]),
+    );
+    check(
+        "reshape",
+        Case::new("Reshape", vec![vec![2, 3, 4]]).ints(vec![Some(vec![4, -1])]),
+    );
+    check(
+        "transpose",
+        Case::new("Transpose", vec![vec![2, 3, 4]]).attrs(vec![attr::ints("perm", &[2, 0, 1])]),
+    );
+    check(
+        "squeeze",
+        Case::new("Squeeze", vec![vec![2, 1, 3]]).ints(vec![Some(vec![1])]),
+    );
+    check(
+        "unsqueeze",
+        Case::new("Unsqueeze", vec![vec![2, 3]]).ints(vec![Some(vec![0, 3])]),
+    );
+    check(
+        "pad",
+        Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]),
+    );
+    check(
+        "concat axis 1",
+        Case::new("Concat", vec![vec![2, 3, 2], vec![2, 1, 2]]).attrs(vec![attr::int("axis", 1)]),
+    );
+    check(
+        "slice with steps",
+        Case::new("Slice", vec![vec![3, 8, 5]]).ints(vec![
+            Some(vec![0, 1, 4]),
+            Some(vec![3, 8, 0]),
+            Some(vec![0, 1, 2]),
+            Some(vec![2, 3, -2]),
+        ]),
+    );
+}
+
+#[test]
+fn the_check_catches_a_rule_off_by_five_percent() {
+    // The same Mul case as above, with its analytic gradient scaled by 1.05: the check must fail.
+    let err = fd_error(&Case::new("Mul", vec![vec![2, 3, 4], vec![3, 1]]), 1.05);
+    assert!(err > TOL, "a 5% error went unnoticed ({err:.2e})");
+}
