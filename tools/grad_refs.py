@@ -14,13 +14,18 @@ For every case of tools/fixture_data.py:GRAD_CASES:
   * logits = model(x); loss = cross_entropy(logits, labels) (mean over the batch); loss.backward();
     float32, torch.set_num_threads(2), torch.use_deterministic_algorithms(True).
 Writes models/grad_refs/<case>.json:
-  {"case", "model", "shape", "classes", "bn", "torch", "generated_by", "loss",
-   "input": {"seed_key", "labels", "x_norm"}, "logits": summary,
+  {"case", "model", "shape", "classes", "bn", "torch", "generated_by",
+   "loss" (the float32 loss), "loss_f64",
+   "input": {"seed_key", "labels", "x_norm"}, "logits": summary of the float32 logits,
    "params": {name: summary of p.grad, for every named_parameters() entry, in that order},
    "running": {name: summary of every running_mean / running_var buffer after the forward pass}}
 with summary(t) = fixture_data.summary: t flattened to float64,
   {"shape", "norm": ||t||_2, "proj": sum(t * projection(n)), "max_abs": max |t|,
-   "samples": [[i, t[i]] for i in sample_indices(n)]}.
+   "samples": [[i, t[i]] for i in sample_indices(n)]}
+plus "f32_rel_err": ||t32 - t64||_2 / ||t64||_2, the full-tensor relative difference between this
+float32 result and the same computation in float64 (weights and inputs cast exactly): the float32
+rounding noise of the reference itself, for choosing test tolerances. It is ~1e-6 for most cases
+but up to ~2e-2 for resnet50 in bn-train mode (exploding gradients of a deep random BN network).
 In frozen mode the running buffers are the loaded values (unchanged by the forward pass); in train
 mode they are PyTorch's update 0.9 * old + 0.1 * batch statistic (unbiased batch variance).
 """
@@ -91,11 +96,11 @@ def summary(t: torch.Tensor) -> dict:
     return fixture_data.summary(t.detach().cpu().numpy())
 
 
-def run_case(info: dict) -> dict:
-    case = info["case"]
+def forward_backward(info: dict, dtype: torch.dtype):
+    """(model, logits, loss) after loss.backward() in `dtype` (float32 weights/inputs cast exactly)."""
     model = build_model(info["model"])
     load_onnx_weights(model, BUILD_MODELS / f"{info['model']}.onnx")
-    model.float()
+    model.to(dtype)
     if info["bn"] == "train":
         model.train()
     else:
@@ -103,24 +108,43 @@ def run_case(info: dict) -> dict:
     for p in model.parameters():
         p.requires_grad_(True)
         p.grad = None
-    x_np, labels_np = fixture_data.grad_case(case)
+    x_np, labels_np = fixture_data.grad_case(info["case"])
     assert list(x_np.shape) == info["shape"]
-    x = torch.from_numpy(x_np)
-    labels = torch.from_numpy(labels_np)
-    logits = model(x)
-    loss = torch.nn.functional.cross_entropy(logits, labels)
+    logits = model(torch.from_numpy(x_np).to(dtype))
+    loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels_np))
     loss.backward()
+    return model, logits, loss
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b||_2 / ||b||_2 in float64 (0 when both are zero)."""
+    a, b = a.detach().double(), b.detach().double()
+    nb = float(torch.linalg.vector_norm(b))
+    d = float(torch.linalg.vector_norm(a - b))
+    return d / nb if nb > 0 else d
+
+
+def run_case(info: dict) -> dict:
+    case = info["case"]
+    model, logits, loss = forward_backward(info, torch.float32)
     if not torch.isfinite(loss):
         raise SystemExit(f"{case}: non-finite loss {loss.item()}")
+    # the same computation in float64: the float32 rounding noise of each reference tensor
+    m64, _, loss64 = forward_backward(info, torch.float64)
+    p64 = dict(m64.named_parameters())
+    b64 = dict(m64.named_buffers())
     params = {}
     for name, p in model.named_parameters():
         if p.grad is None:
             raise SystemExit(f"{case}: no gradient for {name}")
         if not torch.all(torch.isfinite(p.grad)):
             raise SystemExit(f"{case}: non-finite gradient for {name}")
-        params[name] = summary(p.grad)
-    running = {name: summary(b) for name, b in model.named_buffers()
+        params[name] = {**summary(p.grad), "f32_rel_err": rel_err(p.grad, p64[name].grad)}
+    running = {name: {**summary(b), "f32_rel_err": rel_err(b, b64[name])}
+               for name, b in model.named_buffers()
                if name.endswith("running_mean") or name.endswith("running_var")}
+    x_np, labels_np = fixture_data.grad_case(case)
+    x64 = x_np.ravel().astype(np.float64)
     return {
         "case": case,
         "model": info["model"],
@@ -130,9 +154,9 @@ def run_case(info: dict) -> dict:
         "torch": torch.__version__,
         "generated_by": "tools/grad_refs.py",
         "loss": float(loss.item()),
+        "loss_f64": float(loss64.item()),
         "input": {"seed_key": fixture_data.input_key(case), "labels": labels_np.tolist(),
-                  "x_norm": float(np.sqrt(np.dot(x_np.ravel().astype(np.float64),
-                                                 x_np.ravel().astype(np.float64))))},
+                  "x_norm": float(np.sqrt(np.dot(x64, x64)))},
         "logits": summary(logits),
         "params": params,
         "running": running,
@@ -190,8 +214,11 @@ def main() -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)
-        log(f"{info['case']}: loss {ref['loss']:.6f}, {len(ref['params'])} params, "
-            f"{len(ref['running'])} running buffers, {dt:.2f} s, {len(text) / 1024:.0f} KB")
+        worst = max(ref["params"].items(), key=lambda kv: kv[1]["f32_rel_err"])
+        log(f"{info['case']}: loss {ref['loss']:.6f} (f64 {ref['loss_f64']:.6f}), "
+            f"{len(ref['params'])} params, {len(ref['running'])} running buffers, "
+            f"worst f32 rel err {worst[1]['f32_rel_err']:.1e} ({worst[0]}), {dt:.2f} s, "
+            f"{len(text) / 1024:.0f} KB")
 
 
 if __name__ == "__main__":

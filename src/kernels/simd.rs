@@ -18,7 +18,8 @@ pub fn affine_inplace(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
     for c in &mut chunks {
         let mut v = load(c).mul_add(sv, hv);
         if relu {
-            v = v.fast_max(zero);
+            // max(0, v) in this order returns v when v is NaN (x86 max semantics): NaN propagates.
+            v = zero.fast_max(v);
         }
         c.copy_from_slice(&v.to_array());
     }
@@ -28,23 +29,25 @@ pub fn affine_inplace(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
 pub fn affine_inplace_scalar(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
     for v in x {
         let y = v.mul_add(scale, shift);
-        *v = if relu { y.max(0.0) } else { y };
+        *v = if relu && y < 0.0 { 0.0 } else { y };
     }
 }
 
-/// x <- min(max(x, lo), hi)
+/// x <- min(max(x, lo), hi); NaN stays NaN (as in PyTorch's clamp and relu).
 pub fn clamp_inplace(x: &mut [f32], lo: f32, hi: f32) {
     let (l, h) = (V::splat(lo), V::splat(hi));
     let mut chunks = x.chunks_exact_mut(LANES);
     for c in &mut chunks {
-        c.copy_from_slice(&load(c).fast_max(l).fast_min(h).to_array());
+        // Bound first, value second: x86 max/min return the second operand when one is NaN.
+        c.copy_from_slice(&h.fast_min(l.fast_max(load(c))).to_array());
     }
     clamp_inplace_scalar(chunks.into_remainder(), lo, hi);
 }
 
 pub fn clamp_inplace_scalar(x: &mut [f32], lo: f32, hi: f32) {
     for v in x {
-        *v = v.max(lo).min(hi);
+        let w = if *v < lo { lo } else { *v };
+        *v = if w > hi { hi } else { w };
     }
 }
 
@@ -157,6 +160,16 @@ mod tests {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 100.0 - 10.0)
             .collect()
+    }
+
+    #[test]
+    fn relu_and_clamp_propagate_nan() {
+        let mut x = vec![f32::NAN; 20];
+        clamp_inplace(&mut x, 0.0, f32::INFINITY);
+        assert!(x.iter().all(|v| v.is_nan()));
+        let mut y = vec![f32::NAN; 20];
+        affine_inplace(&mut y, 1.0, 0.0, true);
+        assert!(y.iter().all(|v| v.is_nan()));
     }
 
     #[test]

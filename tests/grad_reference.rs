@@ -1,0 +1,153 @@
+//! Whole-model gradients against PyTorch: for each case in models/grad_refs/ (written by
+//! tools/grad_refs.py; the torch version is in each file), the loss within 1e-5 relative, and
+//! every trainable tensor within 1e-3 relative (design.md, "Numerics"), judged on the compact
+//! summary the file keeps: the norm, a projection on a fixed pseudo-random vector, and 16 sampled
+//! entries. BatchNorm running statistics after the forward pass are judged the same way.
+//!
+//! Bounds: for a gradient g with ‖g − g_ref‖ ≤ 1e-3·‖g_ref‖, the norm differs by at most that,
+//! the projection on r by at most 1e-3·‖g_ref‖·‖r‖ (Cauchy–Schwarz), and a sampled entry by at
+//! most 1e-3·‖g_ref‖ (we use the stricter 1e-3·max|g_ref| + 1e-3·‖g_ref‖/√n).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use edgetune::autodiff::{BnMode, GradPlan};
+use edgetune::train::{loss, select};
+use edgetune::{onnx, Tensor};
+use serde_json::Value;
+
+const GRAD_TOL: f64 = 1e-3;
+const LOSS_TOL: f64 = 1e-5;
+
+/// r_i = ((i · 2654435761) mod 1000) / 1000 − 0.5, as tools/fixture_data.py computes it.
+fn projection(n: usize) -> Vec<f64> {
+    (0..n as u64)
+        .map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f64 / 1000.0 - 0.5)
+        .collect()
+}
+
+/// Relative error of `g` against a summary, or a message saying which part is off.
+fn compare(name: &str, g: &Tensor, s: &Value) -> Result<f64, String> {
+    let shape: Vec<usize> = s["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    if g.shape() != shape {
+        return Err(format!(
+            "{name}: shape {:?}, reference {shape:?}",
+            g.shape()
+        ));
+    }
+    let n = g.len();
+    let data: Vec<f64> = g.data().iter().map(|&v| v as f64).collect();
+    let norm_ref = s["norm"].as_f64().unwrap();
+    let scale = norm_ref.max(1e-30);
+    let norm = data.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let mut worst = (norm - norm_ref).abs() / scale;
+    let r = projection(n);
+    let rnorm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let proj: f64 = data.iter().zip(&r).map(|(a, b)| a * b).sum();
+    worst = worst.max((proj - s["proj"].as_f64().unwrap()).abs() / (scale * rnorm));
+    let max_abs = s["max_abs"].as_f64().unwrap();
+    for pair in s["samples"].as_array().unwrap() {
+        let (i, want) = (
+            pair[0].as_u64().unwrap() as usize,
+            pair[1].as_f64().unwrap(),
+        );
+        let allowed = max_abs + norm_ref / (n as f64).sqrt();
+        worst = worst.max((data[i] - want).abs() / allowed.max(1e-30));
+    }
+    Ok(worst)
+}
+
+#[test]
+fn gradients_match_pytorch() {
+    let dir = fixtures();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("models/grad_refs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 8,
+        "expected 8 reference cases, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for f in files {
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        let case = r["case"].as_str().unwrap();
+        let bn = if r["bn"] == "train" {
+            BnMode::Train
+        } else {
+            BnMode::Frozen
+        };
+        let model =
+            onnx::load(&dir.join(format!("models/{}.onnx", r["model"].as_str().unwrap()))).unwrap();
+        let graph = &model.graph;
+        let mut npz = read_npz(&dir.join(format!("refs/grad/{case}.npz")));
+        let x = npz_tensor(&mut npz, "x");
+        let labels: ndarray::ArrayD<i64> = npz.by_name("labels.npy").unwrap();
+        let labels: Vec<i64> = labels.iter().copied().collect();
+
+        let trainable = select::trainable(graph, "all").unwrap();
+        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, bn).unwrap();
+        let tape = plan.forward(vec![x], &[]);
+        let updates: HashMap<usize, Tensor> = tape.updates.iter().cloned().collect();
+        let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
+        let grads = plan.backward(tape, dlogits).unwrap();
+
+        let want_loss = r["loss"].as_f64().unwrap();
+        let loss_err = (l as f64 - want_loss).abs() / want_loss.abs();
+        let mut worst = ("loss".to_string(), loss_err / LOSS_TOL * GRAD_TOL);
+        let params = r["params"].as_object().unwrap();
+        let names: Vec<&str> = graph
+            .initializers
+            .iter()
+            .zip(&trainable)
+            .filter(|(_, t)| **t)
+            .map(|(i, _)| i.name.as_str())
+            .collect();
+        assert_eq!(
+            names.len(),
+            params.len(),
+            "{case}: trainable set differs from torch's named_parameters"
+        );
+        for (name, g) in names.iter().zip(&grads) {
+            let e = compare(name, g, &params[*name]).unwrap_or_else(|m| panic!("{case}: {m}"));
+            if e > worst.1 {
+                worst = (name.to_string(), e);
+            }
+        }
+        for (name, s) in r["running"].as_object().unwrap() {
+            let init = graph
+                .initializers
+                .iter()
+                .find(|i| i.name == *name)
+                .unwrap_or_else(|| panic!("{case}: no initializer {name}"));
+            let after = match updates.get(&init.value) {
+                Some(t) => t.clone(),
+                None => match &init.data {
+                    edgetune::graph::Const::F32(t) => t.clone(),
+                    _ => unreachable!(),
+                },
+            };
+            let e = compare(name, &after, s).unwrap();
+            if e > worst.1 {
+                worst = (format!("running stat {name}"), e);
+            }
+        }
+        println!("{case}: loss {l:.6} (torch {want_loss:.6}, rel {loss_err:.1e}); worst tensor {} at {:.1e}", worst.0, worst.1);
+        if loss_err > LOSS_TOL || worst.1 > GRAD_TOL {
+            failures.push(format!(
+                "{case}: loss rel {loss_err:.2e}, worst {} {:.2e}",
+                worst.0, worst.1
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
