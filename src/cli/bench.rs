@@ -10,13 +10,42 @@ use super::input::{image_input, parse_size};
 use super::progress;
 use crate::data::image::Layout;
 use crate::error::Result;
+use crate::autodiff::{BnMode, GradPlan};
 use crate::exec::Session;
+use crate::train::{loss, select};
 use crate::tensor::Tensor;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Inference latency and throughput of one batch.
     Infer(InferBench),
+    /// One gradient step (forward in record mode, loss, backward) on a random batch: time and
+    /// the process's peak resident memory.
+    Grad(GradBench),
+}
+
+#[derive(Args, Debug)]
+pub struct GradBench {
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Input size HxW (default: the model's declared size, else 224x224).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<[usize; 2]>,
+    #[arg(long, value_enum, default_value = "train")]
+    pub bn: BnMode,
+    /// Which initializers train: all, head or a regex.
+    #[arg(long, default_value = "all")]
+    pub train: String,
+    /// Timed steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -41,6 +70,7 @@ pub struct InferBench {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(b) => infer(b),
+        BenchCommand::Grad(b) => grad(b),
     }
 }
 
@@ -70,16 +100,78 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The input shape for a batch of `batch` images of `size` (or the model's default).
+fn batch_shape(graph: &crate::graph::Graph, batch: usize, size: Option<[usize; 2]>) -> Result<(Vec<usize>, [usize; 2])> {
+    let info = image_input(graph)?;
+    let [h, w] = size.unwrap_or(info.size);
+    let shape = match info.layout {
+        Layout::Nchw => vec![batch, info.channels, h, w],
+        Layout::Nhwc => vec![batch, h, w, info.channels],
+    };
+    Ok((shape, [h, w]))
+}
+
+/// Peak resident set size of this process so far (VmHWM), in MiB; `None` off Linux.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn grad(b: GradBench) -> Result<()> {
+    let model = crate::onnx::load(&b.model)?;
+    let graph = &model.graph;
+    let (shape, [h, w]) = batch_shape(graph, b.batch, b.size)?;
+    let trainable = select::trainable(graph, &b.train)?;
+    let pool = super::thread_pool(b.threads)?;
+    let x = input(shape.clone());
+    let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
+    let classes = *plan.logits_shape().last().unwrap_or(&1);
+    let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
+    let step = || -> Result<f32> {
+        let tape = plan.forward(vec![x.clone()], &[]);
+        let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
+        plan.backward(tape, dlogits)?;
+        Ok(l)
+    };
+    pool.install(step)?;
+    let pb = progress::bar(b.iters as u64, "bench grad", b.quiet || b.json);
+    let mut times = Vec::new();
+    for _ in 0..b.iters.max(1) {
+        let t = Instant::now();
+        pool.install(step)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let med = median(times.clone());
+    let ips = b.batch as f64 / (med / 1e3);
+    let rss = peak_rss_mib();
+    if b.json {
+        println!(
+            "{}",
+            json!({"bench": "grad", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
+                   "threads": pool.current_num_threads(), "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
+                   "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
+        );
+    } else {
+        println!(
+            "grad {} batch {} at {h}x{w}, {} threads: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
+            b.model.display(),
+            b.batch,
+            pool.current_num_threads(),
+            rss.unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}
+
 fn infer(b: InferBench) -> Result<()> {
     let t0 = Instant::now();
     let model = crate::onnx::load(&b.model)?;
     let session = Session::new(model.graph, b.threads)?;
-    let info = image_input(session.graph())?;
-    let [h, w] = b.size.unwrap_or(info.size);
-    let shape = match info.layout {
-        Layout::Nchw => vec![b.batch, info.channels, h, w],
-        Layout::Nhwc => vec![b.batch, h, w, info.channels],
-    };
+    let (shape, [h, w]) = batch_shape(session.graph(), b.batch, b.size)?;
     let x = input(shape);
     session.run(vec![x.clone()])?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
