@@ -1,12 +1,18 @@
 //! Whole-model gradients against PyTorch: for each case in models/grad_refs/ (written by
-//! tools/grad_refs.py; the torch version is in each file), the loss within 1e-5 relative, and
-//! every trainable tensor within 1e-3 relative (design.md, "Numerics"), judged on the compact
-//! summary the file keeps: the norm, a projection on a fixed pseudo-random vector, and 16 sampled
-//! entries. BatchNorm running statistics after the forward pass are judged the same way.
+//! tools/grad_refs.py; the torch version is in each file), the loss within 1e-5 relative of
+//! PyTorch's float32 loss, and every trainable tensor within 1e-3 relative (design.md, "Numerics")
+//! of PyTorch's float64 gradient, judged on the compact summary the file keeps: the norm, a
+//! projection on a fixed pseudo-random vector, and 16 sampled entries. BatchNorm running
+//! statistics after the forward pass are judged the same way.
 //!
-//! Bounds: for a gradient g with ‖g − g_ref‖ ≤ 1e-3·‖g_ref‖, the norm differs by at most that,
-//! the projection on r by at most 1e-3·‖g_ref‖·‖r‖ (Cauchy–Schwarz), and a sampled entry by at
-//! most 1e-3·‖g_ref‖ (we use the stricter 1e-3·max|g_ref| + 1e-3·‖g_ref‖/√n).
+//! Where PyTorch's own float32 gradient is further than 1e-3 from its float64 one (`f32_rel_err`,
+//! up to 2e-2 for ResNet-50 in train mode: an ill-conditioned gradient, see tools/grad_refs.py),
+//! no float32 implementation can meet 1e-3; there the bound is 3 × PyTorch's own float32 error:
+//! edgetune must be about as close to the exact value as PyTorch is.
+//!
+//! Bounds: for a gradient g with ‖g − g_ref‖ ≤ ε·‖g_ref‖, the norm differs by at most that, the
+//! projection on r by at most ε·‖g_ref‖·‖r‖ (Cauchy–Schwarz), and a sampled entry by at most
+//! ε·‖g_ref‖ (we use the stricter ε·(max|g_ref| + ‖g_ref‖/√n)).
 
 mod common;
 
@@ -64,6 +70,11 @@ fn compare(name: &str, g: &Tensor, s: &Value) -> Result<f64, String> {
     Ok(worst)
 }
 
+/// A tensor's allowed relative error: 1e-3, or 3 × PyTorch's own float32 error where larger.
+fn allowed(s: &Value) -> f64 {
+    GRAD_TOL.max(3.0 * s["f32_rel_err"].as_f64().unwrap())
+}
+
 #[test]
 fn gradients_match_pytorch() {
     let dir = fixtures();
@@ -91,7 +102,7 @@ fn gradients_match_pytorch() {
         let graph = &model.graph;
         let mut npz = read_npz(&dir.join(format!("refs/grad/{case}.npz")));
         let x = npz_tensor(&mut npz, "x");
-        let labels: ndarray::ArrayD<i64> = npz.by_name("labels.npy").unwrap();
+        let labels: ndarray::ArrayD<i64> = npz.by_name("labels").unwrap();
         let labels: Vec<i64> = labels.iter().copied().collect();
 
         let trainable = select::trainable(graph, "all").unwrap();
@@ -101,9 +112,10 @@ fn gradients_match_pytorch() {
         let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
         let grads = plan.backward(tape, dlogits).unwrap();
 
+        // Errors are in units of their bound (<= 1 passes).
         let want_loss = r["loss"].as_f64().unwrap();
         let loss_err = (l as f64 - want_loss).abs() / want_loss.abs();
-        let mut worst = ("loss".to_string(), loss_err / LOSS_TOL * GRAD_TOL);
+        let mut worst = ("loss".to_string(), loss_err / LOSS_TOL);
         let params = r["params"].as_object().unwrap();
         let names: Vec<&str> = graph
             .initializers
@@ -117,11 +129,15 @@ fn gradients_match_pytorch() {
             params.len(),
             "{case}: trainable set differs from torch's named_parameters"
         );
-        for (name, g) in names.iter().zip(&grads) {
-            let e = compare(name, g, &params[*name]).unwrap_or_else(|m| panic!("{case}: {m}"));
+        let mut judge = |name: String, t: &Tensor, s: &Value| {
+            let e =
+                compare(&name, t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}")) / allowed(s);
             if e > worst.1 {
-                worst = (name.to_string(), e);
+                worst = (name, e);
             }
+        };
+        for (name, g) in names.iter().zip(&grads) {
+            judge(name.to_string(), g, &params[*name]);
         }
         for (name, s) in r["running"].as_object().unwrap() {
             let init = graph
@@ -129,22 +145,17 @@ fn gradients_match_pytorch() {
                 .iter()
                 .find(|i| i.name == *name)
                 .unwrap_or_else(|| panic!("{case}: no initializer {name}"));
-            let after = match updates.get(&init.value) {
-                Some(t) => t.clone(),
-                None => match &init.data {
-                    edgetune::graph::Const::F32(t) => t.clone(),
-                    _ => unreachable!(),
-                },
+            let after = match (updates.get(&init.value), &init.data) {
+                (Some(t), _) => t.clone(),
+                (None, edgetune::graph::Const::F32(t)) => t.clone(),
+                _ => unreachable!("running statistics are float"),
             };
-            let e = compare(name, &after, s).unwrap();
-            if e > worst.1 {
-                worst = (format!("running stat {name}"), e);
-            }
+            judge(format!("running stat {name}"), &after, s);
         }
-        println!("{case}: loss {l:.6} (torch {want_loss:.6}, rel {loss_err:.1e}); worst tensor {} at {:.1e}", worst.0, worst.1);
-        if loss_err > LOSS_TOL || worst.1 > GRAD_TOL {
+        println!("{case}: loss {l:.6} (torch {want_loss:.6}, rel {loss_err:.1e}); worst: {} at {:.1e} of its bound", worst.0, worst.1);
+        if worst.1 > 1.0 {
             failures.push(format!(
-                "{case}: loss rel {loss_err:.2e}, worst {} {:.2e}",
+                "{case}: {} at {:.2} of its bound (loss rel {loss_err:.2e})",
                 worst.0, worst.1
             ));
         }

@@ -8,12 +8,12 @@ use serde_json::json;
 
 use super::input::{image_input, parse_size};
 use super::progress;
+use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::error::Result;
-use crate::autodiff::{BnMode, GradPlan};
 use crate::exec::Session;
-use crate::train::{loss, select};
 use crate::tensor::Tensor;
+use crate::train::{loss, select};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -101,7 +101,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The input shape for a batch of `batch` images of `size` (or the model's default).
-fn batch_shape(graph: &crate::graph::Graph, batch: usize, size: Option<[usize; 2]>) -> Result<(Vec<usize>, [usize; 2])> {
+fn batch_shape(
+    graph: &crate::graph::Graph,
+    batch: usize,
+    size: Option<[usize; 2]>,
+) -> Result<(Vec<usize>, [usize; 2])> {
     let info = image_input(graph)?;
     let [h, w] = size.unwrap_or(info.size);
     let shape = match info.layout {
@@ -128,7 +132,9 @@ fn grad(b: GradBench) -> Result<()> {
     let x = input(shape.clone());
     let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
     let classes = *plan.logits_shape().last().unwrap_or(&1);
-    let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
+    let labels: Vec<i64> = (0..b.batch as i64)
+        .map(|i| (i * 7919) % classes as i64)
+        .collect();
     let step = || -> Result<f32> {
         let tape = plan.forward(vec![x.clone()], &[]);
         let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
