@@ -122,18 +122,17 @@ pub fn gemm_with(
     if threads <= 1 || work < PARALLEL_MIN_FLOPS {
         return run_block(0, m, 0, n);
     }
-    if n >= MIN_BLOCK * 2 {
+    // Each task packs the operand it does not split in full, so split the dimension whose
+    // other operand is smaller: columns (duplicating A, m×k) when n ≥ m, rows (duplicating B,
+    // k×n) otherwise.
+    if n >= m && n >= MIN_BLOCK * 2 {
         let blocks = (threads * 2).min(n / MIN_BLOCK).max(1);
         let step = n.div_ceil(blocks).next_multiple_of(16);
-        (0..n.div_ceil(step))
-            .into_par_iter()
-            .for_each(|i| run_block(0, m, i * step, ((i + 1) * step).min(n)));
+        (0..n.div_ceil(step)).into_par_iter().for_each(|i| run_block(0, m, i * step, ((i + 1) * step).min(n)));
     } else {
-        let blocks = (threads * 2).min(m.div_ceil(8)).max(1);
-        let step = m.div_ceil(blocks);
-        (0..m.div_ceil(step))
-            .into_par_iter()
-            .for_each(|i| run_block(i * step, ((i + 1) * step).min(m), 0, n));
+        let blocks = threads.min(m.div_ceil(16)).max(1);
+        let step = m.div_ceil(blocks).next_multiple_of(8);
+        (0..m.div_ceil(step)).into_par_iter().for_each(|i| run_block(i * step, ((i + 1) * step).min(m), 0, n));
     }
 }
 
