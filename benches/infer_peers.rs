@@ -23,9 +23,7 @@ use std::time::Instant;
 use edgetune::graph::Dim;
 use edgetune::{Session, Tensor};
 use serde_json::json;
-use tract_onnx::prelude::{
-    tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
-};
+use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue};
 
 const WARMUP: usize = 2;
 
@@ -43,10 +41,7 @@ fn usage() -> ! {
 
 fn parse_args() -> Args {
     // `cargo bench` appends `--bench`: skip flags.
-    let pos: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let pos: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if pos.len() < 2 || pos.len() > 4 {
         usage();
     }
@@ -54,20 +49,12 @@ fn parse_args() -> Args {
     let (mut size, mut iters) = (None, 10);
     for a in &pos[2..] {
         if let Some((h, w)) = a.split_once(['x', 'X']) {
-            size = Some([
-                h.parse().unwrap_or_else(|_| usage()),
-                w.parse().unwrap_or_else(|_| usage()),
-            ]);
+            size = Some([h.parse().unwrap_or_else(|_| usage()), w.parse().unwrap_or_else(|_| usage())]);
         } else {
             iters = a.parse().unwrap_or_else(|_| usage());
         }
     }
-    Args {
-        model: PathBuf::from(&pos[0]),
-        batch,
-        size,
-        iters: iters.max(1),
-    }
+    Args { model: PathBuf::from(&pos[0]), batch, size, iters: iters.max(1) }
 }
 
 /// Deterministic pseudo-random data in [-1, 1) (the same LCG as `edgetune bench infer`).
@@ -82,11 +69,7 @@ fn lcg_data(n: usize) -> Vec<f32> {
 }
 
 /// The input shape, whether it is NHWC (as the declared first input is) and its HxW.
-fn input_shape(
-    session: &Session,
-    batch: usize,
-    size: Option<[usize; 2]>,
-) -> (Vec<usize>, bool, [usize; 2]) {
+fn input_shape(session: &Session, batch: usize, size: Option<[usize; 2]>) -> (Vec<usize>, bool, [usize; 2]) {
     let dims = session.graph().inputs[0].1.dims.clone().unwrap_or_default();
     let fixed = |i: usize| match dims.get(i) {
         Some(Dim::Fixed(n)) => Some(*n),
@@ -99,11 +82,7 @@ fn input_shape(
         (Some(h), Some(w)) => [h, w],
         _ => [224, 224],
     });
-    let shape = if nhwc {
-        vec![batch, h, w, c]
-    } else {
-        vec![batch, c, h, w]
-    };
+    let shape = if nhwc { vec![batch, h, w, c] } else { vec![batch, c, h, w] };
     (shape, nhwc, [h, w])
 }
 
@@ -160,19 +139,12 @@ fn main() {
             None
         }
     };
-    let tx = tract_onnx::prelude::Tensor::from_shape(&shape, &data)
-        .unwrap_or_else(|e| die("tract input", e));
-    let executor = format!(
-        "{:?}",
-        tract_onnx::prelude::multithread::current_tract_executor()
-    );
+    let tx = tract_onnx::prelude::Tensor::from_shape(&shape, &data).unwrap_or_else(|e| die("tract input", e));
+    let executor = format!("{:?}", tract_onnx::prelude::multithread::current_tract_executor());
     let tract_threads = if executor == "SingleThread" { 1 } else { 0 };
 
-    let run_et = |x: Vec<Tensor>| -> Vec<Tensor> {
-        session.run(x).unwrap_or_else(|e| die("edgetune run", e))
-    };
-    let run_tract =
-        |p: &TractPlan, x: TValue| p.run(tvec!(x)).unwrap_or_else(|e| die("tract run", e));
+    let run_et = |x: Vec<Tensor>| -> Vec<Tensor> { session.run(x).unwrap_or_else(|e| die("edgetune run", e)) };
+    let run_tract = |p: &TractPlan, x: TValue| p.run(tvec!(x)).unwrap_or_else(|e| die("tract run", e));
 
     // Warm-up (and a sanity check that both engines compute the same thing).
     let mut rel_err = None;
@@ -181,24 +153,15 @@ fn main() {
         if let Some(p) = &tract {
             let tr_out = run_tract(p, tx.clone().into_tvalue());
             if i == 0 {
-                let view = tr_out[0]
-                    .to_plain_array_view::<f32>()
-                    .unwrap_or_else(|e| die("tract output", e));
+                let view = tr_out[0].to_plain_array_view::<f32>().unwrap_or_else(|e| die("tract output", e));
                 let want: Vec<f32> = view.iter().copied().collect();
                 let got = et_out[0].data();
                 if got.len() == want.len() {
                     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-                    let diff = got
-                        .iter()
-                        .zip(&want)
-                        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                    let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                     rel_err = Some(diff / scale);
                 } else {
-                    eprintln!(
-                        "warning: output sizes differ: edgetune {} vs tract {}",
-                        got.len(),
-                        want.len()
-                    );
+                    eprintln!("warning: output sizes differ: edgetune {} vs tract {}", got.len(), want.len());
                 }
             }
         }

@@ -8,28 +8,16 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Writes `path` through `fill`; on any error the target is untouched and the temporary removed.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     if path.is_dir() {
-        return Err(Error::data(
-            path.display().to_string(),
-            "is a directory; name a file to write",
-        ));
+        return Err(Error::data(path.display().to_string(), "is a directory; name a file to write"));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::data(path.display().to_string(), "not a file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let name = path.file_name().ok_or_else(|| Error::data(path.display().to_string(), "not a file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let file = File::create(&tmp)?;
         let mut w = BufWriter::new(file);

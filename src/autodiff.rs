@@ -28,9 +28,7 @@ pub struct GradStore {
 
 impl GradStore {
     fn new(n: usize) -> GradStore {
-        GradStore {
-            grads: vec![None; n],
-        }
+        GradStore { grads: vec![None; n] }
     }
 
     /// Adds `g` to the gradient of `v`: the only place where gradients are summed.
@@ -79,12 +77,7 @@ pub struct GradPlan {
 impl GradPlan {
     /// Plans `graph` for training on inputs of `shapes`, differentiating the initializers with
     /// `trainable[i]` set. The loss reads the first output, or the input of a trailing Softmax.
-    pub fn new(
-        graph: &Graph,
-        shapes: &[Vec<usize>],
-        trainable: &[bool],
-        bn: BnMode,
-    ) -> Result<GradPlan> {
+    pub fn new(graph: &Graph, shapes: &[Vec<usize>], trainable: &[bool], bn: BnMode) -> Result<GradPlan> {
         GradPlan::build(graph, shapes, trainable, bn, true)
     }
 
@@ -101,56 +94,33 @@ impl GradPlan {
         for step in &mut plan.steps {
             let op: &dyn std::any::Any = step.op.as_ref();
             if let Some(b) = op.downcast_ref::<BatchNorm>() {
-                step.op = Box::new(BatchNorm {
-                    training: bn == BnMode::Train,
-                    ..b.clone()
-                });
+                step.op = Box::new(BatchNorm { training: bn == BnMode::Train, ..b.clone() });
             }
         }
-        let chosen = graph
-            .initializers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| trainable[*i])
-            .map(|(_, init)| init);
-        let (params, param_shapes): (Vec<ValueId>, Vec<Vec<usize>>) = chosen
-            .map(|init| (init.value, init.data.shape().to_vec()))
-            .unzip();
-        let (out, out_decl) = graph
-            .outputs
-            .first()
-            .ok_or_else(|| Error::Usage("the model has no output".into()))?;
+        let chosen = graph.initializers.iter().enumerate().filter(|(i, _)| trainable[*i]).map(|(_, init)| init);
+        let (params, param_shapes): (Vec<ValueId>, Vec<Vec<usize>>) =
+            chosen.map(|init| (init.value, init.data.shape().to_vec())).unzip();
+        let (out, out_decl) = graph.outputs.first().ok_or_else(|| Error::Usage("the model has no output".into()))?;
         if out_decl.elem != crate::graph::ElemType::F32 {
             return Err(Error::data(
                 format!("output '{}'", out_decl.name),
                 "is not a float tensor: nothing to train on",
             ));
         }
-        let producer = plan
-            .steps
-            .iter()
-            .position(|s| s.output == *out)
-            .ok_or_else(|| {
-                Error::data(
-                    format!("output '{}'", out_decl.name),
-                    "is not computed from the input: nothing to train on",
-                )
-            })?;
+        let producer = plan.steps.iter().position(|s| s.output == *out).ok_or_else(|| {
+            Error::data(format!("output '{}'", out_decl.name), "is not computed from the input: nothing to train on")
+        })?;
         let step = &plan.steps[producer];
         let op: &dyn std::any::Any = step.op.as_ref();
         let (logits, end) = match op.downcast_ref::<Softmax>().filter(|_| skip_softmax) {
             Some(_) => {
                 let input = step.inputs[0];
-                let p = plan
-                    .steps
-                    .iter()
-                    .position(|s| s.output == input)
-                    .ok_or_else(|| {
-                        Error::data(
-                            format!("output '{}'", out_decl.name),
-                            "the Softmax input is not computed from the input",
-                        )
-                    })?;
+                let p = plan.steps.iter().position(|s| s.output == input).ok_or_else(|| {
+                    Error::data(
+                        format!("output '{}'", out_decl.name),
+                        "the Softmax input is not computed from the input",
+                    )
+                })?;
                 (input, p + 1)
             }
             None => (*out, producer + 1),
@@ -178,22 +148,9 @@ impl GradPlan {
         let names = plan
             .steps
             .iter()
-            .map(|s| {
-                (
-                    graph.nodes[s.node].name.clone(),
-                    graph.nodes[s.node].op_type.clone(),
-                )
-            })
+            .map(|s| (graph.nodes[s.node].name.clone(), graph.nodes[s.node].op_type.clone()))
             .collect();
-        Ok(GradPlan {
-            plan,
-            requires_grad,
-            end,
-            logits,
-            params,
-            param_shapes,
-            names,
-        })
+        Ok(GradPlan { plan, requires_grad, end, logits, params, param_shapes, names })
     }
 
     /// Shape of the logits for these input shapes.
@@ -215,11 +172,8 @@ impl GradPlan {
         let mut records = Vec::with_capacity(plan.steps.len());
         let mut updates = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
-            let args: Vec<&Tensor> = step
-                .inputs
-                .iter()
-                .map(|&v| values[v].as_ref().expect("computed before use"))
-                .collect();
+            let args: Vec<&Tensor> =
+                step.inputs.iter().map(|&v| values[v].as_ref().expect("computed before use")).collect();
             let fwd = step.op.forward_train(&args, &step.out_shape);
             for (slot, t) in fwd.updates {
                 updates.push((step.inputs[slot], t));
@@ -244,11 +198,7 @@ impl GradPlan {
             }
         }
         let logits = values[self.logits].take().expect("logits computed");
-        Tape {
-            records,
-            logits,
-            updates,
-        }
+        Tape { records, logits, updates }
     }
 
     /// The reverse walk from `dlogits` (the loss gradient at the logits). Returns the gradient
@@ -265,10 +215,8 @@ impl GradPlan {
                 continue;
             };
             let need: Vec<bool> = step.inputs.iter().map(|&v| self.requires_grad[v]).collect();
-            let dxs = step
-                .op
-                .backward(&rec, &dy, &need)
-                .map_err(|e| Error::node(&self.names[i].0, &self.names[i].1, e))?;
+            let dxs =
+                step.op.backward(&rec, &dy, &need).map_err(|e| Error::node(&self.names[i].0, &self.names[i].1, e))?;
             for ((&v, dx), &n) in step.inputs.iter().zip(dxs).zip(&need) {
                 if let (true, Some(dx)) = (n, dx) {
                     grads.accumulate(v, dx);
@@ -279,11 +227,7 @@ impl GradPlan {
             .params
             .iter()
             .zip(&self.param_shapes)
-            .map(|(&p, shape)| {
-                grads
-                    .take(p)
-                    .unwrap_or_else(|| Tensor::zeros(shape.clone()))
-            })
+            .map(|(&p, shape)| grads.take(p).unwrap_or_else(|| Tensor::zeros(shape.clone())))
             .collect())
     }
 }
@@ -291,11 +235,7 @@ impl GradPlan {
 /// Value ids of the graph's initializers that feed BatchNorm as running statistics.
 pub fn running_stat_values(graph: &Graph) -> Vec<ValueId> {
     let mut out = Vec::new();
-    for n in graph
-        .nodes
-        .iter()
-        .filter(|n| n.op_type == "BatchNormalization")
-    {
+    for n in graph.nodes.iter().filter(|n| n.op_type == "BatchNormalization") {
         for v in n.inputs.iter().skip(3).flatten() {
             if matches!(graph.values[*v].source, Source::Initializer(_)) && !out.contains(v) {
                 out.push(*v);

@@ -17,11 +17,7 @@ pub enum Error {
 
     /// A node's attributes or inputs do not fit its op (bad shape, missing constant ...).
     #[error("node '{node}' ({op}): {msg}")]
-    Node {
-        node: String,
-        op: String,
-        msg: String,
-    },
+    Node { node: String, op: String, msg: String },
 
     /// User data (arrays, images, labels) that does not fit the model or the format.
     #[error("{what}: {msg}")]
@@ -33,10 +29,7 @@ pub enum Error {
 
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 
     /// A value became NaN or infinite (reported with the tensor that first did).
     #[error("non-finite value: {0}")]
@@ -49,32 +42,19 @@ pub enum Error {
 
 impl Error {
     pub fn invalid_model(path: &Path, reason: impl Into<String>) -> Self {
-        Error::InvalidModel {
-            path: path.display().to_string(),
-            reason: reason.into(),
-        }
+        Error::InvalidModel { path: path.display().to_string(), reason: reason.into() }
     }
 
     pub fn node(node: impl Into<String>, op: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Node {
-            node: node.into(),
-            op: op.into(),
-            msg: msg.into(),
-        }
+        Error::Node { node: node.into(), op: op.into(), msg: msg.into() }
     }
 
     pub fn data(what: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Data {
-            what: what.into(),
-            msg: msg.into(),
-        }
+        Error::Data { what: what.into(), msg: msg.into() }
     }
 
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        Error::Io { path: path.display().to_string(), source }
     }
 
     /// CLI exit code: 2 for anything the user can fix in their input, 1 for runtime failures.

@@ -17,10 +17,7 @@ pub struct IntTensor {
 
 impl IntTensor {
     pub fn vector(data: Vec<i64>) -> IntTensor {
-        IntTensor {
-            shape: vec![data.len()],
-            data,
-        }
+        IntTensor { shape: vec![data.len()], data }
     }
 }
 
@@ -141,11 +138,7 @@ impl Graph {
     }
 
     pub fn initializer_index(&self) -> HashMap<&str, usize> {
-        self.initializers
-            .iter()
-            .enumerate()
-            .map(|(i, init)| (init.name.as_str(), i))
-            .collect()
+        self.initializers.iter().enumerate().map(|(i, init)| (init.name.as_str(), i)).collect()
     }
 
     /// For every value, the nodes that read it (in topological order).

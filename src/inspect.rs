@@ -31,13 +31,7 @@ pub struct Report {
 fn dims_string(d: &ValueDecl) -> String {
     match &d.dims {
         None => "?".into(),
-        Some(dims) => format!(
-            "[{}]",
-            dims.iter()
-                .map(Dim::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(dims) => format!("[{}]", dims.iter().map(Dim::to_string).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -66,11 +60,7 @@ impl Report {
             }
         }
         let runtime: Vec<&str> = ops::runtime_ops().collect();
-        let no_backward = op_counts
-            .keys()
-            .filter(|op| runtime.contains(&op.as_str()))
-            .cloned()
-            .collect();
+        let no_backward = op_counts.keys().filter(|op| runtime.contains(&op.as_str())).cloned().collect();
         Report {
             path: model.path.display().to_string(),
             opset: g.opset,
@@ -118,11 +108,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "producer   {} (IR {}, opset {})",
-            if self.producer.is_empty() {
-                "?"
-            } else {
-                &self.producer
-            },
+            if self.producer.is_empty() { "?" } else { &self.producer },
             self.ir_version,
             self.opset
         )?;
@@ -132,17 +118,9 @@ impl fmt::Display for Report {
         for d in &self.outputs {
             writeln!(f, "output     {} {}", d.name, dims_string(d))?;
         }
-        let ops: Vec<String> = self
-            .op_counts
-            .iter()
-            .map(|(k, v)| format!("{k} x{v}"))
-            .collect();
+        let ops: Vec<String> = self.op_counts.iter().map(|(k, v)| format!("{k} x{v}")).collect();
         writeln!(f, "ops        {}", ops.join(", "))?;
-        let trainable: usize = self
-            .trainable
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
+        let trainable: usize = self.trainable.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
         writeln!(
             f,
             "parameters {} ({} trainable in {} tensors; {} BatchNorm running-stat tensors)",
@@ -155,11 +133,7 @@ impl fmt::Display for Report {
         if self.no_backward.is_empty() {
             writeln!(f, "backward   supported (every op)")
         } else {
-            writeln!(
-                f,
-                "backward   not available for: {}",
-                self.no_backward.join(", ")
-            )
+            writeln!(f, "backward   not available for: {}", self.no_backward.join(", "))
         }
     }
 }

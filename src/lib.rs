@@ -35,3 +35,8 @@ pub use error::{Error, Result};
 pub use exec::Session;
 pub use graph::Graph;
 pub use tensor::Tensor;
+
+/// mimalloc keeps freed pages for reuse: every plan step allocates activation-sized buffers, and
+/// with the system allocator each one became a fresh mmap with page faults and kernel zeroing.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -42,15 +42,8 @@ impl Tensor {
     /// A tensor over `data`; panics if the length does not match the shape (a bug, not input).
     pub fn from_vec(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Tensor {
         let shape = shape.into();
-        assert_eq!(
-            numel(&shape),
-            data.len(),
-            "tensor data does not match shape {shape:?}"
-        );
-        Tensor {
-            shape,
-            data: Arc::new(Storage::Heap(data)),
-        }
+        assert_eq!(numel(&shape), data.len(), "tensor data does not match shape {shape:?}");
+        Tensor { shape, data: Arc::new(Storage::Heap(data)) }
     }
 
     pub fn zeros(shape: impl Into<Vec<usize>>) -> Tensor {
@@ -65,21 +58,13 @@ impl Tensor {
 
     /// A tensor viewing `len` floats of a mapped file at byte `offset`. Returns `None` when the
     /// range is out of bounds or misaligned (the caller then copies the bytes).
-    pub fn from_mapped(
-        shape: Vec<usize>,
-        map: Arc<Mmap>,
-        offset: usize,
-        len: usize,
-    ) -> Option<Tensor> {
+    pub fn from_mapped(shape: Vec<usize>, map: Arc<Mmap>, offset: usize, len: usize) -> Option<Tensor> {
         let end = len.checked_mul(4)?.checked_add(offset)?;
         let aligned = (map.as_ptr() as usize + offset).is_multiple_of(std::mem::align_of::<f32>());
         if end > map.len() || !aligned || numel(&shape) != len {
             return None;
         }
-        Some(Tensor {
-            shape,
-            data: Arc::new(Storage::Mapped { map, offset, len }),
-        })
+        Some(Tensor { shape, data: Arc::new(Storage::Mapped { map, offset, len }) })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -125,15 +110,8 @@ impl Tensor {
     /// Same elements, new shape of equal element count (shares storage).
     pub fn into_reshaped(self, shape: impl Into<Vec<usize>>) -> Tensor {
         let shape = shape.into();
-        assert_eq!(
-            numel(&shape),
-            self.len(),
-            "reshape must keep the element count"
-        );
-        Tensor {
-            shape,
-            data: self.data,
-        }
+        assert_eq!(numel(&shape), self.len(), "reshape must keep the element count");
+        Tensor { shape, data: self.data }
     }
 
     /// True when both tensors share one storage (an `Identity` or reshape of the other).
@@ -179,16 +157,8 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     (0..rank)
         .map(|i| {
-            let da = if i + a.len() >= rank {
-                a[i + a.len() - rank]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= rank {
-                b[i + b.len() - rank]
-            } else {
-                1
-            };
+            let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+            let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
             match (da, db) {
                 (x, y) if x == y => Some(x),
                 (1, y) => Some(y),
@@ -206,10 +176,7 @@ mod tests {
     #[test]
     fn broadcasting_follows_numpy() {
         assert_eq!(broadcast_shapes(&[2, 3, 4], &[3, 1]), Some(vec![2, 3, 4]));
-        assert_eq!(
-            broadcast_shapes(&[1, 64, 1, 1], &[8, 64, 7, 7]),
-            Some(vec![8, 64, 7, 7])
-        );
+        assert_eq!(broadcast_shapes(&[1, 64, 1, 1], &[8, 64, 7, 7]), Some(vec![8, 64, 7, 7]));
         assert_eq!(broadcast_shapes(&[], &[5]), Some(vec![5]));
         assert_eq!(broadcast_shapes(&[2, 3], &[4, 3]), None);
     }

@@ -26,13 +26,8 @@ const TOL: f64 = 1e-2;
 /// so no window has a near-tie.
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| {
-        (i as u64 ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 17
-    });
-    order
-        .iter()
-        .map(|&k| (k as f32 - (n / 2) as f32) * 0.1 + 0.05)
-        .collect()
+    order.sort_by_key(|&i| (i as u64 ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 17);
+    order.iter().map(|&k| (k as f32 - (n / 2) as f32) * 0.1 + 0.05).collect()
 }
 
 struct Case {
@@ -49,14 +44,7 @@ struct Case {
 
 impl Case {
     fn new(op: &'static str, inputs: Vec<Vec<usize>>) -> Case {
-        Case {
-            op,
-            attrs: vec![],
-            inputs,
-            ints: vec![],
-            bn: BnMode::Train,
-            fixed: vec![],
-        }
+        Case { op, attrs: vec![], inputs, ints: vec![], bn: BnMode::Train, fixed: vec![] }
     }
     fn attrs(mut self, a: Vec<pb::AttributeProto>) -> Case {
         self.attrs = a;
@@ -81,11 +69,7 @@ fn fd_error(case: &Case, distort: f32) -> f64 {
         if case.op == "Div" && k == 1 {
             v.iter_mut().for_each(|x| *x = x.abs() + 0.5); // keep the divisor away from 0
         }
-        inits.push(floats(
-            &name,
-            &shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
-            &v,
-        ));
+        inits.push(floats(&name, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), &v));
         names.push(name);
     }
     for (k, f) in case.fixed.iter().enumerate() {
@@ -114,18 +98,9 @@ fn fd_error(case: &Case, distort: f32) -> f64 {
     let plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
 
     let tape = plan.forward(vec![], &[]);
-    let r: Vec<f32> = values(tape.logits.len(), 99)
-        .iter()
-        .map(|v| v * 0.5)
-        .collect();
+    let r: Vec<f32> = values(tape.logits.len(), 99).iter().map(|v| v * 0.5).collect();
     let seed = Tensor::from_vec(tape.logits.shape(), r.clone());
-    let loss = |y: &Tensor| {
-        y.data()
-            .iter()
-            .zip(&r)
-            .map(|(&a, &b)| a as f64 * b as f64)
-            .sum::<f64>()
-    };
+    let loss = |y: &Tensor| y.data().iter().zip(&r).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
     let grads = plan.backward(tape, seed).unwrap();
 
     let base: Vec<Tensor> = plan
@@ -161,10 +136,7 @@ fn fd_error(case: &Case, distort: f32) -> f64 {
 
 fn check(name: &str, case: Case) {
     let err = fd_error(&case, 1.0);
-    assert!(
-        err <= TOL,
-        "{name}: finite-difference relative error {err:.2e} > {TOL}"
-    );
+    assert!(err <= TOL, "{name}: finite-difference relative error {err:.2e} > {TOL}");
     println!("{name}: {err:.1e}");
 }
 
@@ -185,31 +157,20 @@ fn conv_rules() {
             attr::ints("pads", &[1, 0, 0, 2]),
         ])),
     );
-    check(
-        "conv 1x1 pointwise",
-        Case::new("Conv", vec![vec![2, 3, 4, 4], vec![5, 3, 1, 1], vec![5]]),
-    );
+    check("conv 1x1 pointwise", Case::new("Conv", vec![vec![2, 3, 4, 4], vec![5, 3, 1, 1], vec![5]]));
     check(
         "conv SAME_UPPER stride 2",
-        Case::new("Conv", vec![vec![1, 2, 6, 5], vec![2, 2, 3, 3]]).attrs(a(vec![
-            attr::string("auto_pad", "SAME_UPPER"),
-            attr::ints("strides", &[2, 2]),
-        ])),
+        Case::new("Conv", vec![vec![1, 2, 6, 5], vec![2, 2, 3, 3]])
+            .attrs(a(vec![attr::string("auto_pad", "SAME_UPPER"), attr::ints("strides", &[2, 2])])),
     );
 }
 
 #[test]
 fn batchnorm_rules() {
     let stats = vec![vec![0.1, -0.2, 0.3], vec![0.8, 1.2, 0.6]];
-    for (mode, name) in [
-        (BnMode::Train, "batchnorm train"),
-        (BnMode::Frozen, "batchnorm frozen"),
-    ] {
-        let mut c = Case::new(
-            "BatchNormalization",
-            vec![vec![2, 3, 3, 3], vec![3], vec![3]],
-        )
-        .attrs(vec![attr::float("epsilon", 1e-3)]);
+    for (mode, name) in [(BnMode::Train, "batchnorm train"), (BnMode::Frozen, "batchnorm frozen")] {
+        let mut c = Case::new("BatchNormalization", vec![vec![2, 3, 3, 3], vec![3], vec![3]])
+            .attrs(vec![attr::float("epsilon", 1e-3)]);
         c.bn = mode;
         c.fixed = stats.clone();
         check(name, c);
@@ -224,19 +185,10 @@ fn elementwise_rules() {
     // Clip bounds are constant float inputs; the fixed ones are scalars shaped [1]: fine for Clip.
     check("clip", clip);
     for op in ["Add", "Sub", "Mul", "Div"] {
-        check(
-            &format!("{op} broadcast"),
-            Case::new(op, vec![vec![2, 3, 4], vec![3, 1]]),
-        );
-        check(
-            &format!("{op} broadcast first"),
-            Case::new(op, vec![vec![4], vec![2, 3, 4]]),
-        );
+        check(&format!("{op} broadcast"), Case::new(op, vec![vec![2, 3, 4], vec![3, 1]]));
+        check(&format!("{op} broadcast first"), Case::new(op, vec![vec![4], vec![2, 3, 4]]));
     }
-    check(
-        "sum of three",
-        Case::new("Sum", vec![vec![2, 3], vec![3], vec![2, 3]]),
-    );
+    check("sum of three", Case::new("Sum", vec![vec![2, 3], vec![3], vec![2, 3]]));
     check("identity", Case::new("Identity", vec![vec![5]]));
 }
 
@@ -251,44 +203,27 @@ fn pooling_and_reduction_rules() {
         a.extend(extra);
         a
     };
-    check(
-        "maxpool 3x3 s2 p1",
-        Case::new("MaxPool", vec![vec![1, 2, 7, 6]]).attrs(pool(vec![])),
-    );
+    check("maxpool 3x3 s2 p1", Case::new("MaxPool", vec![vec![1, 2, 7, 6]]).attrs(pool(vec![])));
     check(
         "maxpool ceil_mode",
         Case::new("MaxPool", vec![vec![1, 2, 6, 6]]).attrs(pool(vec![attr::int("ceil_mode", 1)])),
     );
-    check(
-        "avgpool exclude pad",
-        Case::new("AveragePool", vec![vec![2, 2, 5, 6]]).attrs(pool(vec![])),
-    );
+    check("avgpool exclude pad", Case::new("AveragePool", vec![vec![2, 2, 5, 6]]).attrs(pool(vec![])));
     check(
         "avgpool include pad",
-        Case::new("AveragePool", vec![vec![2, 2, 5, 6]])
-            .attrs(pool(vec![attr::int("count_include_pad", 1)])),
+        Case::new("AveragePool", vec![vec![2, 2, 5, 6]]).attrs(pool(vec![attr::int("count_include_pad", 1)])),
     );
-    check(
-        "global average pool",
-        Case::new("GlobalAveragePool", vec![vec![2, 3, 4, 5]]),
-    );
+    check("global average pool", Case::new("GlobalAveragePool", vec![vec![2, 3, 4, 5]]));
     check(
         "reducemean hw keepdims",
         Case::new("ReduceMean", vec![vec![2, 3, 4, 5]]).attrs(vec![attr::ints("axes", &[2, 3])]),
     );
     check(
         "reducemean channel no keepdims",
-        Case::new("ReduceMean", vec![vec![2, 3, 4]])
-            .attrs(vec![attr::ints("axes", &[1]), attr::int("keepdims", 0)]),
+        Case::new("ReduceMean", vec![vec![2, 3, 4]]).attrs(vec![attr::ints("axes", &[1]), attr::int("keepdims", 0)]),
     );
-    check(
-        "softmax axis 1",
-        Case::new("Softmax", vec![vec![3, 5]]).attrs(vec![attr::int("axis", 1)]),
-    );
-    check(
-        "softmax axis -1 on 3-D",
-        Case::new("Softmax", vec![vec![2, 3, 4]]).attrs(vec![attr::int("axis", 1)]),
-    );
+    check("softmax axis 1", Case::new("Softmax", vec![vec![3, 5]]).attrs(vec![attr::int("axis", 1)]));
+    check("softmax axis -1 on 3-D", Case::new("Softmax", vec![vec![2, 3, 4]]).attrs(vec![attr::int("axis", 1)]));
 }
 
 #[test]
@@ -302,50 +237,20 @@ fn linear_rules() {
             attr::float("beta", 1.3),
         ]),
     );
-    check(
-        "gemm plain with C",
-        Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]]),
-    );
-    check(
-        "matmul batched x 2-D",
-        Case::new("MatMul", vec![vec![2, 3, 4], vec![4, 5]]),
-    );
-    check(
-        "matmul matrix x vector",
-        Case::new("MatMul", vec![vec![3, 4], vec![4]]),
-    );
+    check("gemm plain with C", Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]]));
+    check("matmul batched x 2-D", Case::new("MatMul", vec![vec![2, 3, 4], vec![4, 5]]));
+    check("matmul matrix x vector", Case::new("MatMul", vec![vec![3, 4], vec![4]]));
 }
 
 #[test]
 fn movement_rules() {
-    check(
-        "flatten",
-        Case::new("Flatten", vec![vec![2, 3, 2]]).attrs(vec![attr::int("axis", 2)]),
-    );
-    check(
-        "reshape",
-        Case::new("Reshape", vec![vec![2, 3, 4]]).ints(vec![Some(vec![4, -1])]),
-    );
-    check(
-        "transpose",
-        Case::new("Transpose", vec![vec![2, 3, 4]]).attrs(vec![attr::ints("perm", &[2, 0, 1])]),
-    );
-    check(
-        "squeeze",
-        Case::new("Squeeze", vec![vec![2, 1, 3]]).ints(vec![Some(vec![1])]),
-    );
-    check(
-        "unsqueeze",
-        Case::new("Unsqueeze", vec![vec![2, 3]]).ints(vec![Some(vec![0, 3])]),
-    );
-    check(
-        "pad",
-        Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]),
-    );
-    check(
-        "concat axis 1",
-        Case::new("Concat", vec![vec![2, 3, 2], vec![2, 1, 2]]).attrs(vec![attr::int("axis", 1)]),
-    );
+    check("flatten", Case::new("Flatten", vec![vec![2, 3, 2]]).attrs(vec![attr::int("axis", 2)]));
+    check("reshape", Case::new("Reshape", vec![vec![2, 3, 4]]).ints(vec![Some(vec![4, -1])]));
+    check("transpose", Case::new("Transpose", vec![vec![2, 3, 4]]).attrs(vec![attr::ints("perm", &[2, 0, 1])]));
+    check("squeeze", Case::new("Squeeze", vec![vec![2, 1, 3]]).ints(vec![Some(vec![1])]));
+    check("unsqueeze", Case::new("Unsqueeze", vec![vec![2, 3]]).ints(vec![Some(vec![0, 3])]));
+    check("pad", Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]));
+    check("concat axis 1", Case::new("Concat", vec![vec![2, 3, 2], vec![2, 1, 2]]).attrs(vec![attr::int("axis", 1)]));
     check(
         "slice with steps",
         Case::new("Slice", vec![vec![3, 8, 5]]).ints(vec![

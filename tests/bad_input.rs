@@ -22,18 +22,12 @@ fn saved(dir: &Path, name: &str, m: &pb::ModelProto) -> PathBuf {
 fn write_input(dir: &Path, shape: &[usize]) -> PathBuf {
     let p = dir.join("x.npy");
     let n = shape.iter().product();
-    edgetune::data::npy::write_tensor(&p, &edgetune::Tensor::from_vec(shape, vec![0.5; n]))
-        .unwrap();
+    edgetune::data::npy::write_tensor(&p, &edgetune::Tensor::from_vec(shape, vec![0.5; n])).unwrap();
     p
 }
 
 fn infer(model: &Path, input: &Path) -> Vec<String> {
-    vec![
-        "infer".into(),
-        model.display().to_string(),
-        "--input".into(),
-        input.display().to_string(),
-    ]
+    vec!["infer".into(), model.display().to_string(), "--input".into(), input.display().to_string()]
 }
 
 fn check(args: Vec<String>, needle: &str) {
@@ -48,14 +42,8 @@ fn the_valid_base_model_runs() {
     let m = saved(d.path(), "ok.onnx", &conv_relu());
     let x = write_input(d.path(), &[2, 3, 8, 8]);
     let out = d.path().join("y.npy");
-    let (code, _, err) = edgetune(&[
-        "infer",
-        m.to_str().unwrap(),
-        "--input",
-        x.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, err) =
+        edgetune(&["infer", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.exists());
 }
@@ -63,33 +51,18 @@ fn the_valid_base_model_runs() {
 #[test]
 fn missing_empty_truncated_and_foreign_files() {
     let d = tmp();
-    check(
-        vec![
-            "inspect".into(),
-            d.path().join("nope.onnx").display().to_string(),
-        ],
-        "nope.onnx",
-    );
+    check(vec!["inspect".into(), d.path().join("nope.onnx").display().to_string()], "nope.onnx");
     let empty = d.path().join("empty.onnx");
     std::fs::write(&empty, b"").unwrap();
     check(vec!["inspect".into(), empty.display().to_string()], "empty");
     let full = prost::Message::encode_to_vec(&conv_relu());
     let cut = d.path().join("cut.onnx");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
-    check(
-        vec!["inspect".into(), cut.display().to_string()],
-        "cut.onnx",
-    );
+    check(vec!["inspect".into(), cut.display().to_string()], "cut.onnx");
     let text = d.path().join("notes.onnx");
     std::fs::write(&text, "this is not a model\n").unwrap();
-    check(
-        vec!["inspect".into(), text.display().to_string()],
-        "notes.onnx",
-    );
-    check(
-        vec!["inspect".into(), d.path().display().to_string()],
-        "directory",
-    );
+    check(vec!["inspect".into(), text.display().to_string()], "notes.onnx");
+    check(vec!["inspect".into(), d.path().display().to_string()], "directory");
 }
 
 #[test]
@@ -98,8 +71,7 @@ fn every_unsupported_op_is_named_in_one_message() {
     let mut m = conv_relu();
     let g = m.graph.as_mut().unwrap();
     g.node.push(node("LSTM", "lstm_1", &["y"], &["z"]));
-    g.node
-        .push(node("NonMaxSuppression", "nms", &["z"], &["q"]));
+    g.node.push(node("NonMaxSuppression", "nms", &["z"], &["q"]));
     let p = saved(d.path(), "m.onnx", &m);
     let (code, _, err) = edgetune(&["inspect", p.to_str().unwrap()]);
     assert_eq!(code, 2);
@@ -128,9 +100,7 @@ fn dangling_input_and_cycle() {
 fn initializer_data_short_or_dims_overflowing() {
     let d = tmp();
     let mut m = conv_relu();
-    m.graph.as_mut().unwrap().initializer[0]
-        .raw_data
-        .truncate(40);
+    m.graph.as_mut().unwrap().initializer[0].raw_data.truncate(40);
     let p = saved(d.path(), "short.onnx", &m);
     check(vec!["inspect".into(), p.display().to_string()], "'w'");
 
@@ -149,10 +119,7 @@ fn external(m: &mut pb::ModelProto, location: &str) {
     let t = &mut m.graph.as_mut().unwrap().initializer[0];
     t.raw_data.clear();
     t.data_location = Some(1);
-    t.external_data = vec![pb::StringStringEntryProto {
-        key: "location".into(),
-        value: location.into(),
-    }];
+    t.external_data = vec![pb::StringStringEntryProto { key: "location".into(), value: location.into() }];
 }
 
 #[test]
@@ -170,10 +137,7 @@ fn external_data_outside_the_model_folder_is_refused() {
     let (code, _, err) = edgetune(&["inspect", p.to_str().unwrap()]);
     assert_eq!(code, 0, "external data inside the folder loads: {err}");
 
-    for (loc, name) in [
-        ("../secret.bin", "up.onnx"),
-        (d.path().join("secret.bin").to_str().unwrap(), "abs.onnx"),
-    ] {
+    for (loc, name) in [("../secret.bin", "up.onnx"), (d.path().join("secret.bin").to_str().unwrap(), "abs.onnx")] {
         let mut m = conv_relu();
         external(&mut m, loc);
         let p = saved(&inner, name, &m);
@@ -190,10 +154,7 @@ fn external_data_outside_the_model_folder_is_refused() {
     let mut m = conv_relu();
     external(&mut m, "missing.bin");
     let p = saved(&inner, "missing.onnx", &m);
-    check(
-        vec!["inspect".into(), p.display().to_string()],
-        "missing.bin",
-    );
+    check(vec!["inspect".into(), p.display().to_string()], "missing.bin");
 }
 
 #[test]
@@ -217,13 +178,6 @@ fn outputs_never_overwrite_a_folder() {
     let d = tmp();
     let m = saved(d.path(), "m.onnx", &conv_relu());
     let x = write_input(d.path(), &[1, 3, 8, 8]);
-    let args = [
-        "infer",
-        m.to_str().unwrap(),
-        "--input",
-        x.to_str().unwrap(),
-        "--output",
-        d.path().to_str().unwrap(),
-    ];
+    let args = ["infer", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", d.path().to_str().unwrap()];
     assert_bad_input(&args, "directory");
 }

@@ -35,13 +35,7 @@ fn resnet50_from_npm_names_the_scikit_image_photos() {
     // Expected classes: what the photos show (scikit-image's docs: a cat named Chelsea, a cup
     // of coffee); onnxruntime on the same converted model agrees (tools/fetch_resnet50.py).
     assert_eq!(top1(&out), vec!["Egyptian_cat", "espresso"], "{out}");
-    assert_eq!(
-        out.lines()
-            .filter(|l| l.trim_start().starts_with(char::is_numeric))
-            .count(),
-        10,
-        "top 5 each: {out}"
-    );
+    assert_eq!(out.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 10, "top 5 each: {out}");
 }
 
 #[test]
@@ -76,10 +70,7 @@ fn inspect_json_describes_the_model() {
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["opset"], 17);
-    assert_eq!(
-        v["inputs"][0]["shape"],
-        serde_json::json!(["N", 3, 224, 224])
-    );
+    assert_eq!(v["inputs"][0]["shape"], serde_json::json!(["N", 3, 224, 224]));
     // torchvision resnet18: 11,689,512 trainable parameters (its documented count) plus the
     // BatchNorm running statistics (2 x 4,800 values over 20 BatchNorm layers).
     assert_eq!(v["parameters"], 11_689_512 + 9_600);
@@ -92,16 +83,8 @@ fn inspect_json_describes_the_model() {
 #[test]
 fn bench_infer_reports_the_contract_keys() {
     let model = fixtures().join("models/resnet20_cifar.onnx");
-    let (code, out, err) = edgetune(&[
-        "bench",
-        "infer",
-        model.to_str().unwrap(),
-        "--batch",
-        "4",
-        "--iters",
-        "3",
-        "--json",
-    ]);
+    let (code, out, err) =
+        edgetune(&["bench", "infer", model.to_str().unwrap(), "--batch", "4", "--iters", "3", "--json"]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(v["median_ms"].as_f64().unwrap() > 0.0);

@@ -23,20 +23,13 @@ fn classifier(dir: &Path) -> PathBuf {
     let mut m = conv_relu();
     let g = m.graph.as_mut().unwrap();
     g.output.clear();
-    g.node
-        .push(node("GlobalAveragePool", "gap", &["y"], &["p"]));
+    g.node.push(node("GlobalAveragePool", "gap", &["y"], &["p"]));
     g.node.push(node("Flatten", "flat", &["p"], &["f"]));
-    g.node
-        .push(node("Gemm", "fc", &["f", "fc.w", "fc.b"], &["logits"]));
-    g.node
-        .last_mut()
-        .unwrap()
-        .attribute
-        .push(common::attr::int("transB", 1));
+    g.node.push(node("Gemm", "fc", &["f", "fc.w", "fc.b"], &["logits"]));
+    g.node.last_mut().unwrap().attribute.push(common::attr::int("transB", 1));
     let w: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
     g.initializer.push(floats("fc.w", &[5, 4], &w));
-    g.initializer
-        .push(floats("fc.b", &[5], &[0.1, -0.1, 0.0, 0.2, -0.2]));
+    g.initializer.push(floats("fc.b", &[5], &[0.1, -0.1, 0.0, 0.2, -0.2]));
     g.output.push(value("logits", &[-1, 5]));
     let p = dir.join("clf.onnx");
     save(&m, &p);
@@ -45,9 +38,7 @@ fn classifier(dir: &Path) -> PathBuf {
 
 fn x_input(dir: &Path, n: usize) -> PathBuf {
     let p = dir.join("x.npy");
-    let data = (0..n * 192)
-        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-        .collect();
+    let data = (0..n * 192).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
     write_tensor(&p, &Tensor::from_vec([n, 3, 8, 8], data)).unwrap();
     p
 }
@@ -55,12 +46,7 @@ fn x_input(dir: &Path, n: usize) -> PathBuf {
 #[test]
 fn grad_writes_loss_and_named_gradients() {
     let d = tempfile::tempdir().unwrap();
-    let (m, x, l, out) = (
-        classifier(d.path()),
-        x_input(d.path(), 3),
-        d.path().join("l.npy"),
-        d.path().join("g.npz"),
-    );
+    let (m, x, l, out) = (classifier(d.path()), x_input(d.path(), 3), d.path().join("l.npy"), d.path().join("g.npz"));
     write_labels(&l, &[0, 4, 2]);
     let (code, stdout, err) = edgetune(&[
         "grad",
@@ -107,22 +93,13 @@ fn grad_writes_loss_and_named_gradients() {
     names.sort();
     assert_eq!(names, vec!["fc.b", "fc.w", "loss"]);
     let head_b = npz_tensor(&mut read_npz(&out2), "fc.b");
-    assert_eq!(
-        head_b.data(),
-        gb.data(),
-        "freezing the body does not change the head's gradient"
-    );
+    assert_eq!(head_b.data(), gb.data(), "freezing the body does not change the head's gradient");
 }
 
 #[test]
 fn bad_labels_and_models_are_one_line_errors() {
     let d = tempfile::tempdir().unwrap();
-    let (m, x, l, out) = (
-        classifier(d.path()),
-        x_input(d.path(), 3),
-        d.path().join("l.npy"),
-        d.path().join("g.npz"),
-    );
+    let (m, x, l, out) = (classifier(d.path()), x_input(d.path(), 3), d.path().join("l.npy"), d.path().join("g.npz"));
     let args = |l: &Path| {
         vec![
             "grad".to_string(),
@@ -162,10 +139,7 @@ fn bad_labels_and_models_are_one_line_errors() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.starts_with("error: non-finite") && err.trim_end().lines().count() == 1,
-        "{err}"
-    );
+    assert!(err.starts_with("error: non-finite") && err.trim_end().lines().count() == 1, "{err}");
 
     // A model whose first output is an integer tensor.
     let mut bad = conv_relu();
@@ -173,8 +147,7 @@ fn bad_labels_and_models_are_one_line_errors() {
     g.node.push(node("Shape", "shape", &["y"], &["s"]));
     g.output.clear();
     g.output.push(value("s", &[4]));
-    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
-        g.output[0].r#type.as_mut().unwrap().value.as_mut()
+    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = g.output[0].r#type.as_mut().unwrap().value.as_mut()
     {
         t.elem_type = 7;
     }

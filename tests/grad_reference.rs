@@ -29,24 +29,14 @@ const LOSS_TOL: f64 = 1e-5;
 
 /// r_i = ((i · 2654435761) mod 1000) / 1000 − 0.5, as tools/fixture_data.py computes it.
 fn projection(n: usize) -> Vec<f64> {
-    (0..n as u64)
-        .map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f64 / 1000.0 - 0.5)
-        .collect()
+    (0..n as u64).map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f64 / 1000.0 - 0.5).collect()
 }
 
 /// Relative error of `g` against a summary, or a message saying which part is off.
 fn compare(name: &str, g: &Tensor, s: &Value) -> Result<f64, String> {
-    let shape: Vec<usize> = s["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let shape: Vec<usize> = s["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     if g.shape() != shape {
-        return Err(format!(
-            "{name}: shape {:?}, reference {shape:?}",
-            g.shape()
-        ));
+        return Err(format!("{name}: shape {:?}, reference {shape:?}", g.shape()));
     }
     let n = g.len();
     let data: Vec<f64> = g.data().iter().map(|&v| v as f64).collect();
@@ -60,10 +50,7 @@ fn compare(name: &str, g: &Tensor, s: &Value) -> Result<f64, String> {
     worst = worst.max((proj - s["proj"].as_f64().unwrap()).abs() / (scale * rnorm));
     let max_abs = s["max_abs"].as_f64().unwrap();
     for pair in s["samples"].as_array().unwrap() {
-        let (i, want) = (
-            pair[0].as_u64().unwrap() as usize,
-            pair[1].as_f64().unwrap(),
-        );
+        let (i, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
         let allowed = max_abs + norm_ref / (n as f64).sqrt();
         worst = worst.max((data[i] - want).abs() / allowed.max(1e-30));
     }
@@ -78,27 +65,16 @@ fn allowed(s: &Value) -> f64 {
 #[test]
 fn gradients_match_pytorch() {
     let dir = fixtures();
-    let mut files: Vec<_> = std::fs::read_dir(root().join("models/grad_refs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(root().join("models/grad_refs")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    assert!(
-        files.len() >= 8,
-        "expected 8 reference cases, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 8, "expected 8 reference cases, found {}", files.len());
     let mut failures = Vec::new();
     for f in files {
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         let case = r["case"].as_str().unwrap();
-        let bn = if r["bn"] == "train" {
-            BnMode::Train
-        } else {
-            BnMode::Frozen
-        };
-        let model =
-            onnx::load(&dir.join(format!("models/{}.onnx", r["model"].as_str().unwrap()))).unwrap();
+        let bn = if r["bn"] == "train" { BnMode::Train } else { BnMode::Frozen };
+        let model = onnx::load(&dir.join(format!("models/{}.onnx", r["model"].as_str().unwrap()))).unwrap();
         let graph = &model.graph;
         let mut npz = read_npz(&dir.join(format!("refs/grad/{case}.npz")));
         let x = npz_tensor(&mut npz, "x");
@@ -117,21 +93,11 @@ fn gradients_match_pytorch() {
         let loss_err = (l as f64 - want_loss).abs() / want_loss.abs();
         let mut worst = ("loss".to_string(), loss_err / LOSS_TOL);
         let params = r["params"].as_object().unwrap();
-        let names: Vec<&str> = graph
-            .initializers
-            .iter()
-            .zip(&trainable)
-            .filter(|(_, t)| **t)
-            .map(|(i, _)| i.name.as_str())
-            .collect();
-        assert_eq!(
-            names.len(),
-            params.len(),
-            "{case}: trainable set differs from torch's named_parameters"
-        );
+        let names: Vec<&str> =
+            graph.initializers.iter().zip(&trainable).filter(|(_, t)| **t).map(|(i, _)| i.name.as_str()).collect();
+        assert_eq!(names.len(), params.len(), "{case}: trainable set differs from torch's named_parameters");
         let mut judge = |name: String, t: &Tensor, s: &Value| {
-            let e =
-                compare(&name, t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}")) / allowed(s);
+            let e = compare(&name, t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}")) / allowed(s);
             if e > worst.1 {
                 worst = (name, e);
             }
@@ -152,12 +118,12 @@ fn gradients_match_pytorch() {
             };
             judge(format!("running stat {name}"), &after, s);
         }
-        println!("{case}: loss {l:.6} (torch {want_loss:.6}, rel {loss_err:.1e}); worst: {} at {:.1e} of its bound", worst.0, worst.1);
+        println!(
+            "{case}: loss {l:.6} (torch {want_loss:.6}, rel {loss_err:.1e}); worst: {} at {:.1e} of its bound",
+            worst.0, worst.1
+        );
         if worst.1 > 1.0 {
-            failures.push(format!(
-                "{case}: {} at {:.2} of its bound (loss rel {loss_err:.2e})",
-                worst.0, worst.1
-            ));
+            failures.push(format!("{case}: {} at {:.2} of its bound (loss rel {loss_err:.2e})", worst.0, worst.1));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

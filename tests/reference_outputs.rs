@@ -22,14 +22,9 @@ const TRACT_WRONG: &[(&str, &str)] = &[(
 fn every_reference_model_matches_onnxruntime_and_tract() {
     let dir = fixtures();
     let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("refs/index.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("refs/index.json")).unwrap()).unwrap();
     let entries = index.as_array().unwrap();
-    assert!(
-        entries.len() >= 12,
-        "expected every reference model in the index, got {}",
-        entries.len()
-    );
+    assert!(entries.len() >= 12, "expected every reference model in the index, got {}", entries.len());
     let mut report = Vec::new();
     for e in entries {
         let name = e["name"].as_str().unwrap();
@@ -40,38 +35,18 @@ fn every_reference_model_matches_onnxruntime_and_tract() {
         for case in e["cases"].as_array().unwrap() {
             let x = npz_tensor(&mut npz, case["x"].as_str().unwrap());
             let want = npz_tensor(&mut npz, case["y"].as_str().unwrap());
-            let got = session
-                .run(vec![x.clone()])
-                .unwrap_or_else(|err| panic!("{name} {:?}: {err}", x.shape()))
-                .remove(0);
+            let got =
+                session.run(vec![x.clone()]).unwrap_or_else(|err| panic!("{name} {:?}: {err}", x.shape())).remove(0);
             let tract = run_tract(&path, &x);
             let (e_ort, e_tract) = (rel_err(&got, &want), rel_err(&got, &tract));
-            report.push(format!(
-                "{name} {:?}: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}",
-                x.shape()
-            ));
-            assert!(
-                e_ort <= TOL,
-                "{name} {:?}: relative error {e_ort} against onnxruntime",
-                x.shape()
-            );
+            report.push(format!("{name} {:?}: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}", x.shape()));
+            assert!(e_ort <= TOL, "{name} {:?}: relative error {e_ort} against onnxruntime", x.shape());
             match TRACT_WRONG.iter().find(|(n, _)| *n == name) {
-                None => assert!(
-                    e_tract <= TOL,
-                    "{name} {:?}: relative error {e_tract} against tract",
-                    x.shape()
-                ),
-                Some((_, why)) => assert!(
-                    e_tract > TOL,
-                    "{name}: tract now agrees; drop the exception ({why})"
-                ),
+                None => assert!(e_tract <= TOL, "{name} {:?}: relative error {e_tract} against tract", x.shape()),
+                Some((_, why)) => assert!(e_tract > TOL, "{name}: tract now agrees; drop the exception ({why})"),
             }
             if got.rank() == 2 {
-                assert_eq!(
-                    argmax_rows(&got),
-                    argmax_rows(&want),
-                    "{name}: top-1 differs from onnxruntime"
-                );
+                assert_eq!(argmax_rows(&got), argmax_rows(&want), "{name}: top-1 differs from onnxruntime");
             }
         }
     }

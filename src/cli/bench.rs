@@ -132,9 +132,7 @@ fn grad(b: GradBench) -> Result<()> {
     let x = input(shape.clone());
     let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
     let classes = *plan.logits_shape().last().unwrap_or(&1);
-    let labels: Vec<i64> = (0..b.batch as i64)
-        .map(|i| (i * 7919) % classes as i64)
-        .collect();
+    let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
     let step = || -> Result<f32> {
         let tape = plan.forward(vec![x.clone()], &[]);
         let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;

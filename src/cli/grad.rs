@@ -47,19 +47,10 @@ pub fn run(a: GradArgs) -> Result<()> {
         let grads = plan.backward(tape, dlogits)?;
         Ok((loss, grads, plan))
     })?;
-    let names = graph
-        .initializers
-        .iter()
-        .zip(&trainable)
-        .filter(|(_, &t)| t)
-        .map(|(i, _)| i.name.clone());
+    let names = graph.initializers.iter().zip(&trainable).filter(|(_, &t)| t).map(|(i, _)| i.name.clone());
     let mut arrays = vec![("loss".to_string(), Tensor::scalar(loss))];
     arrays.extend(names.zip(grads));
     npy::write_npz(&a.output, &arrays)?;
-    println!(
-        "loss {loss:.6}; {} gradients written to {}",
-        plan.params.len(),
-        a.output.display()
-    );
+    println!("loss {loss:.6}; {} gradients written to {}", plan.params.len(), a.output.display());
     Ok(())
 }

@@ -49,10 +49,7 @@ pub fn run(a: InferArgs) -> Result<()> {
         Some(path) => {
             let x = npy::read_tensor(path)?;
             let n = x.shape().first().copied().unwrap_or(1);
-            (
-                x,
-                (0..n).map(|i| format!("{}[{i}]", path.display())).collect(),
-            )
+            (x, (0..n).map(|i| format!("{}[{i}]", path.display())).collect())
         }
         None => {
             let info = image_input(session.graph())?;
@@ -66,9 +63,7 @@ pub fn run(a: InferArgs) -> Result<()> {
         npy::write_tensor(out, &y)?;
     }
     let labels = a.labels.as_deref().map(read_labels).transpose()?;
-    let top = a
-        .top
-        .or((a.output.is_none() || labels.is_some()).then_some(5));
+    let top = a.top.or((a.output.is_none() || labels.is_some()).then_some(5));
     if let Some(k) = top {
         print_top(&y, &names, labels.as_deref(), k)?;
     }
@@ -83,10 +78,7 @@ fn print_top(y: &Tensor, names: &[String], labels: Option<&[String]>, k: usize) 
     let classes = y.shape()[1];
     if let Some(l) = labels {
         if l.len() != classes {
-            return Err(Error::data(
-                "labels",
-                format!("{} names for {classes} classes", l.len()),
-            ));
+            return Err(Error::data("labels", format!("{} names for {classes} classes", l.len())));
         }
     }
     let probs = softmax_rows(y);

@@ -14,25 +14,13 @@ pub struct ImageInput {
 }
 
 pub fn image_input(graph: &Graph) -> Result<ImageInput> {
-    let (_, decl) = graph
-        .inputs
-        .first()
-        .ok_or_else(|| Error::Usage("the model has no input".into()))?;
+    let (_, decl) = graph.inputs.first().ok_or_else(|| Error::Usage("the model has no input".into()))?;
     let dims = decl.dims.as_deref().unwrap_or(&[]);
     let c = channel_axis(dims).ok_or_else(|| {
-        Error::data(
-            format!("input '{}'", decl.name),
-            "is not an image batch (rank 4 with a fixed channel count)",
-        )
+        Error::data(format!("input '{}'", decl.name), "is not an image batch (rank 4 with a fixed channel count)")
     })?;
-    let Dim::Fixed(channels) = dims[c] else {
-        unreachable!("channel_axis returns a fixed axis")
-    };
-    let (layout, hw) = if c == 1 {
-        (Layout::Nchw, [2, 3])
-    } else {
-        (Layout::Nhwc, [1, 2])
-    };
+    let Dim::Fixed(channels) = dims[c] else { unreachable!("channel_axis returns a fixed axis") };
+    let (layout, hw) = if c == 1 { (Layout::Nchw, [2, 3]) } else { (Layout::Nhwc, [1, 2]) };
     let fixed = |d: &Dim| match d {
         Dim::Fixed(n) if *n > 0 => Some(*n),
         _ => None,
@@ -41,11 +29,7 @@ pub fn image_input(graph: &Graph) -> Result<ImageInput> {
         (Some(h), Some(w)) => [h, w],
         _ => [224, 224],
     };
-    Ok(ImageInput {
-        layout,
-        channels,
-        size,
-    })
+    Ok(ImageInput { layout, channels, size })
 }
 
 /// Parses `HxW` (or a single `N` for a square).

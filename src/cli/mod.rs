@@ -15,11 +15,7 @@ use crate::error::Result;
 use crate::inspect::Report;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "edgetune",
-    version,
-    about = "Run and finetune ONNX ResNets on the CPU"
-)]
+#[command(name = "edgetune", version, about = "Run and finetune ONNX ResNets on the CPU")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

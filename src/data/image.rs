@@ -25,18 +25,9 @@ pub enum Layout {
 }
 
 /// One image as `channels` planes of `h×w` floats (channel-major), preprocessed.
-pub fn load_image(
-    path: &Path,
-    [h, w]: [usize; 2],
-    channels: usize,
-    pre: Preprocess,
-) -> Result<Vec<f32>> {
-    let img = image::open(path).map_err(|e| {
-        Error::data(
-            path.display().to_string(),
-            format!("cannot read image: {e}"),
-        )
-    })?;
+pub fn load_image(path: &Path, [h, w]: [usize; 2], channels: usize, pre: Preprocess) -> Result<Vec<f32>> {
+    let img =
+        image::open(path).map_err(|e| Error::data(path.display().to_string(), format!("cannot read image: {e}")))?;
     let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
     let plane = h * w;
     let mut out = vec![0.0f32; channels * plane];
@@ -73,11 +64,7 @@ pub fn preprocess(x: &mut [f32], channels: usize, plane: usize, pre: Preprocess)
         Preprocess::Unit => x.iter_mut().for_each(|v| *v /= 255.0),
         Preprocess::Imagenet => {
             for (c, p) in x.chunks_mut(plane).enumerate() {
-                let (m, s) = if channels == 3 {
-                    (IMAGENET_MEAN[c], IMAGENET_STD[c])
-                } else {
-                    (0.449, 0.226)
-                };
+                let (m, s) = if channels == 3 { (IMAGENET_MEAN[c], IMAGENET_STD[c]) } else { (0.449, 0.226) };
                 p.iter_mut().for_each(|v| *v = (*v / 255.0 - m) / s);
             }
         }
@@ -87,11 +74,7 @@ pub fn preprocess(x: &mut [f32], channels: usize, plane: usize, pre: Preprocess)
                 r.swap_with_slice(&mut rest[plane..2 * plane]);
             }
             for (c, p) in x.chunks_mut(plane).enumerate() {
-                let m = if channels == 3 {
-                    CAFFE_MEAN_BGR[c]
-                } else {
-                    116.779
-                };
+                let m = if channels == 3 { CAFFE_MEAN_BGR[c] } else { 116.779 };
                 p.iter_mut().for_each(|v| *v -= m);
             }
         }
@@ -112,11 +95,8 @@ pub fn load_batch(
         let chw = load_image(p.as_ref(), size, channels, pre)?;
         match layout {
             Layout::Nchw => data.extend_from_slice(&chw),
-            Layout::Nhwc => data.extend(
-                (0..plane)
-                    .flat_map(|i| (0..channels).map(move |c| (c, i)))
-                    .map(|(c, i)| chw[c * plane + i]),
-            ),
+            Layout::Nhwc => data
+                .extend((0..plane).flat_map(|i| (0..channels).map(move |c| (c, i))).map(|(c, i)| chw[c * plane + i])),
         }
     }
     let n = paths.len();
@@ -136,17 +116,15 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| bad(&format!("invalid JSON labels: {e}")))?;
         return match v {
-            serde_json::Value::Array(a) => Ok(a
-                .iter()
-                .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
-                .collect()),
+            serde_json::Value::Array(a) => {
+                Ok(a.iter().map(|x| x.as_str().map_or(x.to_string(), str::to_string)).collect())
+            }
             serde_json::Value::Object(o) => {
                 let mut pairs: Vec<(usize, String)> = o
                     .iter()
                     .map(|(k, v)| {
                         Ok((
-                            k.parse::<usize>()
-                                .map_err(|_| bad("label keys must be class indices"))?,
+                            k.parse::<usize>().map_err(|_| bad("label keys must be class indices"))?,
                             v.as_str().unwrap_or_default().to_string(),
                         ))
                     })

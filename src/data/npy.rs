@@ -10,10 +10,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 fn read_err(path: &Path, e: ReadNpyError) -> Error {
-    Error::data(
-        path.display().to_string(),
-        format!("not a readable float32 .npy array: {e}"),
-    )
+    Error::data(path.display().to_string(), format!("not a readable float32 .npy array: {e}"))
 }
 
 /// Reads a float32 (or float64, converted) `.npy` file.
@@ -21,9 +18,9 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
     let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
     let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(open()?) {
         Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => ArrayD::<f64>::read_npy(open()?)
-            .map_err(|e| read_err(path, e))?
-            .mapv(|v| v as f32),
+        Err(ReadNpyError::WrongDescriptor(_)) => {
+            ArrayD::<f64>::read_npy(open()?).map_err(|e| read_err(path, e))?.mapv(|v| v as f32)
+        }
         Err(e) => return Err(read_err(path, e)),
     };
     Ok(from_array(arr))
@@ -31,17 +28,12 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
 
 pub fn from_array(arr: ArrayD<f32>) -> Tensor {
     let shape = arr.shape().to_vec();
-    let data = if arr.is_standard_layout() {
-        arr.into_raw_vec_and_offset().0
-    } else {
-        arr.iter().copied().collect()
-    };
+    let data = if arr.is_standard_layout() { arr.into_raw_vec_and_offset().0 } else { arr.iter().copied().collect() };
     Tensor::from_vec(shape, data)
 }
 
 pub fn to_array(t: &Tensor) -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(t.shape()), t.data().to_vec())
-        .expect("tensor data matches its shape")
+    ArrayD::from_shape_vec(IxDyn(t.shape()), t.data().to_vec()).expect("tensor data matches its shape")
 }
 
 /// Writes `t` as a float32 `.npy`, atomically.
@@ -62,12 +54,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     if let Ok(a) = ArrayD::<u8>::read_npy(open()?) {
         return Ok(a.iter().map(|&v| v.into()).collect());
     }
-    let floats = read_tensor(path).map_err(|_| {
-        Error::data(
-            path.display().to_string(),
-            "labels must be an integer .npy array",
-        )
-    })?;
+    let floats = read_tensor(path)
+        .map_err(|_| Error::data(path.display().to_string(), "labels must be an integer .npy array"))?;
     floats
         .data()
         .iter()
@@ -75,10 +63,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
             if v.fract() == 0.0 && v.is_finite() {
                 Ok(v as i64)
             } else {
-                Err(Error::data(
-                    path.display().to_string(),
-                    format!("label {v} is not an integer"),
-                ))
+                Err(Error::data(path.display().to_string(), format!("label {v} is not an integer")))
             }
         })
         .collect()
@@ -88,12 +73,8 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
 pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<()> {
     let mut npz = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, t) in arrays {
-        npz.add_array(name.as_str(), &to_array(t))
-            .map_err(|e| Error::Runtime(format!("npz entry '{name}': {e}")))?;
+        npz.add_array(name.as_str(), &to_array(t)).map_err(|e| Error::Runtime(format!("npz entry '{name}': {e}")))?;
     }
-    let bytes = npz
-        .finish()
-        .map_err(|e| Error::Runtime(format!("npz: {e}")))?
-        .into_inner();
+    let bytes = npz.finish().map_err(|e| Error::Runtime(format!("npz: {e}")))?.into_inner();
     write_atomic(path, |w| w.write_all(&bytes))
 }

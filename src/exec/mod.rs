@@ -25,11 +25,7 @@ impl Session {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Runtime(format!("cannot start the thread pool: {e}")))?;
-        Ok(Session {
-            graph: Arc::new(graph),
-            pool,
-            plans: Mutex::new(HashMap::new()),
-        })
+        Ok(Session { graph: Arc::new(graph), pool, plans: Mutex::new(HashMap::new()) })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -47,31 +43,19 @@ impl Session {
         if shapes.len() != decl.len() {
             return Err(Error::data(
                 "inputs",
-                format!(
-                    "the model takes {} input(s), got {}",
-                    decl.len(),
-                    shapes.len()
-                ),
+                format!("the model takes {} input(s), got {}", decl.len(), shapes.len()),
             ));
         }
         for (shape, (_, d)) in shapes.iter().zip(decl) {
             let Some(dims) = &d.dims else { continue };
             let declared: Vec<String> = dims.iter().map(Dim::to_string).collect();
-            let msg = || {
-                format!(
-                    "shape {shape:?} does not fit the declared [{}]",
-                    declared.join(", ")
-                )
-            };
+            let msg = || format!("shape {shape:?} does not fit the declared [{}]", declared.join(", "));
             if shape.len() != dims.len() {
                 return Err(Error::data(format!("input '{}'", d.name), msg()));
             }
             if let Some(c) = channel_axis(dims) {
                 if dims[c] != Dim::Fixed(shape[c]) {
-                    return Err(Error::data(
-                        format!("input '{}'", d.name),
-                        format!("{} (channel count)", msg()),
-                    ));
+                    return Err(Error::data(format!("input '{}'", d.name), format!("{} (channel count)", msg())));
                 }
             }
         }
@@ -87,10 +71,7 @@ impl Session {
         let mut p = plan::plan(&self.graph, shapes)?;
         fuse::fuse_for_inference(&mut p);
         let p = Arc::new(p);
-        self.plans
-            .lock()
-            .expect("plan cache")
-            .insert(shapes.to_vec(), p.clone());
+        self.plans.lock().expect("plan cache").insert(shapes.to_vec(), p.clone());
         Ok(p)
     }
 
@@ -125,22 +106,22 @@ pub fn execute(plan: &Plan, inputs: Vec<Tensor>) -> Vec<Tensor> {
     for (&v, t) in plan.inputs.iter().zip(inputs) {
         values[v] = Some(t);
     }
+    // EDGETUNE_PROFILE=1 prints each step's time to stderr (op, output shape, ms).
+    let profile = std::env::var_os("EDGETUNE_PROFILE").is_some();
     for (i, step) in plan.steps.iter().enumerate() {
+        let t = profile.then(std::time::Instant::now);
         let out = {
-            let args: Vec<&Tensor> = step
-                .inputs
-                .iter()
-                .map(|&v| values[v].as_ref().expect("value computed before use"))
-                .collect();
+            let args: Vec<&Tensor> =
+                step.inputs.iter().map(|&v| values[v].as_ref().expect("value computed before use")).collect();
             step.op.forward(&args, &step.out_shape)
         };
+        if let Some(t) = t {
+            eprintln!("profile\t{i}\t{:?}\t{:?}\t{:.3}", step.op, step.out_shape, t.elapsed().as_secs_f64() * 1e3);
+        }
         values[step.output] = Some(out);
         for &v in &plan.free_after[i] {
             values[v] = None;
         }
     }
-    plan.outputs
-        .iter()
-        .map(|&v| values[v].clone().expect("graph output computed"))
-        .collect()
+    plan.outputs.iter().map(|&v| values[v].clone().expect("graph output computed")).collect()
 }

@@ -67,10 +67,7 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
         let fail = |msg: String| Error::node(&node.name, &node.op_type, msg);
         for &extra in &node.outputs[1..] {
             if !consumers[extra].is_empty() || graph_outputs.contains(&extra) {
-                return Err(fail(format!(
-                    "output '{}' (beyond the first) is not supported",
-                    graph.value_name(extra)
-                )));
+                return Err(fail(format!("output '{}' (beyond the first) is not supported", graph.value_name(extra))));
             }
         }
         let inputs = node
@@ -83,51 +80,28 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
                         Known::Static(c) | Known::Param(c) => Some(c),
                         Known::Runtime(_) => None,
                     };
-                    InputInfo {
-                        shape: k.shape(),
-                        value,
-                    }
+                    InputInfo { shape: k.shape(), value }
                 })
             })
             .collect();
-        let ctx = BuildCtx {
-            node,
-            opset: graph.opset,
-            inputs,
-        };
-        let all_static = node
-            .inputs
-            .iter()
-            .flatten()
-            .all(|&v| matches!(known[v], Some(Known::Static(_))));
+        let ctx = BuildCtx { node, opset: graph.opset, inputs };
+        let all_static = node.inputs.iter().flatten().all(|&v| matches!(known[v], Some(Known::Static(_))));
         let shape_only = matches!(node.op_type.as_str(), "Shape" | "Size");
-        let result = if shape_only || ops::FOLD_ONLY.contains(&node.op_type.as_str()) || all_static
-        {
+        let result = if shape_only || ops::FOLD_ONLY.contains(&node.op_type.as_str()) || all_static {
             Known::Static(fold::eval(&ctx).map_err(fail)?)
         } else {
-            let build = ops::builder(&node.op_type).ok_or_else(|| {
-                fail("this op needs constant inputs, but one is computed at run time".into())
-            })?;
+            let build = ops::builder(&node.op_type)
+                .ok_or_else(|| fail("this op needs constant inputs, but one is computed at run time".into()))?;
             let built = build(&ctx).map_err(fail)?;
             let in_shapes: Vec<&[usize]> = built
                 .inputs
                 .iter()
-                .map(|&i| {
-                    ctx.inputs
-                        .get(i)
-                        .copied()
-                        .flatten()
-                        .map(|x| x.shape)
-                        .ok_or(format!("missing input {i}"))
-                })
+                .map(|&i| ctx.inputs.get(i).copied().flatten().map(|x| x.shape).ok_or(format!("missing input {i}")))
                 .collect::<Result<_, _>>()
                 .map_err(fail)?;
             let out_shape = built.op.output_shape(&in_shapes).map_err(fail)?;
-            let step_inputs: Vec<ValueId> = built
-                .inputs
-                .iter()
-                .map(|&i| node.inputs[i].expect("checked above"))
-                .collect();
+            let step_inputs: Vec<ValueId> =
+                built.inputs.iter().map(|&i| node.inputs[i].expect("checked above")).collect();
             for &v in &step_inputs {
                 if let Some(Known::Static(Const::I64(_))) = known[v] {
                     return Err(fail(format!(
@@ -152,10 +126,7 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
     // Everything a step reads that is not computed by a step is bound up front.
     let mut bound = Vec::new();
     let mut is_bound = vec![false; graph.values.len()];
-    let needed = steps
-        .iter()
-        .flat_map(|s| s.inputs.iter())
-        .chain(graph_outputs.iter());
+    let needed = steps.iter().flat_map(|s| s.inputs.iter()).chain(graph_outputs.iter());
     for &v in needed {
         if is_bound[v] {
             continue;
@@ -195,9 +166,7 @@ impl Plan {
                 last[v] = Some(i);
             }
         }
-        let keep: Vec<bool> = (0..self.n_values)
-            .map(|v| self.outputs.contains(&v))
-            .collect();
+        let keep: Vec<bool> = (0..self.n_values).map(|v| self.outputs.contains(&v)).collect();
         self.free_after = vec![Vec::new(); self.steps.len()];
         for (v, l) in last.into_iter().enumerate() {
             if let (Some(i), false) = (l, keep[v]) {
@@ -206,11 +175,7 @@ impl Plan {
         }
         // A step output nobody reads (a dead branch) is dropped right away.
         for (i, s) in self.steps.iter().enumerate() {
-            if !keep[s.output]
-                && !self.steps[i + 1..]
-                    .iter()
-                    .any(|t| t.inputs.contains(&s.output))
-            {
+            if !keep[s.output] && !self.steps[i + 1..].iter().any(|t| t.inputs.contains(&s.output)) {
                 self.free_after[i].push(s.output);
             }
         }

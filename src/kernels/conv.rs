@@ -6,7 +6,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{gemm, gemm_with, MatRef};
+use super::gemm::{gemm, MatRef};
+use super::packed::{gemm_packed, BRef, PackedA};
 use super::simd;
 use crate::ops::window::Geometry;
 
@@ -26,7 +27,7 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
-    fn k(&self) -> usize {
+    pub fn k(&self) -> usize {
         self.in_ch / self.groups * self.geo.kernel[0] * self.geo.kernel[1]
     }
 
@@ -36,90 +37,74 @@ impl ConvShape {
     }
 }
 
-/// Patch matrix of one group of one image: rows `(c, ky, kx)`, columns `(oy, ox)`; zero where a
-/// tap falls in the padding.
-pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
+/// Row `row` = (c, ky, kx) of the patch matrix: for each output position (oy, ox) the input tap
+/// it reads, or zero where the tap falls in the padding.
+pub fn im2col_row(x: &[f32], geo: &Geometry, row: usize, out: &mut [f32]) {
     let [h, w] = geo.in_hw;
     let [oh, ow] = geo.out_hw;
     let [kh, kw] = geo.kernel;
-    let n = oh * ow;
-    let rows = channels * kh * kw;
-    debug_assert!(cols.len() >= rows * n && x.len() >= channels * h * w);
-    cols[..rows * n]
-        .par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(row, out)| {
-            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-            let plane = &x[c * h * w..(c + 1) * h * w];
-            for oy in 0..oh {
-                let iy =
-                    (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
-                let dst = &mut out[oy * ow..(oy + 1) * ow];
-                if iy < 0 || iy >= h as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
-                let sx = geo.strides[1] as isize;
-                if sx == 1 && x0 >= 0 && x0 as usize + ow <= w {
-                    dst.copy_from_slice(&src[x0 as usize..x0 as usize + ow]);
-                    continue;
-                }
-                for (ox, d) in dst.iter_mut().enumerate() {
-                    let ix = x0 + ox as isize * sx;
-                    *d = if ix >= 0 && ix < w as isize {
-                        src[ix as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        });
+    let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+    let plane = &x[c * h * w..(c + 1) * h * w];
+    for oy in 0..oh {
+        let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
+        let dst = &mut out[oy * ow..(oy + 1) * ow];
+        if iy < 0 || iy >= h as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+        let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+        let sx = geo.strides[1] as isize;
+        if sx == 1 && x0 >= 0 && x0 as usize + ow <= w {
+            dst.copy_from_slice(&src[x0 as usize..x0 as usize + ow]);
+            continue;
+        }
+        for (ox, d) in dst.iter_mut().enumerate() {
+            let ix = x0 + ox as isize * sx;
+            *d = if ix >= 0 && ix < w as isize { src[ix as usize] } else { 0.0 };
+        }
+    }
 }
 
-/// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten).
-pub fn conv2d(x: &[f32], weight: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
+/// Patch matrix of one group of one image: rows `(c, ky, kx)`, columns `(oy, ox)`.
+pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
+    let n = geo.out_hw[0] * geo.out_hw[1];
+    let rows = channels * geo.kernel[0] * geo.kernel[1];
+    cols[..rows * n].par_chunks_mut(n).enumerate().for_each(|(row, out)| im2col_row(x, geo, row, out));
+}
+
+/// The weights of each group packed for `gemm_packed` (`[M/G] × [C/G·KH·KW]` each).
+pub fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
+    let (mg, k) = (s.out_ch / s.groups, s.k());
+    (0..s.groups).map(|g| PackedA::pack(MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k)).collect()
+}
+
+/// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights
+/// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place.
+pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
     let [h, w] = s.geo.in_hw;
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
     let pointwise = s.is_pointwise();
-    let mut cols = if pointwise {
-        Vec::new()
-    } else {
-        vec![0.0; k * n]
-    };
-    let epilogue = |g: usize| {
-        move |row: usize, _c0: usize, block: &mut [f32]| {
-            let bias = ep.bias.map_or(0.0, |b| b[g * mg + row]);
-            if ep.bias.is_some() || ep.relu {
-                simd::affine_inplace(block, 1.0, bias, ep.relu);
-            }
-        }
-    };
+    let mut cols = vec![0.0; if pointwise { 0 } else { k * n }];
     for b in 0..s.batch {
-        for g in 0..s.groups {
+        for (g, wg) in weights.iter().enumerate() {
             let xg = &x[(b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w];
-            let wg = &weight[g * mg * k..(g + 1) * mg * k];
             let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
             let bmat = if pointwise {
-                MatRef::rows(xg, n)
+                BRef::Rows { data: xg, k, n }
             } else {
                 im2col(xg, cg, &s.geo, &mut cols);
-                MatRef::rows(&cols, n)
+                BRef::Rows { data: &cols, k, n }
             };
-            gemm_with(
-                mg,
-                k,
-                n,
-                MatRef::rows(wg, k),
-                bmat,
-                og,
-                n,
-                false,
-                &epilogue(g),
-            );
+            let epilogue = |row: usize, block: &mut [f32]| {
+                let bias = ep.bias.map_or(0.0, |bv| bv[g * mg + row]);
+                if ep.bias.is_some() || ep.relu {
+                    simd::affine_inplace(block, 1.0, bias, ep.relu);
+                }
+            };
+            gemm_packed(wg, bmat, og, n, false, &epilogue);
         }
     }
 }
@@ -131,31 +116,27 @@ pub fn col2im(cols: &[f32], channels: usize, geo: &Geometry, dx: &mut [f32]) {
     let [oh, ow] = geo.out_hw;
     let [kh, kw] = geo.kernel;
     let n = oh * ow;
-    dx[..channels * h * w]
-        .par_chunks_mut(h * w)
-        .enumerate()
-        .for_each(|(c, plane)| {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = &cols[((c * kh + ky) * kw + kx) * n..][..n];
-                    for oy in 0..oh {
-                        let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize
-                            - geo.pads[0] as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                        let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
-                        for ox in 0..ow {
-                            let ix = x0 + (ox * geo.strides[1]) as isize;
-                            if ix >= 0 && ix < w as isize {
-                                dst[ix as usize] += row[oy * ow + ox];
-                            }
+    dx[..channels * h * w].par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &cols[((c * kh + ky) * kw + kx) * n..][..n];
+                for oy in 0..oh {
+                    let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                    let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+                    for ox in 0..ow {
+                        let ix = x0 + (ox * geo.strides[1]) as isize;
+                        if ix >= 0 && ix < w as isize {
+                            dst[ix as usize] += row[oy * ow + ox];
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Gradients of `conv2d` (without epilogue) given `dy` (`[N, M, OH, OW]`): `dx` (`[N, C, H, W]`)
@@ -195,41 +176,14 @@ pub fn conv2d_backward(
                     im2col(&x[xr.clone()], cg, &s.geo, &mut cols);
                     MatRef::transposed(&cols, n)
                 };
-                gemm(
-                    mg,
-                    n,
-                    k,
-                    MatRef::rows(dyg, n),
-                    bmat,
-                    &mut dwa[g * mg * k..(g + 1) * mg * k],
-                    k,
-                    true,
-                );
+                gemm(mg, n, k, MatRef::rows(dyg, n), bmat, &mut dwa[g * mg * k..(g + 1) * mg * k], k, true);
             }
             if let Some(dxa) = dx.as_deref_mut() {
                 let target = &mut dxa[xr];
                 if pointwise {
-                    gemm(
-                        k,
-                        mg,
-                        n,
-                        MatRef::transposed(wg, k),
-                        MatRef::rows(dyg, n),
-                        target,
-                        n,
-                        false,
-                    );
+                    gemm(k, mg, n, MatRef::transposed(wg, k), MatRef::rows(dyg, n), target, n, false);
                 } else {
-                    gemm(
-                        k,
-                        mg,
-                        n,
-                        MatRef::transposed(wg, k),
-                        MatRef::rows(dyg, n),
-                        &mut cols,
-                        n,
-                        false,
-                    );
+                    gemm(k, mg, n, MatRef::transposed(wg, k), MatRef::rows(dyg, n), &mut cols, n, false);
                     col2im(&cols, cg, &s.geo, target);
                 }
             }
@@ -239,12 +193,7 @@ pub fn conv2d_backward(
 
 /// Direct convolution, f64 accumulation: the definition the GEMM path is tested against.
 #[cfg(test)]
-pub fn conv2d_reference(
-    x: &[f32],
-    weight: &[f32],
-    s: &ConvShape,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
+pub fn conv2d_reference(x: &[f32], weight: &[f32], s: &ConvShape, bias: Option<&[f32]>) -> Vec<f32> {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
     let ([h, w], [oh, ow], [kh, kw], g) = (s.geo.in_hw, s.geo.out_hw, s.geo.kernel, &s.geo);
     let mut out = vec![0.0; s.batch * s.out_ch * oh * ow];
@@ -257,15 +206,12 @@ pub fn conv2d_reference(
                     for c in 0..cg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
-                                    - g.pads[0] as isize;
-                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
-                                    - g.pads[1] as isize;
+                                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let xi = ((b * s.in_ch + grp * cg + c) * h + iy as usize) * w
-                                    + ix as usize;
+                                let xi = ((b * s.in_ch + grp * cg + c) * h + iy as usize) * w + ix as usize;
                                 let wi = ((m * cg + c) * kh + ky) * kw + kx;
                                 acc += x[xi] as f64 * weight[wi] as f64;
                             }
@@ -283,95 +229,30 @@ pub fn conv2d_reference(
 mod tests {
     use super::*;
 
-    fn geometry(
-        in_hw: [usize; 2],
-        k: [usize; 2],
-        st: [usize; 2],
-        dil: [usize; 2],
-        pads: [usize; 4],
-    ) -> Geometry {
-        let out =
-            |d: usize| (in_hw[d] + pads[d] + pads[d + 2] - dil[d] * (k[d] - 1) - 1) / st[d] + 1;
-        Geometry {
-            in_hw,
-            out_hw: [out(0), out(1)],
-            kernel: k,
-            strides: st,
-            dilations: dil,
-            pads,
-        }
+    fn geometry(in_hw: [usize; 2], k: [usize; 2], st: [usize; 2], dil: [usize; 2], pads: [usize; 4]) -> Geometry {
+        let out = |d: usize| (in_hw[d] + pads[d] + pads[d + 2] - dil[d] * (k[d] - 1) - 1) / st[d] + 1;
+        Geometry { in_hw, out_hw: [out(0), out(1)], kernel: k, strides: st, dilations: dil, pads }
     }
 
     #[test]
     fn gemm_convolution_matches_direct_definition() {
         let cases = [
-            (
-                2,
-                4,
-                6,
-                1,
-                geometry([9, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
-            ),
-            (
-                1,
-                4,
-                6,
-                2,
-                geometry([9, 8], [3, 2], [2, 1], [2, 1], [0, 2, 1, 0]),
-            ),
-            (
-                2,
-                6,
-                6,
-                6,
-                geometry([5, 5], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
-            ),
-            (
-                3,
-                5,
-                4,
-                1,
-                geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0]),
-            ),
-            (
-                1,
-                3,
-                8,
-                1,
-                geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3]),
-            ),
+            (2, 4, 6, 1, geometry([9, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (1, 4, 6, 2, geometry([9, 8], [3, 2], [2, 1], [2, 1], [0, 2, 1, 0])),
+            (2, 6, 6, 6, geometry([5, 5], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
+            (3, 5, 4, 1, geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
+            (1, 3, 8, 1, geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3])),
         ];
         for (batch, in_ch, out_ch, groups, geo) in cases {
-            let s = ConvShape {
-                batch,
-                in_ch,
-                out_ch,
-                groups,
-                geo,
-            };
-            let x: Vec<f32> = (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1])
-                .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
-                .collect();
+            let s = ConvShape { batch, in_ch, out_ch, groups, geo };
+            let x: Vec<f32> =
+                (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1]).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
             let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
-            let w: Vec<f32> = (0..wlen)
-                .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
-                .collect();
+            let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_ch).map(|i| i as f32 * 0.25 - 0.5).collect();
             let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
-            conv2d(
-                &x,
-                &w,
-                &s,
-                Epilogue {
-                    bias: Some(&bias),
-                    relu: true,
-                },
-                &mut out,
-            );
-            let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias))
-                .into_iter()
-                .map(|v| v.max(0.0))
-                .collect();
+            conv2d(&x, &pack_weights(&w, &s), &s, Epilogue { bias: Some(&bias), relu: true }, &mut out);
+            let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias)).into_iter().map(|v| v.max(0.0)).collect();
             // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
             // so 1e-4 bounds rounding from the different summation order only.
             for (a, b) in out.iter().zip(&want) {

@@ -19,20 +19,12 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// Row-major `rows × cols`.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            rs: cols,
-            cs: 1,
-        }
+        MatRef { data, rs: cols, cs: 1 }
     }
 
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            rs: 1,
-            cs: cols,
-        }
+        MatRef { data, rs: 1, cs: cols }
     }
 
     fn span(&self, rows: usize, cols: usize) -> usize {
@@ -51,16 +43,7 @@ const MIN_BLOCK: usize = 64;
 
 /// `C = A·B (+ C)`, with C row-major `m × n` at row stride `ldc`.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
+pub fn gemm(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
     gemm_with(m, k, n, a, b, c, ldc, accumulate, &|_, _, _| {})
 }
 
@@ -81,14 +64,8 @@ pub fn gemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        a.data.len() >= a.span(m, k) && b.data.len() >= b.span(k, n),
-        "gemm operand too short"
-    );
-    assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
-        "gemm output too short"
-    );
+    assert!(a.data.len() >= a.span(m, k) && b.data.len() >= b.span(k, n), "gemm operand too short");
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm output too short");
     let threads = rayon::current_num_threads();
     let work = m * k * n;
     let cptr = SyncPtr(c.as_mut_ptr());
@@ -142,9 +119,7 @@ pub fn gemm_reference(m: usize, k: usize, n: usize, a: MatRef, b: MatRef) -> Vec
     let mut c = vec![0.0; m * n];
     for i in 0..m {
         for j in 0..n {
-            let s: f64 = (0..k)
-                .map(|p| a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64)
-                .sum();
+            let s: f64 = (0..k).map(|p| a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64).sum();
             c[i * n + j] = s as f32;
         }
     }
@@ -157,31 +132,15 @@ mod tests {
 
     #[test]
     fn parallel_blocks_and_strides_match_the_reference() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for &(m, k, n) in &[(1, 7, 1), (64, 147, 300), (300, 64, 20), (5, 512, 1000)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 104729) % 11) as f32 - 5.0)
-                .collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 11) as f32 - 5.0).collect();
             // B given transposed: stored as n×k row-major.
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
             let want = gemm_reference(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n));
             let mut c = vec![0.0; m * n];
-            pool.install(|| {
-                gemm(
-                    m,
-                    k,
-                    n,
-                    MatRef::rows(&a, k),
-                    MatRef::transposed(&bt, k),
-                    &mut c,
-                    n,
-                    false,
-                )
-            });
+            pool.install(|| gemm(m, k, n, MatRef::rows(&a, k), MatRef::transposed(&bt, k), &mut c, n, false));
             // Integer-valued operands: products and sums are exact in f32 at these sizes.
             assert_eq!(c, want, "{m}x{k}x{n}");
         }

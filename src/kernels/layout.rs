@@ -38,24 +38,10 @@ pub fn transpose<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> Vec<T>
 }
 
 /// Strided sub-array: along axis d, `out_shape[d]` elements from `starts[d]` every `steps[d]`.
-pub fn slice<T: Copy>(
-    data: &[T],
-    shape: &[usize],
-    starts: &[usize],
-    steps: &[isize],
-    out_shape: &[usize],
-) -> Vec<T> {
+pub fn slice<T: Copy>(data: &[T], shape: &[usize], starts: &[usize], steps: &[isize], out_shape: &[usize]) -> Vec<T> {
     let st = strides(shape);
-    let base: isize = starts
-        .iter()
-        .zip(&st)
-        .map(|(&s, &t)| (s * t) as isize)
-        .sum();
-    let src: Vec<isize> = steps
-        .iter()
-        .zip(&st)
-        .map(|(&s, &t)| s * t as isize)
-        .collect();
+    let base: isize = starts.iter().zip(&st).map(|(&s, &t)| (s * t) as isize).sum();
+    let src: Vec<isize> = steps.iter().zip(&st).map(|(&s, &t)| s * t as isize).collect();
     let mut out = Vec::with_capacity(numel(out_shape));
     for_each_offset(out_shape, &src, base, |o| out.push(data[o]));
     out
@@ -73,15 +59,7 @@ pub fn broadcast<T: Copy>(data: &[T], shape: &[usize], out_shape: &[usize]) -> V
 pub fn broadcast_strides(shape: &[usize], out_shape: &[usize]) -> Vec<isize> {
     let st = strides(shape);
     let lead = out_shape.len() - shape.len();
-    (0..out_shape.len())
-        .map(|d| {
-            if d < lead || shape[d - lead] == 1 {
-                0
-            } else {
-                st[d - lead] as isize
-            }
-        })
-        .collect()
+    (0..out_shape.len()).map(|d| if d < lead || shape[d - lead] == 1 { 0 } else { st[d - lead] as isize }).collect()
 }
 
 /// `f(a, b)` element by element over the broadcast of both shapes.
@@ -93,10 +71,7 @@ pub fn zip_broadcast<T: Copy>(
     out_shape: &[usize],
     f: impl Fn(T, T) -> T,
 ) -> Vec<T> {
-    let (sa, sb) = (
-        broadcast_strides(a_shape, out_shape),
-        broadcast_strides(b_shape, out_shape),
-    );
+    let (sa, sb) = (broadcast_strides(a_shape, out_shape), broadcast_strides(b_shape, out_shape));
     let mut ia = Vec::with_capacity(numel(out_shape));
     for_each_offset(out_shape, &sa, 0, |o| ia.push(o));
     let mut out = Vec::with_capacity(ia.len());
@@ -123,16 +98,8 @@ pub fn concat<T: Copy>(parts: &[(&[T], &[usize])], axis: usize) -> Vec<T> {
 }
 
 /// Copy of `data` with `before[d]`/`after[d]` elements of `value` added around axis d.
-pub fn pad<T: Copy>(
-    data: &[T],
-    shape: &[usize],
-    before: &[usize],
-    after: &[usize],
-    value: T,
-) -> Vec<T> {
-    let out_shape: Vec<usize> = (0..shape.len())
-        .map(|d| before[d] + shape[d] + after[d])
-        .collect();
+pub fn pad<T: Copy>(data: &[T], shape: &[usize], before: &[usize], after: &[usize], value: T) -> Vec<T> {
+    let out_shape: Vec<usize> = (0..shape.len()).map(|d| before[d] + shape[d] + after[d]).collect();
     let mut out = vec![value; numel(&out_shape)];
     let ost = strides(&out_shape);
     let base: usize = before.iter().zip(&ost).map(|(b, s)| b * s).sum();
@@ -175,24 +142,10 @@ pub fn reduce_to_shape(g: &[f32], out_shape: &[usize], shape: &[usize]) -> Vec<f
 }
 
 /// Adjoint of `slice`: `g` (of `out_shape`) scattered into zeros of `shape`.
-pub fn unslice(
-    g: &[f32],
-    shape: &[usize],
-    starts: &[usize],
-    steps: &[isize],
-    out_shape: &[usize],
-) -> Vec<f32> {
+pub fn unslice(g: &[f32], shape: &[usize], starts: &[usize], steps: &[isize], out_shape: &[usize]) -> Vec<f32> {
     let st = strides(shape);
-    let base: isize = starts
-        .iter()
-        .zip(&st)
-        .map(|(&s, &t)| (s * t) as isize)
-        .sum();
-    let dst: Vec<isize> = steps
-        .iter()
-        .zip(&st)
-        .map(|(&s, &t)| s * t as isize)
-        .collect();
+    let base: isize = starts.iter().zip(&st).map(|(&s, &t)| (s * t) as isize).sum();
+    let dst: Vec<isize> = steps.iter().zip(&st).map(|(&s, &t)| s * t as isize).collect();
     let mut out = vec![0.0f32; numel(shape)];
     let mut k = 0;
     for_each_offset(out_shape, &dst, base, |o| {
@@ -209,31 +162,16 @@ mod tests {
     #[test]
     fn movement_matches_hand_worked_examples() {
         // [[0,1,2],[3,4,5]] transposed.
-        assert_eq!(
-            transpose(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 0]),
-            vec![0, 3, 1, 4, 2, 5]
-        );
+        assert_eq!(transpose(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 0]), vec![0, 3, 1, 4, 2, 5]);
         // Row 1, every second column from the end: [5, 3].
-        assert_eq!(
-            slice(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 2], &[1, -2], &[1, 2]),
-            vec![5, 3]
-        );
+        assert_eq!(slice(&[0, 1, 2, 3, 4, 5], &[2, 3], &[1, 2], &[1, -2], &[1, 2]), vec![5, 3]);
         assert_eq!(broadcast(&[1, 2], &[2, 1], &[2, 3]), vec![1, 1, 1, 2, 2, 2]);
         assert_eq!(
             zip_broadcast(&[1, 2, 3], &[3], &[10, 20], &[2, 1], &[2, 3], |a, b| a + b),
             vec![11, 12, 13, 21, 22, 23]
         );
-        assert_eq!(
-            concat(&[(&[1, 2][..], &[1, 2][..]), (&[3][..], &[1, 1][..])], 1),
-            vec![1, 2, 3]
-        );
-        assert_eq!(
-            pad(&[1, 2], &[1, 2], &[0, 1], &[1, 0], 0),
-            vec![0, 1, 2, 0, 0, 0]
-        );
-        assert_eq!(
-            gather(&[0, 1, 2, 3, 4, 5], &[2, 3], 1, &[2, 0]),
-            vec![2, 0, 5, 3]
-        );
+        assert_eq!(concat(&[(&[1, 2][..], &[1, 2][..]), (&[3][..], &[1, 1][..])], 1), vec![1, 2, 3]);
+        assert_eq!(pad(&[1, 2], &[1, 2], &[0, 1], &[1, 0], 0), vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(gather(&[0, 1, 2, 3, 4, 5], &[2, 3], 1, &[2, 0]), vec![2, 0, 5, 3]);
     }
 }

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod gemm;
 pub mod layout;
+pub mod packed;
 pub mod pool;
 pub mod simd;
 

@@ -21,42 +21,24 @@ pub enum Pool {
 fn valid_range(off: isize, stride: usize, len: usize, out: usize) -> (usize, usize) {
     let s = stride as isize;
     let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
-    let hi = if off >= len as isize {
-        0
-    } else {
-        ((len as isize - 1 - off) / s + 1).min(out as isize)
-    };
+    let hi = if off >= len as isize { 0 } else { ((len as isize - 1 - off) / s + 1).min(out as isize) };
     (lo as usize, (hi.max(lo)) as usize)
 }
 
 /// Pools `planes` planes of `x` (each `in_hw`) into `out` (each `out_hw`).
-pub fn pool2d(
-    x: &[f32],
-    planes: usize,
-    geo: &Geometry,
-    kind: Pool,
-    out: &mut [f32],
-    use_simd: bool,
-) {
+pub fn pool2d(x: &[f32], planes: usize, geo: &Geometry, kind: Pool, out: &mut [f32], use_simd: bool) {
     let [h, w] = geo.in_hw;
     let [oh, ow] = geo.out_hw;
-    out[..planes * oh * ow]
-        .par_chunks_mut(oh * ow)
-        .zip(x[..planes * h * w].par_chunks(h * w))
-        .for_each(|(o, p)| {
-            pool_plane(p, geo, kind, o, use_simd);
-        });
+    out[..planes * oh * ow].par_chunks_mut(oh * ow).zip(x[..planes * h * w].par_chunks(h * w)).for_each(|(o, p)| {
+        pool_plane(p, geo, kind, o, use_simd);
+    });
 }
 
 fn pool_plane(x: &[f32], geo: &Geometry, kind: Pool, out: &mut [f32], use_simd: bool) {
     let [h, w] = geo.in_hw;
     let [oh, ow] = geo.out_hw;
     let [kh, kw] = geo.kernel;
-    let init = if kind == Pool::Max {
-        f32::NEG_INFINITY
-    } else {
-        0.0
-    };
+    let init = if kind == Pool::Max { f32::NEG_INFINITY } else { 0.0 };
     let mut tmp = vec![0.0f32; ow];
     for oy in 0..oh {
         let acc = &mut out[oy * ow..(oy + 1) * ow];
@@ -105,16 +87,11 @@ pub fn divisor(geo: &Geometry, oy: usize, ox: usize, count_pad: bool) -> usize {
     let axis = |d: usize, o: usize| {
         let start = (o * geo.strides[d]) as isize - geo.pads[d] as isize;
         let (lo, hi) = if count_pad {
-            (
-                -(geo.pads[d] as isize),
-                (geo.in_hw[d] + geo.pads[d + 2]) as isize,
-            )
+            (-(geo.pads[d] as isize), (geo.in_hw[d] + geo.pads[d + 2]) as isize)
         } else {
             (0, geo.in_hw[d] as isize)
         };
-        (0..geo.kernel[d])
-            .filter(|&k| (lo..hi).contains(&(start + (k * geo.dilations[d]) as isize)))
-            .count()
+        (0..geo.kernel[d]).filter(|&k| (lo..hi).contains(&(start + (k * geo.dilations[d]) as isize))).count()
     };
     axis(0, oy) * axis(1, ox)
 }
@@ -122,28 +99,16 @@ pub fn divisor(geo: &Geometry, oy: usize, ox: usize, count_pad: bool) -> usize {
 /// Gradient of `pool2d`: `dx` (fully overwritten) from `dy`. Max routes each output's gradient
 /// to the first largest tap in window order (PyTorch's choice on ties); average spreads it over
 /// the window's in-input taps, divided by the same divisor as the forward.
-pub fn pool2d_backward(
-    x: &[f32],
-    planes: usize,
-    geo: &Geometry,
-    kind: Pool,
-    dy: &[f32],
-    dx: &mut [f32],
-) {
+pub fn pool2d_backward(x: &[f32], planes: usize, geo: &Geometry, kind: Pool, dy: &[f32], dx: &mut [f32]) {
     let [h, w] = geo.in_hw;
     let [oh, ow] = geo.out_hw;
     let [kh, kw] = geo.kernel;
     let taps = |oy: usize, ox: usize| {
-        (0..kh)
-            .flat_map(move |ky| (0..kw).map(move |kx| (ky, kx)))
-            .filter_map(move |(ky, kx)| {
-                let iy =
-                    (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
-                let ix =
-                    (ox * geo.strides[1] + kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
-                (iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize)
-                    .then(|| iy as usize * w + ix as usize)
-            })
+        (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ky, kx))).filter_map(move |(ky, kx)| {
+            let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
+            let ix = (ox * geo.strides[1] + kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
+            (iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize).then(|| iy as usize * w + ix as usize)
+        })
     };
     dx[..planes * h * w]
         .par_chunks_mut(h * w)
@@ -176,9 +141,7 @@ pub fn pool2d_backward(
 
 /// Mean of each plane (global average pooling).
 pub fn plane_means(x: &[f32], plane: usize, out: &mut [f32]) {
-    out.par_iter_mut()
-        .zip(x.par_chunks(plane))
-        .for_each(|(o, p)| *o = simd::sum(p) / plane as f32);
+    out.par_iter_mut().zip(x.par_chunks(plane)).for_each(|(o, p)| *o = simd::sum(p) / plane as f32);
 }
 
 #[cfg(test)]
@@ -208,9 +171,7 @@ mod tests {
         pool2d(&x, 1, &geo, Pool::Avg { count_pad: true }, &mut out, true);
         assert!((out[0] - 10.0 / 9.0).abs() < 1e-6);
 
-        let x: Vec<f32> = (0..3 * 37 * 35)
-            .map(|i| ((i * 7919) % 101) as f32 - 50.0)
-            .collect();
+        let x: Vec<f32> = (0..3 * 37 * 35).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
         for (st, pads) in [(1, [1, 1, 1, 1]), (2, [0, 1, 1, 0])] {
             let geo = Geometry {
                 in_hw: [37, 35],
@@ -220,16 +181,9 @@ mod tests {
                 dilations: [1, 1],
                 pads,
             };
-            let out_hw = [
-                (37 + pads[0] + pads[2] - 3) / st + 1,
-                (35 + pads[1] + pads[3] - 3) / st + 1,
-            ];
+            let out_hw = [(37 + pads[0] + pads[2] - 3) / st + 1, (35 + pads[1] + pads[3] - 3) / st + 1];
             let geo = Geometry { out_hw, ..geo };
-            for kind in [
-                Pool::Max,
-                Pool::Avg { count_pad: true },
-                Pool::Avg { count_pad: false },
-            ] {
+            for kind in [Pool::Max, Pool::Avg { count_pad: true }, Pool::Avg { count_pad: false }] {
                 let mut a = vec![0.0; 3 * out_hw[0] * out_hw[1]];
                 let mut b = a.clone();
                 pool2d(&x, 3, &geo, kind, &mut a, true);

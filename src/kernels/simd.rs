@@ -86,10 +86,7 @@ impl Arith {
 pub fn arith_inplace(op: Arith, a: &mut [f32], b: &[f32]) {
     assert_eq!(a.len(), b.len());
     let split = a.len() - a.len() % LANES;
-    for (ca, cb) in a[..split]
-        .chunks_exact_mut(LANES)
-        .zip(b[..split].chunks_exact(LANES))
-    {
+    for (ca, cb) in a[..split].chunks_exact_mut(LANES).zip(b[..split].chunks_exact(LANES)) {
         ca.copy_from_slice(&op.apply_v(load(ca), load(cb)).to_array());
     }
     arith_inplace_scalar(op, &mut a[split..], &b[split..]);
@@ -136,10 +133,7 @@ pub fn sum_scalar(x: &[f32]) -> f32 {
 pub fn max_inplace(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len());
     let split = acc.len() - acc.len() % LANES;
-    for (ca, cx) in acc[..split]
-        .chunks_exact_mut(LANES)
-        .zip(x[..split].chunks_exact(LANES))
-    {
+    for (ca, cx) in acc[..split].chunks_exact_mut(LANES).zip(x[..split].chunks_exact(LANES)) {
         ca.copy_from_slice(&load(ca).max(load(cx)).to_array());
     }
     max_inplace_scalar(&mut acc[split..], &x[split..]);
@@ -157,9 +151,7 @@ mod tests {
 
     /// Deterministic test data that is not lane-aligned (exercises the tails) and has both signs.
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 100.0 - 10.0)
-            .collect()
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 100.0 - 10.0).collect()
     }
 
     #[test]
@@ -175,10 +167,7 @@ mod tests {
     #[test]
     fn simd_kernels_match_their_scalar_twins() {
         for n in [0, 1, 15, 16, 17, 100, 1031] {
-            let (x, y) = (
-                data(n, 1),
-                data(n, 7).iter().map(|v| v + 20.5).collect::<Vec<_>>(),
-            );
+            let (x, y) = (data(n, 1), data(n, 7).iter().map(|v| v + 20.5).collect::<Vec<_>>());
             for relu in [false, true] {
                 let (mut a, mut b) = (x.clone(), x.clone());
                 affine_inplace(&mut a, 1.5, -0.25, relu);

@@ -15,19 +15,9 @@ pub struct ExternalFiles {
 
 impl ExternalFiles {
     pub fn new(model_path: &Path) -> ExternalFiles {
-        let dir = model_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        };
-        ExternalFiles {
-            dir,
-            maps: HashMap::new(),
-        }
+        let dir = model_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        ExternalFiles { dir, maps: HashMap::new() }
     }
 
     /// The mapped file named by `location`, after checking it stays inside the model's folder.
@@ -39,8 +29,7 @@ impl ExternalFiles {
         let file = File::open(&path).map_err(|e| format!("external data '{location}': {e}"))?;
         // SAFETY: the map is read-only; a file truncated under us while mapped is outside what a
         // process can defend against (as with any mmap-based loader).
-        let map =
-            unsafe { Mmap::map(&file) }.map_err(|e| format!("external data '{location}': {e}"))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("external data '{location}': {e}"))?;
         let map = Arc::new(map);
         self.maps.insert(location.to_string(), map.clone());
         Ok(map)
@@ -48,23 +37,16 @@ impl ExternalFiles {
 
     fn resolve(&self, location: &str) -> Result<PathBuf, String> {
         let rel = Path::new(location);
-        let escapes = rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+        let escapes =
+            rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
         if location.is_empty() || escapes {
             return Err(format!(
                 "external data location '{location}' is not a plain relative path inside the model's folder; refused"
             ));
         }
         let joined = self.dir.join(rel);
-        let real = joined
-            .canonicalize()
-            .map_err(|e| format!("external data '{location}': {e}"))?;
-        let root = self
-            .dir
-            .canonicalize()
-            .map_err(|e| format!("model folder: {e}"))?;
+        let real = joined.canonicalize().map_err(|e| format!("external data '{location}': {e}"))?;
+        let root = self.dir.canonicalize().map_err(|e| format!("model folder: {e}"))?;
         if !real.starts_with(&root) {
             return Err(format!(
                 "external data location '{location}' leads outside the model's folder (to {}); refused",

@@ -13,9 +13,7 @@ use super::external::ExternalFiles;
 use super::tensor_data;
 use crate::attrs::{Attr, Attrs};
 use crate::error::{Error, Result};
-use crate::graph::{
-    Const, Dim, ElemType, Graph, Initializer, Node, Source, Value, ValueDecl, ValueId,
-};
+use crate::graph::{Const, Dim, ElemType, Graph, Initializer, Node, Source, Value, ValueDecl, ValueId};
 use crate::ops;
 
 /// An imported model: our graph plus the original protobuf (initializer data taken out) so an
@@ -29,9 +27,7 @@ pub struct Model {
 impl Model {
     pub fn producer(&self) -> String {
         let p = &self.proto;
-        format!("{} {}", p.producer_name, p.producer_version)
-            .trim()
-            .to_string()
+        format!("{} {}", p.producer_name, p.producer_version).trim().to_string()
     }
 }
 
@@ -40,60 +36,36 @@ pub fn load(path: &Path) -> Result<Model> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::invalid_model(
-            path,
-            "is a directory, not an .onnx file",
-        ));
+        return Err(Error::invalid_model(path, "is a directory, not an .onnx file"));
     }
     if meta.len() == 0 {
         return Err(Error::invalid_model(path, "the file is empty"));
     }
     // SAFETY: read-only map of a file we only decode from; see ExternalFiles::map.
     let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let mut proto = ModelProto::decode(&bytes[..]).map_err(|e| {
-        Error::invalid_model(
-            path,
-            format!("not an ONNX protobuf (truncated or another format): {e}"),
-        )
-    })?;
+    let mut proto = ModelProto::decode(&bytes[..])
+        .map_err(|e| Error::invalid_model(path, format!("not an ONNX protobuf (truncated or another format): {e}")))?;
     drop(bytes);
     let opset = default_opset(&proto).ok_or_else(|| {
-        Error::invalid_model(
-            path,
-            "no default-domain opset_import (not an ONNX model, or a truncated one)",
-        )
+        Error::invalid_model(path, "no default-domain opset_import (not an ONNX model, or a truncated one)")
     })?;
     if !super::OPSETS.contains(&opset) {
         return Err(Error::invalid_model(
             path,
-            format!(
-                "opset {opset} is outside the supported range {}-{}",
-                super::OPSETS.start(),
-                super::OPSETS.end()
-            ),
+            format!("opset {opset} is outside the supported range {}-{}", super::OPSETS.start(), super::OPSETS.end()),
         ));
     }
-    let mut gp = proto
-        .graph
-        .take()
-        .ok_or_else(|| Error::invalid_model(path, "the model has no graph"))?;
+    let mut gp = proto.graph.take().ok_or_else(|| Error::invalid_model(path, "the model has no graph"))?;
     let graph = build_graph(&mut gp, opset, path).map_err(|e| match e {
         Fail::Model(reason) => Error::invalid_model(path, reason),
         Fail::Other(e) => e,
     })?;
     proto.graph = Some(gp);
-    Ok(Model {
-        path: path.to_path_buf(),
-        graph,
-        proto,
-    })
+    Ok(Model { path: path.to_path_buf(), graph, proto })
 }
 
 fn default_opset(m: &ModelProto) -> Option<i64> {
-    m.opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
+    m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version)
 }
 
 /// Values by id and by name; each name is defined once.
@@ -108,10 +80,7 @@ impl Values {
         if self.by_name.contains_key(name) {
             return Err(format!("value '{name}' is defined more than once"));
         }
-        self.list.push(Value {
-            name: name.to_string(),
-            source,
-        });
+        self.list.push(Value { name: name.to_string(), source });
         self.by_name.insert(name.to_string(), self.list.len() - 1);
         Ok(self.list.len() - 1)
     }
@@ -134,14 +103,9 @@ fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path) -> Result<Graph
 
     let mut initializers = Vec::with_capacity(gp.initializer.len());
     for t in gp.initializer.iter_mut() {
-        let data =
-            tensor_data::decode(t, &mut external).map_err(|e| format!("initializer: {e}"))?;
+        let data = tensor_data::decode(t, &mut external).map_err(|e| format!("initializer: {e}"))?;
         let value = values.declare(&t.name, Source::Initializer(initializers.len()))?;
-        initializers.push(Initializer {
-            name: t.name.clone(),
-            value,
-            data,
-        });
+        initializers.push(Initializer { name: t.name.clone(), value, data });
     }
     let mut inputs = Vec::new();
     for vi in &gp.input {
@@ -158,83 +122,40 @@ fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path) -> Result<Graph
     let mut nodes = Vec::with_capacity(order.len());
     for &i in &order {
         let np = &mut gp.node[i];
-        let name = if np.name.is_empty() {
-            format!("{}#{i}", np.op_type)
-        } else {
-            np.name.clone()
-        };
-        let attrs = convert_attrs(&mut np.attribute, &mut external)
-            .map_err(|e| format!("node '{name}': {e}"))?;
+        let name = if np.name.is_empty() { format!("{}#{i}", np.op_type) } else { np.name.clone() };
+        let attrs = convert_attrs(&mut np.attribute, &mut external).map_err(|e| format!("node '{name}': {e}"))?;
         if np.op_type == "Constant" {
             let c = constant_value(&attrs).map_err(|e| format!("node '{name}' (Constant): {e}"))?;
-            let out = np
-                .output
-                .first()
-                .ok_or_else(|| format!("node '{name}' (Constant) has no output"))?;
+            let out = np.output.first().ok_or_else(|| format!("node '{name}' (Constant) has no output"))?;
             values.declare(out, Source::Constant(c))?;
             continue;
         }
-        let node_inputs = np
-            .input
-            .iter()
-            .map(|n| {
-                if n.is_empty() {
-                    None
-                } else {
-                    values.by_name.get(n).copied()
-                }
-            })
-            .collect();
+        let node_inputs =
+            np.input.iter().map(|n| if n.is_empty() { None } else { values.by_name.get(n).copied() }).collect();
         let mut outputs = Vec::with_capacity(np.output.len());
         for (slot, out) in np.output.iter().enumerate() {
             if out.is_empty() {
-                outputs.push(values.declare(
-                    &format!("{name}:unused{slot}"),
-                    Source::Node {
-                        node: nodes.len(),
-                        slot,
-                    },
-                )?);
+                outputs
+                    .push(values.declare(&format!("{name}:unused{slot}"), Source::Node { node: nodes.len(), slot })?);
             } else {
-                outputs.push(values.declare(
-                    out,
-                    Source::Node {
-                        node: nodes.len(),
-                        slot,
-                    },
-                )?);
+                outputs.push(values.declare(out, Source::Node { node: nodes.len(), slot })?);
             }
         }
-        nodes.push(Node {
-            name,
-            op_type: np.op_type.clone(),
-            inputs: node_inputs,
-            outputs,
-            attrs,
-        });
+        nodes.push(Node { name, op_type: np.op_type.clone(), inputs: node_inputs, outputs, attrs });
     }
 
     let mut outputs = Vec::new();
     for vi in &gp.output {
-        let id = *values.by_name.get(&vi.name).ok_or_else(|| {
-            format!(
-                "graph output '{}' is produced by no node, input or initializer",
-                vi.name
-            )
-        })?;
+        let id = *values
+            .by_name
+            .get(&vi.name)
+            .ok_or_else(|| format!("graph output '{}' is produced by no node, input or initializer", vi.name))?;
         outputs.push((id, value_decl(vi)));
     }
     if outputs.is_empty() {
         return Err(Fail::Model("the graph declares no outputs".into()));
     }
-    Ok(Graph {
-        values: values.list,
-        nodes,
-        inputs,
-        outputs,
-        initializers,
-        opset,
-    })
+    Ok(Graph { values: values.list, nodes, inputs, outputs, initializers, opset })
 }
 
 /// Every op must be one edgetune knows; otherwise one error lists all the offenders.
@@ -247,33 +168,19 @@ fn check_known_ops(nodes: &[pb::NodeProto], path: &Path) -> Result<(), Fail> {
             !std_domain || !ops::is_known(&n.op_type)
         })
         .map(|(i, n)| {
-            let op = if n.domain.is_empty() {
-                n.op_type.clone()
-            } else {
-                format!("{}:{}", n.domain, n.op_type)
-            };
-            let name = if n.name.is_empty() {
-                format!("#{i}")
-            } else {
-                n.name.clone()
-            };
+            let op = if n.domain.is_empty() { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) };
+            let name = if n.name.is_empty() { format!("#{i}") } else { n.name.clone() };
             format!("{op} (node '{name}')")
         })
         .collect();
     if bad.is_empty() {
         return Ok(());
     }
-    Err(Fail::Other(Error::Unsupported {
-        path: path.display().to_string(),
-        list: bad.join(", "),
-    }))
+    Err(Fail::Other(Error::Unsupported { path: path.display().to_string(), list: bad.join(", ") }))
 }
 
 /// Kahn's algorithm over node indices; reports dangling inputs and cycles by name.
-fn topological_order(
-    nodes: &[pb::NodeProto],
-    known: &HashMap<String, ValueId>,
-) -> Result<Vec<usize>, String> {
+fn topological_order(nodes: &[pb::NodeProto], known: &HashMap<String, ValueId>) -> Result<Vec<usize>, String> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {
@@ -290,11 +197,7 @@ fn topological_order(
                 pending[i] += 1;
                 users[p].push(i);
             } else if !known.contains_key(input) {
-                let name = if n.name.is_empty() {
-                    format!("#{i}")
-                } else {
-                    n.name.clone()
-                };
+                let name = if n.name.is_empty() { format!("#{i}") } else { n.name.clone() };
                 return Err(format!(
                     "node '{name}' ({}) reads '{input}', which no node, graph input or initializer produces",
                     n.op_type
@@ -317,26 +220,14 @@ fn topological_order(
         let stuck: Vec<String> = (0..nodes.len())
             .filter(|&i| pending[i] > 0)
             .take(6)
-            .map(|i| {
-                if nodes[i].name.is_empty() {
-                    format!("#{i}")
-                } else {
-                    nodes[i].name.clone()
-                }
-            })
+            .map(|i| if nodes[i].name.is_empty() { format!("#{i}") } else { nodes[i].name.clone() })
             .collect();
-        return Err(format!(
-            "the graph has a cycle through nodes {}",
-            stuck.join(", ")
-        ));
+        return Err(format!("the graph has a cycle through nodes {}", stuck.join(", ")));
     }
     Ok(order)
 }
 
-fn convert_attrs(
-    list: &mut [pb::AttributeProto],
-    external: &mut ExternalFiles,
-) -> Result<Attrs, String> {
+fn convert_attrs(list: &mut [pb::AttributeProto], external: &mut ExternalFiles) -> Result<Attrs, String> {
     let mut out = Vec::with_capacity(list.len());
     for a in list.iter_mut() {
         let kind = AttributeType::try_from(a.r#type).unwrap_or(AttributeType::Undefined);
@@ -373,13 +264,8 @@ fn constant_value(attrs: &Attrs) -> Result<Const, String> {
     }
     match attrs.0.first().map(|(n, a)| (n.as_str(), a)) {
         Some(("value_float", Attr::Float(f))) => Ok(Const::F32(Tensor::scalar(*f))),
-        Some(("value_floats", Attr::Floats(v))) => {
-            Ok(Const::F32(Tensor::from_vec([v.len()], v.clone())))
-        }
-        Some(("value_int", Attr::Int(i))) => Ok(Const::I64(IntTensor {
-            shape: vec![],
-            data: vec![*i],
-        })),
+        Some(("value_floats", Attr::Floats(v))) => Ok(Const::F32(Tensor::from_vec([v.len()], v.clone()))),
+        Some(("value_int", Attr::Int(i))) => Ok(Const::I64(IntTensor { shape: vec![], data: vec![*i] })),
         Some(("value_ints", Attr::Ints(v))) => Ok(Const::I64(IntTensor::vector(v.clone()))),
         _ => Err("no supported value attribute (value, value_float(s), value_int(s))".into()),
     }
@@ -398,19 +284,11 @@ fn value_decl(vi: &pb::ValueInfoProto) -> ValueDecl {
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
-                    Dim::Fixed(*v as usize)
-                }
-                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => {
-                    Dim::Symbolic(p.clone())
-                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Symbolic(p.clone()),
                 _ => Dim::Symbolic(String::new()),
             })
             .collect()
     });
-    ValueDecl {
-        name: vi.name.clone(),
-        elem,
-        dims,
-    }
+    ValueDecl { name: vi.name.clone(), elem, dims }
 }

@@ -11,17 +11,11 @@ use crate::tensor::{checked_numel, Tensor};
 
 /// Decodes `t`, taking its embedded bytes (the proto keeps its dims and name only).
 pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const, String> {
-    let name = if t.name.is_empty() {
-        "<unnamed>".to_string()
-    } else {
-        t.name.clone()
-    };
+    let name = if t.name.is_empty() { "<unnamed>".to_string() } else { t.name.clone() };
     let shape = t
         .dims
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| format!("tensor '{name}' has a negative dimension {d}"))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| format!("tensor '{name}' has a negative dimension {d}")))
         .collect::<Result<Vec<_>, _>>()?;
     let n = checked_numel(&shape)
         .filter(|&n| n.checked_mul(8).is_some())
@@ -32,12 +26,7 @@ pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const
         DataType::Double | DataType::Int64 | DataType::Uint64 => 8,
         DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
         DataType::Int16 | DataType::Uint16 => 2,
-        other => {
-            return Err(format!(
-                "tensor '{name}' has element type {} (unsupported)",
-                other.as_str_name()
-            ))
-        }
+        other => return Err(format!("tensor '{name}' has element type {} (unsupported)", other.as_str_name())),
     };
     let need = n * elem_size;
 
@@ -56,35 +45,20 @@ pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const
         return Ok(from_le_bytes(&raw, shape, dtype));
     }
     let c = match dtype {
-        DataType::Float => Const::F32(Tensor::from_vec(
-            shape.clone(),
-            take_exact(&mut t.float_data, n, &name)?,
-        )),
+        DataType::Float => Const::F32(Tensor::from_vec(shape.clone(), take_exact(&mut t.float_data, n, &name)?)),
         DataType::Double => {
             let v = take_exact(&mut t.double_data, n, &name)?;
-            Const::F32(Tensor::from_vec(
-                shape.clone(),
-                v.into_iter().map(|x| x as f32).collect(),
-            ))
+            Const::F32(Tensor::from_vec(shape.clone(), v.into_iter().map(|x| x as f32).collect()))
         }
-        DataType::Int64 => Const::I64(IntTensor {
-            shape,
-            data: take_exact(&mut t.int64_data, n, &name)?,
-        }),
+        DataType::Int64 => Const::I64(IntTensor { shape, data: take_exact(&mut t.int64_data, n, &name)? }),
         DataType::Uint64 => {
             let v = take_exact(&mut t.uint64_data, n, &name)?;
-            Const::I64(IntTensor {
-                shape,
-                data: v.into_iter().map(|x| x as i64).collect(),
-            })
+            Const::I64(IntTensor { shape, data: v.into_iter().map(|x| x as i64).collect() })
         }
         // int32_data also carries the narrower integer types and bool.
         _ => {
             let v = take_exact(&mut t.int32_data, n, &name)?;
-            Const::I64(IntTensor {
-                shape,
-                data: v.into_iter().map(i64::from).collect(),
-            })
+            Const::I64(IntTensor { shape, data: v.into_iter().map(i64::from).collect() })
         }
     };
     Ok(c)
@@ -92,10 +66,7 @@ pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const
 
 fn take_exact<T>(v: &mut Vec<T>, n: usize, name: &str) -> Result<Vec<T>, String> {
     if v.len() != n {
-        return Err(format!(
-            "tensor '{name}' holds {} values, its dims need {n}",
-            v.len()
-        ));
+        return Err(format!("tensor '{name}' holds {} values, its dims need {n}", v.len()));
     }
     Ok(std::mem::take(v))
 }
@@ -108,20 +79,11 @@ fn decode_external(
     need: usize,
     external: &mut ExternalFiles,
 ) -> Result<Const, String> {
-    let field = |key: &str| {
-        t.external_data
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.value.as_str())
-    };
-    let location = field("location")
-        .ok_or_else(|| format!("tensor '{name}' is external but names no location"))?;
+    let field = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+    let location = field("location").ok_or_else(|| format!("tensor '{name}' is external but names no location"))?;
     let parse = |key: &str| -> Result<Option<usize>, String> {
         field(key)
-            .map(|s| {
-                s.parse::<usize>()
-                    .map_err(|_| format!("tensor '{name}': external {key} '{s}' is not a number"))
-            })
+            .map(|s| s.parse::<usize>().map_err(|_| format!("tensor '{name}': external {key} '{s}' is not a number")))
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
@@ -149,38 +111,21 @@ fn decode_external(
 /// Little-endian bytes of `dtype` (length already checked) into a `Const`.
 fn from_le_bytes(raw: &[u8], shape: Vec<usize>, dtype: DataType) -> Const {
     fn chunks<const W: usize>(raw: &[u8]) -> impl Iterator<Item = [u8; W]> + '_ {
-        raw.chunks_exact(W)
-            .map(|c| c.try_into().expect("exact chunk"))
+        raw.chunks_exact(W).map(|c| c.try_into().expect("exact chunk"))
     }
     match dtype {
-        DataType::Float => Const::F32(Tensor::from_vec(
-            shape,
-            chunks::<4>(raw).map(f32::from_le_bytes).collect(),
-        )),
-        DataType::Double => Const::F32(Tensor::from_vec(
-            shape,
-            chunks::<8>(raw)
-                .map(|b| f64::from_le_bytes(b) as f32)
-                .collect(),
-        )),
+        DataType::Float => Const::F32(Tensor::from_vec(shape, chunks::<4>(raw).map(f32::from_le_bytes).collect())),
+        DataType::Double => {
+            Const::F32(Tensor::from_vec(shape, chunks::<8>(raw).map(|b| f64::from_le_bytes(b) as f32).collect()))
+        }
         _ => {
             let data: Vec<i64> = match dtype {
                 DataType::Int64 => chunks::<8>(raw).map(i64::from_le_bytes).collect(),
-                DataType::Uint64 => chunks::<8>(raw)
-                    .map(|b| u64::from_le_bytes(b) as i64)
-                    .collect(),
-                DataType::Int32 => chunks::<4>(raw)
-                    .map(|b| i32::from_le_bytes(b).into())
-                    .collect(),
-                DataType::Uint32 => chunks::<4>(raw)
-                    .map(|b| u32::from_le_bytes(b).into())
-                    .collect(),
-                DataType::Int16 => chunks::<2>(raw)
-                    .map(|b| i16::from_le_bytes(b).into())
-                    .collect(),
-                DataType::Uint16 => chunks::<2>(raw)
-                    .map(|b| u16::from_le_bytes(b).into())
-                    .collect(),
+                DataType::Uint64 => chunks::<8>(raw).map(|b| u64::from_le_bytes(b) as i64).collect(),
+                DataType::Int32 => chunks::<4>(raw).map(|b| i32::from_le_bytes(b).into()).collect(),
+                DataType::Uint32 => chunks::<4>(raw).map(|b| u32::from_le_bytes(b).into()).collect(),
+                DataType::Int16 => chunks::<2>(raw).map(|b| i16::from_le_bytes(b).into()).collect(),
+                DataType::Uint16 => chunks::<2>(raw).map(|b| u16::from_le_bytes(b).into()).collect(),
                 DataType::Int8 => raw.iter().map(|&b| (b as i8).into()).collect(),
                 _ => raw.iter().map(|&b| b.into()).collect(),
             };

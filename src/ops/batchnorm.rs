@@ -23,46 +23,20 @@ pub struct BatchNorm {
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     let epsilon = ctx.attrs().float("epsilon", 1e-5)?;
     let momentum = ctx.attrs().float("momentum", 0.9)?;
-    Built::new(
-        BatchNorm {
-            epsilon,
-            momentum,
-            training: false,
-        },
-        [0, 1, 2, 3, 4],
-    )
+    Built::new(BatchNorm { epsilon, momentum, training: false }, [0, 1, 2, 3, 4])
 }
 
 impl BatchNorm {
     /// Per-channel (scale, shift) that the inference form applies.
-    pub fn folded(
-        &self,
-        gamma: &[f32],
-        beta: &[f32],
-        mean: &[f32],
-        var: &[f32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        let scale: Vec<f32> = gamma
-            .iter()
-            .zip(var)
-            .map(|(g, v)| g / (v + self.epsilon).sqrt())
-            .collect();
-        let shift = beta
-            .iter()
-            .zip(mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
+    pub fn folded(&self, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + self.epsilon).sqrt()).collect();
+        let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
         (scale, shift)
     }
 }
 
 /// Per-channel sums of `f(plane, channel)` over every `[n, c]` plane, accumulated in f64.
-fn channel_sums<const K: usize>(
-    planes: usize,
-    c: usize,
-    f: impl Fn(usize) -> [f64; K] + Sync + Send,
-) -> Vec<[f64; K]> {
+fn channel_sums<const K: usize>(planes: usize, c: usize, f: impl Fn(usize) -> [f64; K] + Sync + Send) -> Vec<[f64; K]> {
     let per_plane: Vec<[f64; K]> = (0..planes).into_par_iter().map(f).collect();
     let mut out = vec![[0.0; K]; c];
     for (i, v) in per_plane.iter().enumerate() {
@@ -89,27 +63,16 @@ impl Op for BatchNorm {
         }
         for (i, name) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
             if inputs[i] != [x[1]] {
-                return Err(format!(
-                    "{name} shape {:?} does not match {} channels",
-                    inputs[i], x[1]
-                ));
+                return Err(format!("{name} shape {:?} does not match {} channels", inputs[i], x[1]));
             }
         }
         Ok(x.to_vec())
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let (scale, shift) = self.folded(
-            inputs[1].data(),
-            inputs[2].data(),
-            inputs[3].data(),
-            inputs[4].data(),
-        );
+        let (scale, shift) = self.folded(inputs[1].data(), inputs[2].data(), inputs[3].data(), inputs[4].data());
         let plane: usize = out_shape[2..].iter().product();
-        Tensor::from_vec(
-            out_shape,
-            apply_per_channel(inputs[0].data(), plane, out_shape[1], &scale, &shift),
-        )
+        Tensor::from_vec(out_shape, apply_per_channel(inputs[0].data(), plane, out_shape[1], &scale, &shift))
     }
 
     fn saves(&self) -> Saves {
@@ -122,11 +85,7 @@ impl Op for BatchNorm {
 
     fn forward_train(&self, inputs: &[&Tensor], out_shape: &[usize]) -> TrainForward {
         if !self.training {
-            return TrainForward {
-                y: self.forward(inputs, out_shape),
-                extra: Vec::new(),
-                updates: Vec::new(),
-            };
+            return TrainForward { y: self.forward(inputs, out_shape), extra: Vec::new(), updates: Vec::new() };
         }
         let x = inputs[0].data();
         let c = out_shape[1];
@@ -139,31 +98,17 @@ impl Op for BatchNorm {
         let mean: Vec<f64> = sums.iter().map(|s| s[0] / m).collect();
         let sq = channel_sums(x.len() / plane.max(1), c, |i| {
             let mu = mean[i % c];
-            [x[i * plane..(i + 1) * plane]
-                .iter()
-                .map(|&v| (v as f64 - mu).powi(2))
-                .sum()]
+            [x[i * plane..(i + 1) * plane].iter().map(|&v| (v as f64 - mu).powi(2)).sum()]
         });
         let var: Vec<f64> = sq.iter().map(|s| s[0] / m).collect();
-        let inv_std: Vec<f32> = var
-            .iter()
-            .map(|v| (1.0 / (v + self.epsilon as f64).sqrt()) as f32)
-            .collect();
-        let shift: Vec<f32> = mean
-            .iter()
-            .zip(&inv_std)
-            .map(|(mu, s)| -(*mu as f32) * s)
-            .collect();
+        let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.epsilon as f64).sqrt()) as f32).collect();
+        let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(mu, s)| -(*mu as f32) * s).collect();
         let xhat = apply_per_channel(x, plane, c, &inv_std, &shift);
         let (gamma, beta) = (inputs[1].data(), inputs[2].data());
         let y = apply_per_channel(&xhat, plane, c, gamma, beta);
         let mom = self.momentum as f64;
-        let new_mean = inputs[3]
-            .data()
-            .iter()
-            .zip(&mean)
-            .map(|(&old, &b)| (mom * old as f64 + (1.0 - mom) * b) as f32)
-            .collect();
+        let new_mean =
+            inputs[3].data().iter().zip(&mean).map(|(&old, &b)| (mom * old as f64 + (1.0 - mom) * b) as f32).collect();
         let unbiased = m / (m - 1.0).max(1.0);
         let new_var = inputs[4]
             .data()
@@ -173,25 +118,14 @@ impl Op for BatchNorm {
             .collect();
         TrainForward {
             y: Tensor::from_vec(out_shape, y),
-            extra: vec![
-                Tensor::from_vec(out_shape, xhat),
-                Tensor::from_vec([c], inv_std),
-            ],
-            updates: vec![
-                (3, Tensor::from_vec([c], new_mean)),
-                (4, Tensor::from_vec([c], new_var)),
-            ],
+            extra: vec![Tensor::from_vec(out_shape, xhat), Tensor::from_vec([c], inv_std)],
+            updates: vec![(3, Tensor::from_vec([c], new_mean)), (4, Tensor::from_vec([c], new_var))],
         }
     }
 
     /// Training: dβ = Σdy, dγ = Σdy·x̂, dx = γ·σ⁻¹/M · (M·dy − dβ − x̂·dγ).
     /// Frozen: with s = γ/√(var+ε): dx = dy·s, dγ = Σdy·(x−mean)/√(var+ε), dβ = Σdy.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let shape = dy.shape();
         let c = shape[1];
         let plane: usize = shape[2..].iter().product();
@@ -202,51 +136,34 @@ impl Op for BatchNorm {
             (rec.extra[0].data().to_vec(), rec.extra[1].data().to_vec())
         } else {
             let (mean, var) = (rec.input(3).data(), rec.input(4).data());
-            let inv: Vec<f32> = var
-                .iter()
-                .map(|v| 1.0 / (v + self.epsilon).sqrt())
-                .collect();
+            let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.epsilon).sqrt()).collect();
             let shift: Vec<f32> = mean.iter().zip(&inv).map(|(m, s)| -m * s).collect();
-            (
-                apply_per_channel(rec.input(0).data(), plane, c, &inv, &shift),
-                inv,
-            )
+            (apply_per_channel(rec.input(0).data(), plane, c, &inv, &shift), inv)
         };
         let sums = channel_sums(planes, c, |i| {
-            let (gp, xp) = (
-                &g[i * plane..(i + 1) * plane],
-                &xhat[i * plane..(i + 1) * plane],
-            );
-            [
-                gp.iter().map(|&v| v as f64).sum(),
-                gp.iter().zip(xp).map(|(&a, &b)| a as f64 * b as f64).sum(),
-            ]
+            let (gp, xp) = (&g[i * plane..(i + 1) * plane], &xhat[i * plane..(i + 1) * plane]);
+            [gp.iter().map(|&v| v as f64).sum(), gp.iter().zip(xp).map(|(&a, &b)| a as f64 * b as f64).sum()]
         });
         let dbeta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         let dgamma: Vec<f32> = sums.iter().map(|s| s[1] as f32).collect();
         let dx = need[0].then(|| {
             let mut dx = vec![0.0f32; g.len()];
             let m = (g.len() / c) as f32;
-            dx.par_chunks_mut(plane.max(1))
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let ch = i % c;
-                    let (gp, xp) = (
-                        &g[i * plane..(i + 1) * plane],
-                        &xhat[i * plane..(i + 1) * plane],
-                    );
-                    let k = gamma[ch] * inv_std[ch];
-                    if self.training {
-                        let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
-                        for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
-                            *o = k * (gv - mb - xv * mg);
-                        }
-                    } else {
-                        for (o, &gv) in out.iter_mut().zip(gp) {
-                            *o = k * gv;
-                        }
+            dx.par_chunks_mut(plane.max(1)).enumerate().for_each(|(i, out)| {
+                let ch = i % c;
+                let (gp, xp) = (&g[i * plane..(i + 1) * plane], &xhat[i * plane..(i + 1) * plane]);
+                let k = gamma[ch] * inv_std[ch];
+                if self.training {
+                    let (mb, mg) = (dbeta[ch] / m, dgamma[ch] / m);
+                    for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
+                        *o = k * (gv - mb - xv * mg);
                     }
-                });
+                } else {
+                    for (o, &gv) in out.iter_mut().zip(gp) {
+                        *o = k * gv;
+                    }
+                }
+            });
             Tensor::from_vec(shape, dx)
         });
         Ok(vec![

@@ -11,10 +11,12 @@ use crate::tensor::{broadcast_shapes, Tensor};
 #[derive(Clone, Debug)]
 pub struct Binary {
     pub op: Arith,
+    /// ReLU applied to the result (set by the inference planner's fusion of Add + Relu).
+    pub relu: bool,
 }
 
 fn build(op: Arith) -> Result<Built, String> {
-    Built::new(Binary { op }, [0, 1])
+    Built::new(Binary { op, relu: false }, [0, 1])
 }
 
 pub fn build_add(_: &BuildCtx) -> Result<Built, String> {
@@ -34,29 +36,17 @@ pub fn build_div(_: &BuildCtx) -> Result<Built, String> {
 /// `[N,C,H,W]`, or a scalar), the plane size: chunk i of `out` then uses `b[i % b.len()]`.
 fn per_plane(b: &[usize], out: &[usize]) -> Option<usize> {
     let lead = out.len().checked_sub(b.len())?;
-    let full: Vec<usize> = std::iter::repeat_n(1, lead)
-        .chain(b.iter().copied())
-        .collect();
+    let full: Vec<usize> = std::iter::repeat_n(1, lead).chain(b.iter().copied()).collect();
     let Some(last) = full.iter().rposition(|&d| d != 1) else {
         return Some(out.iter().product());
     };
     let first = full.iter().position(|&d| d != 1).unwrap_or(last);
-    (first..=last)
-        .all(|d| full[d] == out[d])
-        .then(|| out[last + 1..].iter().product())
+    (first..=last).all(|d| full[d] == out[d]).then(|| out[last + 1..].iter().product())
 }
 
-impl Op for Binary {
-    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        broadcast_shapes(inputs[0], inputs[1]).ok_or_else(|| {
-            format!(
-                "shapes {:?} and {:?} do not broadcast",
-                inputs[0], inputs[1]
-            )
-        })
-    }
-
-    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+impl Binary {
+    /// The element-wise result before the optional ReLU.
+    fn compute(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let (a, b) = (inputs[0], inputs[1]);
         if a.shape() == out_shape {
             let mut out = a.data().to_vec();
@@ -73,15 +63,23 @@ impl Op for Binary {
             }
         }
         let op = self.op;
-        let out = layout::zip_broadcast(
-            a.data(),
-            a.shape(),
-            b.data(),
-            b.shape(),
-            out_shape,
-            |x, y| op.apply(x, y),
-        );
+        let out = layout::zip_broadcast(a.data(), a.shape(), b.data(), b.shape(), out_shape, |x, y| op.apply(x, y));
         Tensor::from_vec(out_shape, out)
+    }
+}
+
+impl Op for Binary {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        broadcast_shapes(inputs[0], inputs[1])
+            .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", inputs[0], inputs[1]))
+    }
+
+    fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let mut y = self.compute(inputs, out_shape);
+        if self.relu {
+            simd::clamp_inplace(y.data_mut(), 0.0, f32::INFINITY);
+        }
+        y
     }
 
     fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
@@ -94,10 +92,7 @@ impl Op for Binary {
             Arith::Div => x.checked_div(y).unwrap_or(0),
         };
         let data = layout::zip_broadcast(&a.data, &a.shape, &b.data, &b.shape, out_shape, f);
-        Some(IntTensor {
-            shape: out_shape.to_vec(),
-            data,
-        })
+        Some(IntTensor { shape: out_shape.to_vec(), data })
     }
 
     fn saves(&self) -> Saves {
@@ -109,12 +104,7 @@ impl Op for Binary {
 
     /// Each input's gradient, summed over the axes it was broadcast along:
     /// add (dy, dy), sub (dy, -dy), mul (dy·b, dy·a), div (dy/b, -dy·a/b²).
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let out = dy.shape();
         let grad = |i: usize| -> Option<Tensor> {
             if !need[i] {
@@ -126,14 +116,7 @@ impl Op for Binary {
                 (Arith::Sub, _) => dy.data().iter().map(|g| -g).collect(),
                 (Arith::Mul, _) => {
                     let other = rec.input(1 - i);
-                    layout::zip_broadcast(
-                        dy.data(),
-                        out,
-                        other.data(),
-                        other.shape(),
-                        out,
-                        |g, v| g * v,
-                    )
+                    layout::zip_broadcast(dy.data(), out, other.data(), other.shape(), out, |g, v| g * v)
                 }
                 (Arith::Div, 0) => {
                     let b = rec.input(1);
@@ -141,17 +124,11 @@ impl Op for Binary {
                 }
                 (Arith::Div, _) => {
                     let (a, b) = (rec.input(0), rec.input(1));
-                    let ga =
-                        layout::zip_broadcast(dy.data(), out, a.data(), a.shape(), out, |g, v| {
-                            g * v
-                        });
+                    let ga = layout::zip_broadcast(dy.data(), out, a.data(), a.shape(), out, |g, v| g * v);
                     layout::zip_broadcast(&ga, out, b.data(), b.shape(), out, |g, v| -g / (v * v))
                 }
             };
-            Some(Tensor::from_vec(
-                shape.clone(),
-                layout::reduce_to_shape(&local, out, shape),
-            ))
+            Some(Tensor::from_vec(shape.clone(), layout::reduce_to_shape(&local, out, shape)))
         };
         Ok(vec![grad(0), grad(1)])
     }
@@ -179,15 +156,9 @@ mod tests {
         let a = Tensor::from_vec([2, 3, 2, 2], (0..24).map(|v| v as f32).collect());
         let b = Tensor::from_vec([1, 3, 1, 1], vec![1.0, 2.0, 4.0]);
         for op in [Arith::Add, Arith::Sub, Arith::Mul, Arith::Div] {
-            let got = Binary { op }.forward(&[&a, &b], a.shape());
-            let want = layout::zip_broadcast(
-                a.data(),
-                a.shape(),
-                b.data(),
-                b.shape(),
-                a.shape(),
-                |x, y| op.apply(x, y),
-            );
+            let got = Binary { op, relu: false }.forward(&[&a, &b], a.shape());
+            let want =
+                layout::zip_broadcast(a.data(), a.shape(), b.data(), b.shape(), a.shape(), |x, y| op.apply(x, y));
             assert_eq!(got.data(), &want[..]);
         }
     }

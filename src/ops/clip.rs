@@ -13,19 +13,12 @@ pub struct Clip {
 
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     let (lo, hi) = if ctx.opset < 11 {
-        (
-            ctx.attrs().float("min", f32::NEG_INFINITY)?,
-            ctx.attrs().float("max", f32::INFINITY)?,
-        )
+        (ctx.attrs().float("min", f32::NEG_INFINITY)?, ctx.attrs().float("max", f32::INFINITY)?)
     } else {
         let bound = |i: usize, default: f32| -> Result<f32, String> {
             match ctx.const_input(i)? {
                 None => Ok(default),
-                Some(c) => c
-                    .to_floats()
-                    .first()
-                    .copied()
-                    .ok_or_else(|| format!("input {i} is empty")),
+                Some(c) => c.to_floats().first().copied().ok_or_else(|| format!("input {i} is empty")),
             }
         };
         (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
@@ -49,19 +42,10 @@ impl Op for Clip {
     }
 
     /// dx = dy where lo <= x <= hi (torch.clamp's backward).
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let x = rec.input(0);
-        let dx = dy
-            .data()
-            .iter()
-            .zip(x.data())
-            .map(|(&g, &v)| if v >= self.lo && v <= self.hi { g } else { 0.0 })
-            .collect();
+        let dx =
+            dy.data().iter().zip(x.data()).map(|(&g, &v)| if v >= self.lo && v <= self.hi { g } else { 0.0 }).collect();
         Ok(vec![Some(Tensor::from_vec(x.shape(), dx))])
     }
 }

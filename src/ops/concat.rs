@@ -14,12 +14,7 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     if ctx.inputs.iter().any(Option::is_none) || ctx.inputs.is_empty() {
         return Err("Concat needs inputs and no omitted ones".into());
     }
-    Built::new(
-        Concat {
-            axis: ctx.attrs().int("axis", 0)?,
-        },
-        (0..ctx.inputs.len()).collect::<Vec<_>>(),
-    )
+    Built::new(Concat { axis: ctx.attrs().int("axis", 0)? }, (0..ctx.inputs.len()).collect::<Vec<_>>())
 }
 
 impl Concat {
@@ -35,9 +30,7 @@ impl Op for Concat {
         let mut out = first.to_vec();
         for s in &inputs[1..] {
             if s.len() != first.len() || (0..s.len()).any(|d| d != a && s[d] != first[d]) {
-                return Err(format!(
-                    "shapes {first:?} and {s:?} differ outside axis {a}"
-                ));
+                return Err(format!("shapes {first:?} and {s:?} differ outside axis {a}"));
             }
             out[a] += s[a];
         }
@@ -52,21 +45,12 @@ impl Op for Concat {
 
     fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
         let a = self.axis(out_shape.len()).ok()?;
-        let parts: Vec<(&[i64], &[usize])> =
-            inputs.iter().map(|t| (&t.data[..], &t.shape[..])).collect();
-        Some(IntTensor {
-            shape: out_shape.to_vec(),
-            data: layout::concat(&parts, a),
-        })
+        let parts: Vec<(&[i64], &[usize])> = inputs.iter().map(|t| (&t.data[..], &t.shape[..])).collect();
+        Some(IntTensor { shape: out_shape.to_vec(), data: layout::concat(&parts, a) })
     }
 
     /// Each input gets its slab of dy along the axis.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let a = self.axis(dy.rank())?;
         let mut start = 0;
         let mut out = Vec::with_capacity(rec.shapes.len());
@@ -75,10 +59,7 @@ impl Op for Concat {
             starts[a] = start;
             start += s[a];
             out.push(n.then(|| {
-                Tensor::from_vec(
-                    s.clone(),
-                    layout::slice(dy.data(), dy.shape(), &starts, &vec![1; s.len()], s),
-                )
+                Tensor::from_vec(s.clone(), layout::slice(dy.data(), dy.shape(), &starts, &vec![1; s.len()], s))
             }));
         }
         Ok(out)

@@ -3,16 +3,34 @@
 
 use super::window::Window;
 use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
-use crate::kernels::conv::{conv2d, conv2d_backward, ConvShape, Epilogue};
+use std::sync::{Arc, Mutex};
+
+use crate::kernels::conv::{conv2d, conv2d_backward, pack_weights, ConvShape, Epilogue};
+use crate::kernels::packed::PackedA;
 use crate::kernels::simd;
 use crate::tensor::Tensor;
 
-#[derive(Clone, Debug)]
 pub struct Conv {
     pub window: Window,
     pub groups: usize,
     /// ReLU applied to the output (set by the inference planner's fusion).
     pub relu: bool,
+    /// The weights last seen, packed for the GEMM: repacked only when a different weight tensor
+    /// arrives (every optimizer step, never during inference). Holding the tensor keeps its
+    /// storage alive, so the identity check cannot be fooled by a reused address.
+    packed: Mutex<Option<(Tensor, Arc<Vec<PackedA>>)>>,
+}
+
+impl std::fmt::Debug for Conv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conv").field("window", &self.window).field("groups", &self.groups).field("relu", &self.relu).finish()
+    }
+}
+
+impl Clone for Conv {
+    fn clone(&self) -> Conv {
+        Conv { window: self.window.clone(), groups: self.groups, relu: self.relu, packed: Mutex::new(None) }
+    }
 }
 
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
@@ -23,45 +41,35 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
         return Err(format!("group must be positive, got {groups}"));
     }
     let window = Window::from_attrs(ctx.attrs(), Some([w[2], w[3]]))?;
-    let inputs = if ctx.has_input(2) {
-        vec![0, 1, 2]
-    } else {
-        vec![0, 1]
-    };
-    Built::new(
-        Conv {
-            window,
-            groups: groups as usize,
-            relu: false,
-        },
-        inputs,
-    )
+    let inputs = if ctx.has_input(2) { vec![0, 1, 2] } else { vec![0, 1] };
+    Built::new(Conv { window, groups: groups as usize, relu: false, packed: Mutex::new(None) }, inputs)
 }
 
 impl Conv {
+    /// The packed weights for `w` (cached while the same tensor keeps coming).
+    fn packed_weights(&self, w: &Tensor, s: &ConvShape) -> Arc<Vec<PackedA>> {
+        let mut cache = self.packed.lock().expect("conv weight cache");
+        if let Some((t, p)) = cache.as_ref() {
+            if t.shares_storage(w) && t.shape() == w.shape() {
+                return p.clone();
+            }
+        }
+        let p = Arc::new(pack_weights(w.data(), s));
+        *cache = Some((w.clone(), p.clone()));
+        p
+    }
+
     pub fn shape(&self, x: &[usize], w: &[usize]) -> Result<ConvShape, String> {
         expect_rank(x, 4, "Conv input")?;
         let (c, m, g) = (x[1], w[0], self.groups);
         if c != w[1] * g {
-            return Err(format!(
-                "input has {c} channels but the weight {w:?} with group={g} expects {}",
-                w[1] * g
-            ));
+            return Err(format!("input has {c} channels but the weight {w:?} with group={g} expects {}", w[1] * g));
         }
         if m % g != 0 {
             return Err(format!("{m} output channels do not divide into {g} groups"));
         }
-        let geo = self
-            .window
-            .geometry([x[2], x[3]])
-            .map_err(|e| format!("input {x:?}: {e}"))?;
-        Ok(ConvShape {
-            batch: x[0],
-            in_ch: c,
-            out_ch: m,
-            groups: g,
-            geo,
-        })
+        let geo = self.window.geometry([x[2], x[3]]).map_err(|e| format!("input {x:?}: {e}"))?;
+        Ok(ConvShape { batch: x[0], in_ch: c, out_ch: m, groups: g, geo })
     }
 }
 
@@ -70,25 +78,17 @@ impl Op for Conv {
         let s = self.shape(inputs[0], inputs[1])?;
         if let Some(b) = inputs.get(2) {
             if b != &[s.out_ch] {
-                return Err(format!(
-                    "bias shape {b:?} does not match {} output channels",
-                    s.out_ch
-                ));
+                return Err(format!("bias shape {b:?} does not match {} output channels", s.out_ch));
             }
         }
         Ok(vec![s.batch, s.out_ch, s.geo.out_hw[0], s.geo.out_hw[1]])
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let s = self
-            .shape(inputs[0].shape(), inputs[1].shape())
-            .expect("shape checked at plan time");
+        let s = self.shape(inputs[0].shape(), inputs[1].shape()).expect("shape checked at plan time");
         let mut out = vec![0.0; out_shape.iter().product()];
-        let ep = Epilogue {
-            bias: inputs.get(2).map(|b| b.data()),
-            relu: self.relu,
-        };
-        conv2d(inputs[0].data(), inputs[1].data(), &s, ep, &mut out);
+        let ep = Epilogue { bias: inputs.get(2).map(|b| b.data()), relu: self.relu };
+        conv2d(inputs[0].data(), &self.packed_weights(inputs[1], &s), &s, ep, &mut out);
         Tensor::from_vec(out_shape, out)
     }
 
@@ -98,31 +98,16 @@ impl Op for Conv {
 
     /// dx and dW through `conv2d_backward` (im2col recomputed, not stored); db = Σ dy over
     /// batch and space. Training plans never fuse, so `relu` is off here.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         debug_assert!(!self.relu, "fused convolutions are inference-only");
         let (x, w) = (rec.input(0), rec.input(1));
         let s = self.shape(x.shape(), w.shape())?;
         let mut dx = need[0].then(|| vec![0.0; x.len()]);
         let mut dw = need[1].then(|| vec![0.0; w.len()]);
         if dx.is_some() || dw.is_some() {
-            conv2d_backward(
-                x.data(),
-                w.data(),
-                &s,
-                dy.data(),
-                dx.as_deref_mut(),
-                dw.as_deref_mut(),
-            );
+            conv2d_backward(x.data(), w.data(), &s, dy.data(), dx.as_deref_mut(), dw.as_deref_mut());
         }
-        let mut out = vec![
-            dx.map(|v| Tensor::from_vec(x.shape(), v)),
-            dw.map(|v| Tensor::from_vec(w.shape(), v)),
-        ];
+        let mut out = vec![dx.map(|v| Tensor::from_vec(x.shape(), v)), dw.map(|v| Tensor::from_vec(w.shape(), v))];
         if rec.shapes.len() > 2 {
             out.push(need[2].then(|| {
                 let plane = s.geo.out_hw[0] * s.geo.out_hw[1];

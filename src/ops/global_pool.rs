@@ -29,19 +29,10 @@ impl Op for GlobalAveragePool {
     }
 
     /// dx = dy / (H·W), broadcast over each plane.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let shape = &rec.shapes[0];
         let plane: usize = shape[2..].iter().product();
-        let dx = dy
-            .data()
-            .iter()
-            .flat_map(|&g| std::iter::repeat_n(g / plane as f32, plane))
-            .collect();
+        let dx = dy.data().iter().flat_map(|&g| std::iter::repeat_n(g / plane as f32, plane)).collect();
         Ok(vec![Some(Tensor::from_vec(shape.clone(), dx))])
     }
 }

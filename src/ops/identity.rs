@@ -21,9 +21,7 @@ pub fn build_cast(ctx: &BuildCtx) -> Result<Built, String> {
     // ONNX TensorProto types FLOAT = 1, DOUBLE = 11, FLOAT16 = 10: all computed as f32 here.
     match ctx.attrs().int("to", 0)? {
         1 | 10 | 11 => Built::new(Identity, [0]),
-        to => Err(format!(
-            "Cast of a run-time float tensor to type {to} is not supported"
-        )),
+        to => Err(format!("Cast of a run-time float tensor to type {to} is not supported")),
     }
 }
 
@@ -40,12 +38,7 @@ impl Op for Identity {
         Some(inputs[0].clone())
     }
 
-    fn backward(
-        &self,
-        _rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, _rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         Ok(vec![Some(dy.clone())])
     }
 }

@@ -14,16 +14,8 @@ pub fn build(_ctx: &BuildCtx) -> Result<Built, String> {
 
 /// Both operands as at least 2-D: (a, b, drop the m axis, drop the n axis).
 fn promoted(a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<usize>, bool, bool) {
-    let (a2, drop_m) = if a.len() == 1 {
-        (vec![1, a[0]], true)
-    } else {
-        (a.to_vec(), false)
-    };
-    let (b2, drop_n) = if b.len() == 1 {
-        (vec![b[0], 1], true)
-    } else {
-        (b.to_vec(), false)
-    };
+    let (a2, drop_m) = if a.len() == 1 { (vec![1, a[0]], true) } else { (a.to_vec(), false) };
+    let (b2, drop_n) = if b.len() == 1 { (vec![b[0], 1], true) } else { (b.to_vec(), false) };
     (a2, b2, drop_m, drop_n)
 }
 
@@ -42,9 +34,7 @@ fn dims(a: &[usize], b: &[usize]) -> Result<(Dims, Vec<usize>), String> {
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
-        return Err(format!(
-            "{a:?} and {b:?} do not multiply (inner sizes {k} and {k2})"
-        ));
+        return Err(format!("{a:?} and {b:?} do not multiply (inner sizes {k} and {k2})"));
     }
     let batch = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
         .ok_or_else(|| format!("batch axes of {a:?} and {b:?} do not broadcast"))?;
@@ -63,16 +53,7 @@ fn dims(a: &[usize], b: &[usize]) -> Result<(Dims, Vec<usize>), String> {
 fn batch_offset(batch: &[usize], s: &[usize], mat: usize, i: usize) -> usize {
     let lead = batch.len() - s.len();
     let (st, bst) = (strides(s), strides(batch));
-    (0..s.len())
-        .map(|j| {
-            if s[j] == 1 {
-                0
-            } else {
-                (i / bst[j + lead]) % batch[j + lead] * st[j]
-            }
-        })
-        .sum::<usize>()
-        * mat
+    (0..s.len()).map(|j| if s[j] == 1 { 0 } else { (i / bst[j + lead]) % batch[j + lead] * st[j] }).sum::<usize>() * mat
 }
 
 impl Op for MatMul {
@@ -90,16 +71,7 @@ impl Op for MatMul {
             let ao = batch_offset(&d.batch, &a2[..a2.len() - 2], d.m * d.k, i);
             let bo = batch_offset(&d.batch, &b2[..b2.len() - 2], d.k * d.n, i);
             let c = &mut out[i * d.m * d.n..(i + 1) * d.m * d.n];
-            gemm(
-                d.m,
-                d.k,
-                d.n,
-                MatRef::rows(&a.data()[ao..], d.k),
-                MatRef::rows(&b.data()[bo..], d.n),
-                c,
-                d.n,
-                false,
-            );
+            gemm(d.m, d.k, d.n, MatRef::rows(&a.data()[ao..], d.k), MatRef::rows(&b.data()[bo..], d.n), c, d.n, false);
         }
         Tensor::from_vec(out_shape, out)
     }
@@ -109,12 +81,7 @@ impl Op for MatMul {
     }
 
     /// Per batch entry dA = dY·Bᵀ and dB = Aᵀ·dY, summed where an operand was broadcast.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let (a, b) = (rec.input(0), rec.input(1));
         let (d, _) = dims(a.shape(), b.shape())?;
         let (a2, b2, _, _) = promoted(a.shape(), b.shape());
@@ -151,10 +118,7 @@ impl Op for MatMul {
                 );
             }
         }
-        Ok(vec![
-            need[0].then(|| Tensor::from_vec(a.shape(), da)),
-            need[1].then(|| Tensor::from_vec(b.shape(), db)),
-        ])
+        Ok(vec![need[0].then(|| Tensor::from_vec(a.shape(), da)), need[1].then(|| Tensor::from_vec(b.shape(), db))])
     }
 }
 

@@ -31,6 +31,7 @@ mod transpose;
 pub mod window;
 
 pub use batchnorm::BatchNorm;
+pub use binary::Binary;
 pub use conv::Conv;
 pub use relu::Relu;
 pub use softmax::{softmax_rows, Softmax};
@@ -56,21 +57,12 @@ pub trait Op: Send + Sync + Debug + Any {
     /// The forward pass of a training step: may differ from `forward` (BatchNorm uses batch
     /// statistics) and may leave op-specific tensors and updates of its inputs behind.
     fn forward_train(&self, inputs: &[&Tensor], out_shape: &[usize]) -> TrainForward {
-        TrainForward {
-            y: self.forward(inputs, out_shape),
-            extra: Vec::new(),
-            updates: Vec::new(),
-        }
+        TrainForward { y: self.forward(inputs, out_shape), extra: Vec::new(), updates: Vec::new() }
     }
 
     /// Gradients of the runtime inputs given the output's gradient `dy`; entry i is computed
     /// only where `need[i]` (the others may be `None`).
-    fn backward(
-        &self,
-        _rec: &Record,
-        _dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, _rec: &Record, _dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         Err("no backward rule for this op".into())
     }
 }
@@ -84,10 +76,7 @@ pub struct Saves {
 }
 
 impl Saves {
-    pub const NOTHING: Saves = Saves {
-        inputs: 0,
-        output: false,
-    };
+    pub const NOTHING: Saves = Saves { inputs: 0, output: false };
 
     pub const fn inputs(list: &[usize]) -> Saves {
         let mut bits = 0;
@@ -96,17 +85,11 @@ impl Saves {
             bits |= 1 << list[i];
             i += 1;
         }
-        Saves {
-            inputs: bits,
-            output: false,
-        }
+        Saves { inputs: bits, output: false }
     }
 
     pub const fn output() -> Saves {
-        Saves {
-            inputs: 0,
-            output: true,
-        }
+        Saves { inputs: 0, output: true }
     }
 }
 
@@ -132,15 +115,11 @@ pub struct Record {
 impl Record {
     /// Saved input i; panics if the op's `saves` did not ask for it (a bug in that op).
     pub fn input(&self, i: usize) -> &Tensor {
-        self.inputs[i]
-            .as_ref()
-            .expect("backward read an input its op did not save")
+        self.inputs[i].as_ref().expect("backward read an input its op did not save")
     }
 
     pub fn output(&self) -> &Tensor {
-        self.output
-            .as_ref()
-            .expect("backward read an output its op did not save")
+        self.output.as_ref().expect("backward read an output its op did not save")
     }
 }
 
@@ -169,11 +148,7 @@ impl<'a> BuildCtx<'a> {
     }
 
     pub fn input(&self, i: usize) -> Result<InputInfo<'a>, String> {
-        self.inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .ok_or_else(|| format!("missing input {i}"))
+        self.inputs.get(i).copied().flatten().ok_or_else(|| format!("missing input {i}"))
     }
 
     /// A constant input's value, `None` when the optional input is omitted.
@@ -181,9 +156,7 @@ impl<'a> BuildCtx<'a> {
         match self.inputs.get(i).copied().flatten() {
             None => Ok(None),
             Some(InputInfo { value: Some(v), .. }) => Ok(Some(v)),
-            Some(_) => Err(format!(
-                "input {i} must be a constant (computed at run time here)"
-            )),
+            Some(_) => Err(format!("input {i} must be a constant (computed at run time here)")),
         }
     }
 
@@ -200,10 +173,7 @@ pub struct Built {
 
 impl Built {
     pub fn new(op: impl Op, inputs: impl Into<Vec<usize>>) -> Result<Built, String> {
-        Ok(Built {
-            op: Box::new(op),
-            inputs: inputs.into(),
-        })
+        Ok(Built { op: Box::new(op), inputs: inputs.into() })
     }
 }
 
@@ -243,21 +213,10 @@ const TABLE: &[(&str, BuildFn, bool)] = &[
 ];
 
 /// Ops that exist only in shape sub-graphs; `crate::fold` evaluates them at load time.
-pub const FOLD_ONLY: &[&str] = &[
-    "Constant",
-    "ConstantOfShape",
-    "Equal",
-    "Range",
-    "Shape",
-    "Size",
-    "Where",
-];
+pub const FOLD_ONLY: &[&str] = &["Constant", "ConstantOfShape", "Equal", "Range", "Shape", "Size", "Where"];
 
 pub fn builder(op_type: &str) -> Option<BuildFn> {
-    TABLE
-        .iter()
-        .find(|(name, _, _)| *name == op_type)
-        .map(|(_, f, _)| *f)
+    TABLE.iter().find(|(name, _, _)| *name == op_type).map(|(_, f, _)| *f)
 }
 
 /// Whether an op type can appear in a model edgetune loads.

@@ -16,19 +16,14 @@ pub struct Pad {
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     let mode = ctx.attrs().string("mode", "constant")?;
     if mode != "constant" {
-        return Err(format!(
-            "pad mode '{mode}' is not supported (only 'constant')"
-        ));
+        return Err(format!("pad mode '{mode}' is not supported (only 'constant')"));
     }
     let (pads, value, axes) = if ctx.opset < 11 {
         let pads = ctx.attrs().ints("pads")?.ok_or("missing 'pads'")?;
         (pads, ctx.attrs().float("value", 0.0)?, None)
     } else {
         let pads = ctx.const_ints(1)?.ok_or("missing the pads input")?;
-        let value = ctx
-            .const_input(2)?
-            .map(|c| c.to_floats().first().copied().unwrap_or(0.0))
-            .unwrap_or(0.0);
+        let value = ctx.const_input(2)?.map(|c| c.to_floats().first().copied().unwrap_or(0.0)).unwrap_or(0.0);
         (pads, value, ctx.const_ints(3)?)
     };
     Built::new(Pad { pads, axes, value }, [0])
@@ -45,11 +40,7 @@ impl Pad {
                 .collect::<Result<_, _>>()?,
         };
         if self.pads.len() != 2 * axes.len() {
-            return Err(format!(
-                "{} pads do not fit {} axes",
-                self.pads.len(),
-                axes.len()
-            ));
+            return Err(format!("{} pads do not fit {} axes", self.pads.len(), axes.len()));
         }
         if self.pads.iter().any(|&p| p < 0) {
             return Err(format!("negative pads {:?} are not supported", self.pads));
@@ -73,25 +64,14 @@ impl Op for Pad {
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let x = inputs[0];
         let (b, a) = self.amounts(x.rank()).expect("checked at plan time");
-        Tensor::from_vec(
-            out_shape,
-            layout::pad(x.data(), x.shape(), &b, &a, self.value),
-        )
+        Tensor::from_vec(out_shape, layout::pad(x.data(), x.shape(), &b, &a, self.value))
     }
 
     /// dx = the unpadded window of dy.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let shape = &rec.shapes[0];
         let (before, _) = self.amounts(shape.len())?;
         let steps = vec![1; shape.len()];
-        Ok(vec![Some(Tensor::from_vec(
-            shape.clone(),
-            layout::slice(dy.data(), dy.shape(), &before, &steps, shape),
-        ))])
+        Ok(vec![Some(Tensor::from_vec(shape.clone(), layout::slice(dy.data(), dy.shape(), &before, &steps, shape)))])
     }
 }

@@ -16,52 +16,27 @@ pub fn build_max(ctx: &BuildCtx) -> Result<Built, String> {
     if ctx.attrs().int("storage_order", 0)? != 0 {
         return Err("storage_order=1 is not supported".into());
     }
-    Built::new(
-        Pooling {
-            window: Window::from_attrs(ctx.attrs(), None)?,
-            kind: Pool::Max,
-        },
-        [0],
-    )
+    Built::new(Pooling { window: Window::from_attrs(ctx.attrs(), None)?, kind: Pool::Max }, [0])
 }
 
 pub fn build_average(ctx: &BuildCtx) -> Result<Built, String> {
     let count_pad = ctx.attrs().int("count_include_pad", 0)? != 0;
-    Built::new(
-        Pooling {
-            window: Window::from_attrs(ctx.attrs(), None)?,
-            kind: Pool::Avg { count_pad },
-        },
-        [0],
-    )
+    Built::new(Pooling { window: Window::from_attrs(ctx.attrs(), None)?, kind: Pool::Avg { count_pad } }, [0])
 }
 
 impl Op for Pooling {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         let x = inputs[0];
         expect_rank(x, 4, "pooling input (2-D pooling over NCHW)")?;
-        let g = self
-            .window
-            .geometry([x[2], x[3]])
-            .map_err(|e| format!("input {x:?}: {e}"))?;
+        let g = self.window.geometry([x[2], x[3]]).map_err(|e| format!("input {x:?}: {e}"))?;
         Ok(vec![x[0], x[1], g.out_hw[0], g.out_hw[1]])
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let x = inputs[0];
-        let geo = self
-            .window
-            .geometry([x.shape()[2], x.shape()[3]])
-            .expect("checked at plan time");
+        let geo = self.window.geometry([x.shape()[2], x.shape()[3]]).expect("checked at plan time");
         let mut out = vec![0.0; out_shape.iter().product()];
-        pool2d(
-            x.data(),
-            x.shape()[0] * x.shape()[1],
-            &geo,
-            self.kind,
-            &mut out,
-            true,
-        );
+        pool2d(x.data(), x.shape()[0] * x.shape()[1], &geo, self.kind, &mut out, true);
         Tensor::from_vec(out_shape, out)
     }
 
@@ -69,12 +44,7 @@ impl Op for Pooling {
         Saves::inputs(&[0])
     }
 
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let x = rec.input(0);
         let s = x.shape();
         let geo = self.window.geometry([s[2], s[3]])?;

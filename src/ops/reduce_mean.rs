@@ -14,31 +14,20 @@ pub struct ReduceMean {
 }
 
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
-    let axes = if ctx.opset < 18 {
-        ctx.attrs().ints("axes")?
-    } else {
-        ctx.const_ints(1)?
-    };
+    let axes = if ctx.opset < 18 { ctx.attrs().ints("axes")? } else { ctx.const_ints(1)? };
     let noop_empty = ctx.attrs().int("noop_with_empty_axes", 0)? != 0;
     if noop_empty && axes.as_ref().is_none_or(|a| a.is_empty()) {
         return Err("noop_with_empty_axes with no axes is not supported".into());
     }
     let axes = axes.filter(|a| !a.is_empty());
-    Built::new(
-        ReduceMean {
-            axes,
-            keepdims: ctx.attrs().int("keepdims", 1)? != 0,
-        },
-        [0],
-    )
+    Built::new(ReduceMean { axes, keepdims: ctx.attrs().int("keepdims", 1)? != 0 }, [0])
 }
 
 impl ReduceMean {
     fn reduced(&self, rank: usize) -> Result<Vec<bool>, String> {
         let mut mask = vec![self.axes.is_none(); rank];
         for &a in self.axes.iter().flatten() {
-            let d = norm_axis(a, rank)
-                .ok_or_else(|| format!("axis {a} out of range for rank {rank}"))?;
+            let d = norm_axis(a, rank).ok_or_else(|| format!("axis {a} out of range for rank {rank}"))?;
             mask[d] = true;
         }
         Ok(mask)
@@ -79,29 +68,12 @@ impl Op for ReduceMean {
     }
 
     /// dx = dy / count, broadcast back over the reduced axes.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let shape = &rec.shapes[0];
         let mask = self.reduced(shape.len())?;
-        let kept: Vec<usize> = shape
-            .iter()
-            .zip(&mask)
-            .map(|(&d, &r)| if r { 1 } else { d })
-            .collect();
-        let count: usize = shape
-            .iter()
-            .zip(&mask)
-            .filter(|(_, &r)| r)
-            .map(|(&d, _)| d)
-            .product();
+        let kept: Vec<usize> = shape.iter().zip(&mask).map(|(&d, &r)| if r { 1 } else { d }).collect();
+        let count: usize = shape.iter().zip(&mask).filter(|(_, &r)| r).map(|(&d, _)| d).product();
         let scaled: Vec<f32> = dy.data().iter().map(|g| g / count as f32).collect();
-        Ok(vec![Some(Tensor::from_vec(
-            shape.clone(),
-            layout::broadcast(&scaled, &kept, shape),
-        ))])
+        Ok(vec![Some(Tensor::from_vec(shape.clone(), layout::broadcast(&scaled, &kept, shape)))])
     }
 }

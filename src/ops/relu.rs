@@ -27,19 +27,9 @@ impl Op for Relu {
     }
 
     /// dx = dy where y > 0 (PyTorch's threshold_backward).
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let y = rec.output();
-        let dx = dy
-            .data()
-            .iter()
-            .zip(y.data())
-            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
-            .collect();
+        let dx = dy.data().iter().zip(y.data()).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
         Ok(vec![Some(Tensor::from_vec(y.shape(), dx))])
     }
 }

@@ -27,22 +27,11 @@ pub enum Reshape {
 
 pub fn build_reshape(ctx: &BuildCtx) -> Result<Built, String> {
     let spec = ctx.const_ints(1)?.ok_or("missing the shape input")?;
-    Built::new(
-        Reshape::To {
-            spec,
-            allowzero: ctx.attrs().int("allowzero", 0)? != 0,
-        },
-        [0],
-    )
+    Built::new(Reshape::To { spec, allowzero: ctx.attrs().int("allowzero", 0)? != 0 }, [0])
 }
 
 pub fn build_flatten(ctx: &BuildCtx) -> Result<Built, String> {
-    Built::new(
-        Reshape::Flatten {
-            axis: ctx.attrs().int("axis", 1)?,
-        },
-        [0],
-    )
+    Built::new(Reshape::Flatten { axis: ctx.attrs().int("axis", 1)? }, [0])
 }
 
 fn axes(ctx: &BuildCtx) -> Result<Option<Vec<i64>>, String> {
@@ -58,12 +47,7 @@ pub fn build_squeeze(ctx: &BuildCtx) -> Result<Built, String> {
 }
 
 pub fn build_unsqueeze(ctx: &BuildCtx) -> Result<Built, String> {
-    Built::new(
-        Reshape::Unsqueeze {
-            axes: axes(ctx)?.ok_or("missing axes")?,
-        },
-        [0],
-    )
+    Built::new(Reshape::Unsqueeze { axes: axes(ctx)?.ok_or("missing axes")? }, [0])
 }
 
 impl Reshape {
@@ -79,10 +63,9 @@ impl Reshape {
                             infer = Some(i);
                             out.push(1);
                         }
-                        0 if !allowzero => out.push(
-                            *x.get(i)
-                                .ok_or(format!("shape {spec:?}: no input dim {i} to copy"))?,
-                        ),
+                        0 if !allowzero => {
+                            out.push(*x.get(i).ok_or(format!("shape {spec:?}: no input dim {i} to copy"))?)
+                        }
                         s if s >= 0 => out.push(s as usize),
                         _ => return Err(format!("invalid target shape {spec:?}")),
                     }
@@ -100,8 +83,7 @@ impl Reshape {
                 Ok(out)
             }
             Reshape::Flatten { axis } => {
-                let a = norm_axis(*axis, x.len() + 1)
-                    .ok_or(format!("axis {axis} out of range for {x:?}"))?;
+                let a = norm_axis(*axis, x.len() + 1).ok_or(format!("axis {axis} out of range for {x:?}"))?;
                 Ok(vec![x[..a].iter().product(), x[a..].iter().product()])
             }
             Reshape::Squeeze { axes } => {
@@ -109,26 +91,19 @@ impl Reshape {
                     None => (0..x.len()).filter(|&d| x[d] == 1).collect(),
                     Some(a) => a
                         .iter()
-                        .map(|&a| {
-                            norm_axis(a, x.len()).ok_or(format!("axis {a} out of range for {x:?}"))
-                        })
+                        .map(|&a| norm_axis(a, x.len()).ok_or(format!("axis {a} out of range for {x:?}")))
                         .collect::<Result<_, _>>()?,
                 };
                 if let Some(&d) = drop.iter().find(|&&d| x[d] != 1) {
                     return Err(format!("cannot squeeze axis {d} of size {} in {x:?}", x[d]));
                 }
-                Ok((0..x.len())
-                    .filter(|d| !drop.contains(d))
-                    .map(|d| x[d])
-                    .collect())
+                Ok((0..x.len()).filter(|d| !drop.contains(d)).map(|d| x[d]).collect())
             }
             Reshape::Unsqueeze { axes } => {
                 let rank = x.len() + axes.len();
                 let mut ins: Vec<usize> = axes
                     .iter()
-                    .map(|&a| {
-                        norm_axis(a, rank).ok_or(format!("axis {a} out of range for rank {rank}"))
-                    })
+                    .map(|&a| norm_axis(a, rank).ok_or(format!("axis {a} out of range for rank {rank}")))
                     .collect::<Result<_, _>>()?;
                 ins.sort_unstable();
                 ins.dedup();
@@ -136,15 +111,7 @@ impl Reshape {
                     return Err(format!("repeated axis in {axes:?}"));
                 }
                 let mut src = x.iter();
-                Ok((0..rank)
-                    .map(|d| {
-                        if ins.contains(&d) {
-                            1
-                        } else {
-                            *src.next().expect("rank adds up")
-                        }
-                    })
-                    .collect())
+                Ok((0..rank).map(|d| if ins.contains(&d) { 1 } else { *src.next().expect("rank adds up") }).collect())
             }
         }
     }
@@ -160,18 +127,10 @@ impl Op for Reshape {
     }
 
     fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
-        Some(IntTensor {
-            shape: out_shape.to_vec(),
-            data: inputs[0].data.clone(),
-        })
+        Some(IntTensor { shape: out_shape.to_vec(), data: inputs[0].data.clone() })
     }
 
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         Ok(vec![Some(dy.clone().into_reshaped(rec.shapes[0].clone()))])
     }
 }
@@ -182,38 +141,13 @@ mod tests {
 
     #[test]
     fn shapes_follow_the_onnx_rules() {
-        let to = |spec: &[i64]| Reshape::To {
-            spec: spec.to_vec(),
-            allowzero: false,
-        };
+        let to = |spec: &[i64]| Reshape::To { spec: spec.to_vec(), allowzero: false };
         assert_eq!(to(&[0, -1]).apply(&[8, 512, 1, 1]).unwrap(), vec![8, 512]);
         assert!(to(&[3, -1]).apply(&[8, 512]).is_err());
-        assert_eq!(
-            Reshape::Flatten { axis: 1 }.apply(&[2, 3, 4]).unwrap(),
-            vec![2, 12]
-        );
-        assert_eq!(
-            Reshape::Flatten { axis: 0 }.apply(&[2, 3]).unwrap(),
-            vec![1, 6]
-        );
-        assert_eq!(
-            Reshape::Squeeze {
-                axes: Some(vec![-1, 2])
-            }
-            .apply(&[2, 3, 1, 1])
-            .unwrap(),
-            vec![2, 3]
-        );
-        assert!(Reshape::Squeeze {
-            axes: Some(vec![1])
-        }
-        .apply(&[2, 3])
-        .is_err());
-        assert_eq!(
-            Reshape::Unsqueeze { axes: vec![0, 3] }
-                .apply(&[2, 3])
-                .unwrap(),
-            vec![1, 2, 3, 1]
-        );
+        assert_eq!(Reshape::Flatten { axis: 1 }.apply(&[2, 3, 4]).unwrap(), vec![2, 12]);
+        assert_eq!(Reshape::Flatten { axis: 0 }.apply(&[2, 3]).unwrap(), vec![1, 6]);
+        assert_eq!(Reshape::Squeeze { axes: Some(vec![-1, 2]) }.apply(&[2, 3, 1, 1]).unwrap(), vec![2, 3]);
+        assert!(Reshape::Squeeze { axes: Some(vec![1]) }.apply(&[2, 3]).is_err());
+        assert_eq!(Reshape::Unsqueeze { axes: vec![0, 3] }.apply(&[2, 3]).unwrap(), vec![1, 2, 3, 1]);
     }
 }

@@ -50,31 +50,18 @@ impl Slice {
                 None => i as i64,
             };
             let d = norm_axis(ax, rank).ok_or(format!("axis {ax} out of range for {shape:?}"))?;
-            let s = self
-                .steps
-                .as_ref()
-                .map_or(1, |v| v.get(i).copied().unwrap_or(1));
+            let s = self.steps.as_ref().map_or(1, |v| v.get(i).copied().unwrap_or(1));
             if s == 0 {
                 return Err("slice step 0".into());
             }
             let dim = shape[d] as i64;
             let fix = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
             let (start, end) = if s > 0 {
-                (
-                    fix(self.starts[i]).clamp(0, dim),
-                    fix(self.ends[i]).clamp(0, dim),
-                )
+                (fix(self.starts[i]).clamp(0, dim), fix(self.ends[i]).clamp(0, dim))
             } else {
-                (
-                    fix(self.starts[i]).clamp(0, dim - 1),
-                    fix(self.ends[i]).clamp(-1, dim - 1),
-                )
+                (fix(self.starts[i]).clamp(0, dim - 1), fix(self.ends[i]).clamp(-1, dim - 1))
             };
-            let n = if s > 0 {
-                (end - start + s - 1) / s
-            } else {
-                (start - end + (-s) - 1) / (-s)
-            };
+            let n = if s > 0 { (end - start + s - 1) / s } else { (start - end + (-s) - 1) / (-s) };
             first[d] = start.max(0) as usize;
             step[d] = s as isize;
             count[d] = n.max(0) as usize;
@@ -90,40 +77,20 @@ impl Op for Slice {
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let (first, step, _) = self.plan(inputs[0].shape()).expect("checked at plan time");
-        Tensor::from_vec(
-            out_shape,
-            layout::slice(
-                inputs[0].data(),
-                inputs[0].shape(),
-                &first,
-                &step,
-                out_shape,
-            ),
-        )
+        Tensor::from_vec(out_shape, layout::slice(inputs[0].data(), inputs[0].shape(), &first, &step, out_shape))
     }
 
     fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
         let x = inputs[0];
         let (first, step, _) = self.plan(&x.shape).ok()?;
-        Some(IntTensor {
-            shape: out_shape.to_vec(),
-            data: layout::slice(&x.data, &x.shape, &first, &step, out_shape),
-        })
+        Some(IntTensor { shape: out_shape.to_vec(), data: layout::slice(&x.data, &x.shape, &first, &step, out_shape) })
     }
 
     /// dy scattered back into zeros of the input's shape.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let shape = &rec.shapes[0];
         let (first, step, _) = self.plan(shape)?;
-        Ok(vec![Some(Tensor::from_vec(
-            shape.clone(),
-            layout::unslice(dy.data(), shape, &first, &step, dy.shape()),
-        ))])
+        Ok(vec![Some(Tensor::from_vec(shape.clone(), layout::unslice(dy.data(), shape, &first, &step, dy.shape())))])
     }
 }
 
@@ -142,10 +109,7 @@ mod tests {
         // x[1:-1] of 6 -> 4; x[0:i64::MAX] -> 6; x[::-2] of 6 -> 5,3,1 (3 elements); x[4:2] -> empty.
         assert_eq!(s(1, -1, 1).plan(&[6]).unwrap().2, vec![4]);
         assert_eq!(s(0, i64::MAX, 1).plan(&[6]).unwrap().2, vec![6]);
-        assert_eq!(
-            s(-1, i64::MIN, -2).plan(&[6]).unwrap(),
-            (vec![5], vec![-2], vec![3])
-        );
+        assert_eq!(s(-1, i64::MIN, -2).plan(&[6]).unwrap(), (vec![5], vec![-2], vec![3]));
         assert_eq!(s(4, 2, 1).plan(&[6]).unwrap().2, vec![0]);
     }
 }

@@ -22,17 +22,13 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
 impl Softmax {
     /// (outer, len, inner): the input seen as `[outer, len, inner]`, normalised over `len`.
     pub fn split(&self, shape: &[usize]) -> Result<(usize, usize, usize), String> {
-        let a = norm_axis(self.axis, shape.len().max(1))
-            .ok_or(format!("axis {} out of range for {shape:?}", self.axis))?;
+        let a =
+            norm_axis(self.axis, shape.len().max(1)).ok_or(format!("axis {} out of range for {shape:?}", self.axis))?;
         let outer = shape[..a].iter().product();
         if self.coerce_2d {
             return Ok((outer, shape[a..].iter().product(), 1));
         }
-        Ok((
-            outer,
-            shape.get(a).copied().unwrap_or(1),
-            shape[(a + 1).min(shape.len())..].iter().product(),
-        ))
+        Ok((outer, shape.get(a).copied().unwrap_or(1), shape[(a + 1).min(shape.len())..].iter().product()))
     }
 }
 
@@ -41,9 +37,7 @@ pub fn softmax(x: &[f32], (_outer, len, inner): (usize, usize, usize)) -> Vec<f3
     let mut out = x.to_vec();
     out.par_chunks_mut((len * inner).max(1)).for_each(|block| {
         for j in 0..inner {
-            let max = (0..len)
-                .map(|i| block[i * inner + j])
-                .fold(f32::NEG_INFINITY, f32::max);
+            let max = (0..len).map(|i| block[i * inner + j]).fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f64;
             for i in 0..len {
                 let e = (block[i * inner + j] - max).exp();
@@ -75,23 +69,13 @@ impl Op for Softmax {
     }
 
     /// dx = y · (dy − Σ dy·y) along the normalised axis.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let y = rec.output();
         let (_, len, inner) = self.split(y.shape())?;
         let mut dx = dy.data().to_vec();
-        for (block, yb) in dx
-            .chunks_mut((len * inner).max(1))
-            .zip(y.data().chunks((len * inner).max(1)))
-        {
+        for (block, yb) in dx.chunks_mut((len * inner).max(1)).zip(y.data().chunks((len * inner).max(1))) {
             for j in 0..inner {
-                let dot: f64 = (0..len)
-                    .map(|i| (block[i * inner + j] * yb[i * inner + j]) as f64)
-                    .sum();
+                let dot: f64 = (0..len).map(|i| (block[i * inner + j] * yb[i * inner + j]) as f64).sum();
                 for i in 0..len {
                     block[i * inner + j] = yb[i * inner + j] * (block[i * inner + j] - dot as f32);
                 }
@@ -105,10 +89,8 @@ impl Op for Softmax {
 /// are a distribution (a model ending in Softmax) are returned as they are.
 pub fn softmax_rows(y: &Tensor) -> Vec<f32> {
     let classes = y.shape()[1].max(1);
-    let is_dist = y
-        .data()
-        .chunks(classes)
-        .all(|r| r.iter().all(|&v| v >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    let is_dist =
+        y.data().chunks(classes).all(|r| r.iter().all(|&v| v >= 0.0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-3);
     if is_dist {
         return y.data().to_vec();
     }

@@ -19,13 +19,12 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
 impl Op for Sum {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         inputs.iter().try_fold(inputs[0].to_vec(), |acc, s| {
-            broadcast_shapes(&acc, s)
-                .ok_or_else(|| format!("shapes {acc:?} and {s:?} do not broadcast"))
+            broadcast_shapes(&acc, s).ok_or_else(|| format!("shapes {acc:?} and {s:?} do not broadcast"))
         })
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let add = Binary { op: Arith::Add };
+        let add = Binary { op: Arith::Add, relu: false };
         let mut acc = inputs[0].clone();
         for x in &inputs[1..] {
             let shape = broadcast_shapes(acc.shape(), x.shape()).expect("checked at plan time");
@@ -36,21 +35,12 @@ impl Op for Sum {
     }
 
     /// Every input gets dy, summed over the axes it was broadcast along.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         Ok(rec
             .shapes
             .iter()
             .zip(need)
-            .map(|(s, &n)| {
-                n.then(|| {
-                    Tensor::from_vec(s.clone(), layout::reduce_to_shape(dy.data(), dy.shape(), s))
-                })
-            })
+            .map(|(s, &n)| n.then(|| Tensor::from_vec(s.clone(), layout::reduce_to_shape(dy.data(), dy.shape(), s))))
             .collect())
     }
 }

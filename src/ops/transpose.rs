@@ -38,44 +38,26 @@ impl Transpose {
 
 impl Op for Transpose {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
-        Ok(self
-            .perm(inputs[0].len())?
-            .iter()
-            .map(|&p| inputs[0][p])
-            .collect())
+        Ok(self.perm(inputs[0].len())?.iter().map(|&p| inputs[0][p]).collect())
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let perm = self.perm(inputs[0].rank()).expect("checked at plan time");
-        Tensor::from_vec(
-            out_shape,
-            layout::transpose(inputs[0].data(), inputs[0].shape(), &perm),
-        )
+        Tensor::from_vec(out_shape, layout::transpose(inputs[0].data(), inputs[0].shape(), &perm))
     }
 
     fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
         let perm = self.perm(inputs[0].shape.len()).ok()?;
-        Some(IntTensor {
-            shape: out_shape.to_vec(),
-            data: layout::transpose(&inputs[0].data, &inputs[0].shape, &perm),
-        })
+        Some(IntTensor { shape: out_shape.to_vec(), data: layout::transpose(&inputs[0].data, &inputs[0].shape, &perm) })
     }
 
     /// dx = dy transposed by the inverse permutation.
-    fn backward(
-        &self,
-        rec: &Record,
-        dy: &Tensor,
-        _need: &[bool],
-    ) -> Result<Vec<Option<Tensor>>, String> {
+    fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let perm = self.perm(rec.shapes[0].len())?;
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Ok(vec![Some(Tensor::from_vec(
-            rec.shapes[0].clone(),
-            layout::transpose(dy.data(), dy.shape(), &inverse),
-        ))])
+        Ok(vec![Some(Tensor::from_vec(rec.shapes[0].clone(), layout::transpose(dy.data(), dy.shape(), &inverse)))])
     }
 }

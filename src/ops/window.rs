@@ -38,9 +38,7 @@ fn pair(attrs: &Attrs, name: &str, default: usize) -> Result<[usize; 2], String>
     match attrs.ints(name)? {
         None => Ok([default; 2]),
         Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => Ok([v[0] as usize, v[1] as usize]),
-        Some(v) => Err(format!(
-            "'{name}' must be two positive values (2-D window), got {v:?}"
-        )),
+        Some(v) => Err(format!("'{name}' must be two positive values (2-D window), got {v:?}")),
     }
 }
 
@@ -48,14 +46,8 @@ impl Window {
     /// Reads the window attributes; `kernel` is given when it comes from a weight's shape.
     pub fn from_attrs(attrs: &Attrs, kernel: Option<[usize; 2]>) -> Result<Window, String> {
         let kernel = match (attrs.ints("kernel_shape")?, kernel) {
-            (Some(k), _) if k.len() == 2 && k.iter().all(|&x| x >= 1) => {
-                [k[0] as usize, k[1] as usize]
-            }
-            (Some(k), _) => {
-                return Err(format!(
-                    "'kernel_shape' must be two positive values, got {k:?}"
-                ))
-            }
+            (Some(k), _) if k.len() == 2 && k.iter().all(|&x| x >= 1) => [k[0] as usize, k[1] as usize],
+            (Some(k), _) => return Err(format!("'kernel_shape' must be two positive values, got {k:?}")),
             (None, Some(k)) => k,
             (None, None) => return Err("missing 'kernel_shape'".into()),
         };
@@ -65,11 +57,7 @@ impl Window {
                 // ONNX order: [top, left, bottom, right]
                 [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
             }
-            Some(p) => {
-                return Err(format!(
-                    "'pads' must be four non-negative values, got {p:?}"
-                ))
-            }
+            Some(p) => return Err(format!("'pads' must be four non-negative values, got {p:?}")),
         };
         let auto_pad = match attrs.string("auto_pad", "NOTSET")?.as_str() {
             "NOTSET" | "" => AutoPad::NotSet,
@@ -102,9 +90,7 @@ impl Window {
                     }
                     let padded = n + pads[d] + pads[d + 2];
                     if padded < span {
-                        return Err(format!(
-                            "window {span} is larger than the padded input {padded}"
-                        ));
+                        return Err(format!("window {span} is larger than the padded input {padded}"));
                     }
                     out_hw[d] = if self.ceil_mode {
                         let o = (padded - span).div_ceil(s) + 1;
@@ -122,11 +108,7 @@ impl Window {
                     let o = n.div_ceil(s);
                     let total = ((o - 1) * s + span).saturating_sub(n);
                     let (small, big) = (total / 2, total - total / 2);
-                    let (begin, end) = if self.auto_pad == AutoPad::SameUpper {
-                        (small, big)
-                    } else {
-                        (big, small)
-                    };
+                    let (begin, end) = if self.auto_pad == AutoPad::SameUpper { (small, big) } else { (big, small) };
                     pads[d] = begin;
                     pads[d + 2] = end;
                     out_hw[d] = o;
@@ -136,14 +118,7 @@ impl Window {
                 return Err(format!("output size is zero for input size {n}"));
             }
         }
-        Ok(Geometry {
-            in_hw,
-            out_hw,
-            kernel: self.kernel,
-            strides: self.strides,
-            dilations: self.dilations,
-            pads,
-        })
+        Ok(Geometry { in_hw, out_hw, kernel: self.kernel, strides: self.strides, dilations: self.dilations, pads })
     }
 }
 
@@ -153,21 +128,14 @@ mod tests {
     use crate::attrs::Attr;
 
     fn attrs(list: &[(&str, Attr)]) -> Attrs {
-        Attrs(
-            list.iter()
-                .map(|(n, a)| (n.to_string(), a.clone()))
-                .collect(),
-        )
+        Attrs(list.iter().map(|(n, a)| (n.to_string(), a.clone())).collect())
     }
 
     #[test]
     fn resnet_stem_geometry() {
         // 7x7 stride 2 pad 3 on 224: (224 + 6 - 7) / 2 + 1 = 112.
         let w = Window::from_attrs(
-            &attrs(&[
-                ("strides", Attr::Ints(vec![2, 2])),
-                ("pads", Attr::Ints(vec![3, 3, 3, 3])),
-            ]),
+            &attrs(&[("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![3, 3, 3, 3]))]),
             Some([7, 7]),
         )
         .unwrap();
@@ -178,10 +146,7 @@ mod tests {
     fn same_upper_puts_extra_pad_at_the_end() {
         // TF 'same' 3x3 stride 2 on 56: out 28, total pad (27*2 + 3) - 56 = 1 -> (0, 1).
         let w = Window::from_attrs(
-            &attrs(&[
-                ("strides", Attr::Ints(vec![2, 2])),
-                ("auto_pad", Attr::Str("SAME_UPPER".into())),
-            ]),
+            &attrs(&[("strides", Attr::Ints(vec![2, 2])), ("auto_pad", Attr::Str("SAME_UPPER".into()))]),
             Some([3, 3]),
         )
         .unwrap();

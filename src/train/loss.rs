@@ -7,22 +7,12 @@ use crate::tensor::Tensor;
 /// Checks labels against the logits' batch and class counts.
 pub fn check_labels(labels: &[i64], batch: usize, classes: usize) -> Result<()> {
     if labels.len() != batch {
-        return Err(Error::data(
-            "labels",
-            format!("{} labels for a batch of {batch}", labels.len()),
-        ));
+        return Err(Error::data("labels", format!("{} labels for a batch of {batch}", labels.len())));
     }
-    if let Some((i, &l)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l < 0 || l as usize >= classes)
-    {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
         return Err(Error::data(
             "labels",
-            format!(
-                "label {l} at index {i} is outside the model's {classes} classes (0..{})",
-                classes - 1
-            ),
+            format!("label {l} at index {i} is outside the model's {classes} classes (0..{})", classes - 1),
         ));
     }
     Ok(())
@@ -33,10 +23,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<(f32, Te
     if logits.rank() != 2 {
         return Err(Error::data(
             "logits",
-            format!(
-                "the first output has shape {:?}; the loss needs [batch, classes]",
-                logits.shape()
-            ),
+            format!("the first output has shape {:?}; the loss needs [batch, classes]", logits.shape()),
         ));
     }
     let (n, k) = (logits.shape()[0], logits.shape()[1]);
@@ -56,9 +43,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<(f32, Te
     }
     let loss = (total / n as f64) as f32;
     if !loss.is_finite() {
-        return Err(Error::NonFinite(format!(
-            "the loss is {loss} (logits contain NaN or infinity)"
-        )));
+        return Err(Error::NonFinite(format!("the loss is {loss} (logits contain NaN or infinity)")));
     }
     Ok((loss, Tensor::from_vec([n, k], grad)))
 }
@@ -80,18 +65,9 @@ mod tests {
     #[test]
     fn bad_labels_and_non_finite_logits_are_errors() {
         let z = Tensor::from_vec([2, 3], vec![0.0; 6]);
-        assert!(matches!(
-            softmax_cross_entropy(&z, &[0]),
-            Err(Error::Data { .. })
-        ));
-        assert!(matches!(
-            softmax_cross_entropy(&z, &[0, 3]),
-            Err(Error::Data { .. })
-        ));
+        assert!(matches!(softmax_cross_entropy(&z, &[0]), Err(Error::Data { .. })));
+        assert!(matches!(softmax_cross_entropy(&z, &[0, 3]), Err(Error::Data { .. })));
         let nan = Tensor::from_vec([1, 2], vec![f32::NAN, 0.0]);
-        assert!(matches!(
-            softmax_cross_entropy(&nan, &[0]),
-            Err(Error::NonFinite(_))
-        ));
+        assert!(matches!(softmax_cross_entropy(&nan, &[0]), Err(Error::NonFinite(_))));
     }
 }

@@ -22,18 +22,13 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
             (0..n).map(|i| candidate(i) && head.contains(&i)).collect()
         }
         pattern => {
-            let re = Regex::new(pattern).map_err(|e| {
-                Error::Usage(format!("--train: '{pattern}' is not a valid regex: {e}"))
-            })?;
-            (0..n)
-                .map(|i| candidate(i) && re.is_match(&graph.initializers[i].name))
-                .collect()
+            let re = Regex::new(pattern)
+                .map_err(|e| Error::Usage(format!("--train: '{pattern}' is not a valid regex: {e}")))?;
+            (0..n).map(|i| candidate(i) && re.is_match(&graph.initializers[i].name)).collect()
         }
     };
     if !flags.iter().any(|&f| f) {
-        return Err(Error::Usage(format!(
-            "--train {spec}: no trainable float initializer matches"
-        )));
+        return Err(Error::Usage(format!("--train {spec}: no trainable float initializer matches")));
     }
     Ok(flags)
 }
@@ -41,11 +36,7 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
 /// Initializers of the classifier: those read (directly or through Identity) by the last Gemm
 /// or MatMul and by the nodes after it.
 fn head_initializers(graph: &Graph) -> Vec<usize> {
-    let Some(last) = graph
-        .nodes
-        .iter()
-        .rposition(|n| n.op_type == "Gemm" || n.op_type == "MatMul")
-    else {
+    let Some(last) = graph.nodes.iter().rposition(|n| n.op_type == "Gemm" || n.op_type == "MatMul") else {
         return Vec::new();
     };
     let index = graph.initializer_index();
@@ -55,10 +46,7 @@ fn head_initializers(graph: &Graph) -> Vec<usize> {
             let mut v = v;
             // Follow Identity nodes back to the initializer they forward.
             while let crate::graph::Source::Node { node: p, .. } = graph.values[v].source {
-                match (
-                    graph.nodes[p].op_type.as_str(),
-                    graph.nodes[p].inputs.first().copied().flatten(),
-                ) {
+                match (graph.nodes[p].op_type.as_str(), graph.nodes[p].inputs.first().copied().flatten()) {
                     ("Identity", Some(src)) => v = src,
                     _ => break,
                 }

@@ -24,22 +24,17 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn read_npz(path: &Path) -> NpzReader<std::fs::File> {
-    NpzReader::new(std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    NpzReader::new(std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 pub fn npz_tensor(npz: &mut NpzReader<std::fs::File>, key: &str) -> Tensor {
-    let a: ArrayD<f32> = npz
-        .by_name(&format!("{key}.npy"))
-        .unwrap_or_else(|e| panic!("{key}: {e}"));
+    let a: ArrayD<f32> = npz.by_name(&format!("{key}.npy")).unwrap_or_else(|e| panic!("{key}: {e}"));
     from_array(a)
 }
 
 /// Runs `model` in tract (the peer inference engine) on `x`.
 pub fn run_tract(model: &Path, x: &Tensor) -> Tensor {
-    use tract_onnx::prelude::{
-        tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue,
-    };
+    use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue};
     // Declared output and intermediate shapes fix the batch symbol or the 224x224 size: ignore
     // them, as edgetune does, so tract infers shapes from the actual input.
     let plan = tract_onnx::onnx()
@@ -59,40 +54,20 @@ pub fn run_tract(model: &Path, x: &Tensor) -> Tensor {
 /// Largest absolute difference divided by the reference's scale (its largest magnitude).
 pub fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
     assert_eq!(got.shape(), want.shape(), "shapes differ");
-    let scale = want
-        .data()
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-        .max(1e-12);
-    let diff = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = want.data().iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let diff = got.data().iter().zip(want.data()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     diff / scale
 }
 
 /// Index of the largest entry of each row of a 2-D tensor.
 pub fn argmax_rows(t: &Tensor) -> Vec<usize> {
     let cols = t.shape()[1];
-    t.data()
-        .chunks(cols)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap()
-                .0
-        })
-        .collect()
+    t.data().chunks(cols).map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0).collect()
 }
 
 /// Runs the `edgetune` binary; returns (exit code, stdout, stderr).
 pub fn edgetune(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetune"))
-        .args(args)
-        .output()
-        .expect("run edgetune");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args).output().expect("run edgetune");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -104,15 +79,8 @@ pub fn edgetune(args: &[&str]) -> (i32, String, String) {
 pub fn assert_bad_input(args: &[&str], needle: &str) {
     let (code, _, err) = edgetune(args);
     assert_eq!(code, 2, "exit code for {args:?}; stderr: {err}");
-    assert!(
-        err.starts_with("error: "),
-        "stderr must start with 'error: ', got {err:?}"
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected, got {err:?}"
-    );
+    assert!(err.starts_with("error: "), "stderr must start with 'error: ', got {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got {err:?}");
     assert!(!err.contains("panicked"), "panic: {err}");
     assert!(err.contains(needle), "stderr should name {needle:?}: {err}");
 }
@@ -126,11 +94,7 @@ pub mod build {
         let dim = dims
             .iter()
             .map(|&d| {
-                dim_proto(if d < 0 {
-                    dimension::Value::DimParam("N".into())
-                } else {
-                    dimension::Value::DimValue(d)
-                })
+                dim_proto(if d < 0 { dimension::Value::DimParam("N".into()) } else { dimension::Value::DimValue(d) })
             })
             .collect();
         pb::ValueInfoProto {
@@ -147,10 +111,7 @@ pub mod build {
     }
 
     fn dim_proto(v: dimension::Value) -> pb::tensor_shape_proto::Dimension {
-        pb::tensor_shape_proto::Dimension {
-            value: Some(v),
-            ..Default::default()
-        }
+        pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() }
     }
 
     pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
@@ -181,10 +142,7 @@ pub mod build {
     ) -> pb::ModelProto {
         pb::ModelProto {
             ir_version: 8,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
             producer_name: "edgetune-tests".into(),
             graph: Some(pb::GraphProto {
                 name: "g".into(),
@@ -202,10 +160,7 @@ pub mod build {
     pub fn conv_relu() -> pb::ModelProto {
         let w: Vec<f32> = (0..4 * 3 * 9).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
         model(
-            vec![
-                node("Conv", "conv", &["x", "w"], &["c"]),
-                node("Relu", "relu", &["c"], &["y"]),
-            ],
+            vec![node("Conv", "conv", &["x", "w"], &["c"]), node("Relu", "relu", &["c"], &["y"])],
             vec![floats("w", &[4, 3, 3, 3], &w)],
             vec![value("x", &[-1, 3, 8, 8])],
             vec![value("y", &[-1, 4, 6, 6])],
@@ -222,28 +177,13 @@ pub mod attr {
     use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto};
 
     pub fn ints(name: &str, v: &[i64]) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: AttributeType::Ints as i32,
-            ints: v.to_vec(),
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
     }
     pub fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: AttributeType::Int as i32,
-            i: v,
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
     }
     pub fn float(name: &str, v: f32) -> AttributeProto {
-        AttributeProto {
-            name: name.into(),
-            r#type: AttributeType::Float as i32,
-            f: v,
-            ..Default::default()
-        }
+        AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: v, ..Default::default() }
     }
     pub fn string(name: &str, v: &str) -> AttributeProto {
         AttributeProto {

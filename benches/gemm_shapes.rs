@@ -1,0 +1,63 @@
+//! GEMM throughput on ResNet-50's convolution shapes (batch 1): matrixmultiply (through
+//! `kernels::gemm`, which packs both operands per call) against edgetune's packed kernel
+//! (weights packed once, B packed per call as the convolution does).
+//!
+//!     cargo bench --bench gemm_shapes
+use std::time::Instant;
+
+use edgetune::kernels::gemm::{gemm, MatRef};
+use edgetune::kernels::packed::{gemm_packed, BRef, PackedA, PackedB};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    // (m, k, n): output channels, C·KH·KW, OH·OW
+    let shapes = [
+        (64, 147, 12544),
+        (64, 576, 3136),
+        (256, 64, 3136),
+        (128, 1152, 784),
+        (512, 128, 784),
+        (256, 2304, 196),
+        (1024, 256, 196),
+        (512, 4608, 49),
+        (2048, 512, 49),
+    ];
+    println!("| m | k | n | matrixmultiply GFLOP/s | packed GFLOP/s | packed A, row-major B GFLOP/s |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (m, k, n) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.01).collect();
+        let mut c = vec![0.0f32; m * n];
+        let flops = 2.0 * (m * k * n) as f64;
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            median(
+                (0..7)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect(),
+            )
+        };
+        let t_mm =
+            pool.install(|| time(&mut || gemm(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, n, false)));
+        let pa = PackedA::pack(MatRef::rows(&a, k), m, k);
+        let pb = PackedB::pack(MatRef::rows(&b, n), k, n);
+        let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _| {})));
+        let t_pb = pool
+            .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _| {})));
+        println!(
+            "| {m} | {k} | {n} | {:.0} | {:.0} | {:.0} |",
+            flops / t_mm / 1e9,
+            flops / t_p / 1e9,
+            flops / t_pb / 1e9
+        );
+    }
+}
