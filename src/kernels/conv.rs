@@ -54,14 +54,20 @@ pub fn im2col_row(x: &[f32], geo: &Geometry, row: usize, out: &mut [f32]) {
         }
         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
         let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
-        let sx = geo.strides[1] as isize;
-        if sx == 1 && x0 >= 0 && x0 as usize + ow <= w {
-            dst.copy_from_slice(&src[x0 as usize..x0 as usize + ow]);
-            continue;
-        }
-        for (ox, d) in dst.iter_mut().enumerate() {
-            let ix = x0 + ox as isize * sx;
-            *d = if ix >= 0 && ix < w as isize { src[ix as usize] } else { 0.0 };
+        let sx = geo.strides[1];
+        // Outputs [lo, hi) read inside the row; the rest read padding. Computing the range once
+        // leaves a branch-free (vectorisable) copy or strided gather in between.
+        let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(sx) }.min(ow);
+        let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / sx + 1).min(ow) }.max(lo);
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let first = (x0 + (lo * sx) as isize) as usize;
+        if sx == 1 {
+            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+        } else {
+            for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sx)) {
+                *d = *s;
+            }
         }
     }
 }

@@ -18,7 +18,9 @@ use super::gemm::MatRef;
 use super::SyncPtr;
 
 pub const MR: usize = 12;
-pub const NR: usize = 32;
+pub const NR: usize = 16 * NV;
+/// Vectors of 16 lanes per tile row.
+const NV: usize = 2;
 const KC: usize = 256;
 
 /// A packed in MR-row panels.
@@ -117,15 +119,16 @@ unsafe fn kernel(
     fresh: bool,
 ) {
     let load = |p: *const f32| f32x16::new(std::ptr::read_unaligned(p as *const [f32; 16]));
-    let mut acc = [[f32x16::ZERO; 2]; MR];
+    let mut acc = [[f32x16::ZERO; NV]; MR];
     for kk in 0..kc {
         let bp = b.add(kk * ldb);
-        let (b0, b1) = (load(bp), load(bp.add(16)));
+        let bv: [f32x16; NV] = std::array::from_fn(|h| load(bp.add(16 * h)));
         let ap = a.add(kk * MR);
         for (r, row) in acc.iter_mut().enumerate() {
             let av = f32x16::splat(*ap.add(r));
-            row[0] = av.mul_add(b0, row[0]);
-            row[1] = av.mul_add(b1, row[1]);
+            for h in 0..NV {
+                row[h] = av.mul_add(bv[h], row[h]);
+            }
         }
     }
     if rows == MR && cols == NR {
@@ -142,8 +145,9 @@ unsafe fn kernel(
     } else {
         for (r, row) in acc.iter().enumerate().take(rows) {
             let mut vals = [0.0f32; NR];
-            vals[..16].copy_from_slice(&row[0].to_array());
-            vals[16..].copy_from_slice(&row[1].to_array());
+            for h in 0..NV {
+                vals[16 * h..16 * (h + 1)].copy_from_slice(&row[h].to_array());
+            }
             for (j, &v) in vals.iter().enumerate().take(cols) {
                 let cp = c.add(r * ldc + j);
                 *cp = if fresh { v } else { *cp + v };

@@ -92,6 +92,27 @@ pub fn arith_inplace(op: Arith, a: &mut [f32], b: &[f32]) {
     arith_inplace_scalar(op, &mut a[split..], &b[split..]);
 }
 
+/// out <- a (op) b, then ReLU if asked: one pass, no copy of `a` first.
+pub fn arith_into(op: Arith, a: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
+    assert!(a.len() == b.len() && a.len() == out.len());
+    let split = a.len() - a.len() % LANES;
+    let zero = V::splat(0.0);
+    let chunks = a[..split].chunks_exact(LANES).zip(b[..split].chunks_exact(LANES));
+    for ((ca, cb), co) in chunks.zip(out[..split].chunks_exact_mut(LANES)) {
+        let v = op.apply_v(load(ca), load(cb));
+        // max(0, v) in this order keeps NaN (see affine_inplace).
+        co.copy_from_slice(&if relu { zero.fast_max(v) } else { v }.to_array());
+    }
+    arith_into_scalar(op, &a[split..], &b[split..], relu, &mut out[split..]);
+}
+
+pub fn arith_into_scalar(op: Arith, a: &[f32], b: &[f32], relu: bool, out: &mut [f32]) {
+    for ((&x, &y), o) in a.iter().zip(b).zip(out) {
+        let v = op.apply(x, y);
+        *o = if relu && v < 0.0 { 0.0 } else { v };
+    }
+}
+
 pub fn arith_inplace_scalar(op: Arith, a: &mut [f32], b: &[f32]) {
     for (x, &y) in a.iter_mut().zip(b) {
         *x = op.apply(*x, y);
@@ -187,6 +208,14 @@ mod tests {
                 arith_scalar_inplace(op, &mut a, 3.0);
                 arith_scalar_inplace_scalar(op, &mut b, 3.0);
                 assert_eq!(a, b, "{op:?} scalar");
+            }
+            for relu in [false, true] {
+                for op in [Arith::Add, Arith::Mul] {
+                    let (mut a, mut b) = (vec![0.0; n], vec![0.0; n]);
+                    arith_into(op, &x, &y, relu, &mut a);
+                    arith_into_scalar(op, &x, &y, relu, &mut b);
+                    assert_eq!(a, b);
+                }
             }
             let (mut a, mut b) = (x.clone(), x.clone());
             max_inplace(&mut a, &y);

@@ -2,6 +2,8 @@
 //! per-channel operand (`[C,1,1]`-like) broadcast over NCHW planes; anything else goes through
 //! the generic broadcast kernel.
 
+use rayon::prelude::*;
+
 use super::{BuildCtx, Built, Op, Record, Saves};
 use crate::graph::IntTensor;
 use crate::kernels::layout;
@@ -50,10 +52,6 @@ impl Binary {
         let (a, b) = (inputs[0], inputs[1]);
         if a.shape() == out_shape {
             let mut out = a.data().to_vec();
-            if b.shape() == out_shape {
-                simd::arith_inplace(self.op, &mut out, b.data());
-                return Tensor::from_vec(out_shape, out);
-            }
             if let Some(plane) = per_plane(b.shape(), out_shape) {
                 let bv = b.data();
                 for (i, chunk) in out.chunks_mut(plane.max(1)).enumerate() {
@@ -75,6 +73,16 @@ impl Op for Binary {
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.shape() == out_shape && b.shape() == out_shape {
+            // Chunks of 64 Ki elements across threads (residual adds are a few MiB each).
+            const CHUNK: usize = 1 << 16;
+            let mut out = vec![0.0; a.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(a.data().par_chunks(CHUNK).zip(b.data().par_chunks(CHUNK)))
+                .for_each(|(o, (x, y))| simd::arith_into(self.op, x, y, self.relu, o));
+            return Tensor::from_vec(out_shape, out);
+        }
         let mut y = self.compute(inputs, out_shape);
         if self.relu {
             simd::clamp_inplace(y.data_mut(), 0.0, f32::INFINITY);
