@@ -18,11 +18,26 @@ fn main() {
     {
         use edgetune::kernels::conv::{conv2d, im2col, pack_weights, ConvShape, Epilogue};
         use edgetune::ops::window::Geometry;
-        let convs = [(64, 64, 56, 3, 1), (3, 64, 224, 7, 2), (256, 64, 56, 1, 1), (256, 256, 14, 3, 1), (1024, 256, 14, 1, 1), (512, 512, 7, 3, 1), (2048, 512, 7, 1, 1)];
+        let convs = [
+            (64, 64, 56, 3, 1),
+            (3, 64, 224, 7, 2),
+            (256, 64, 56, 1, 1),
+            (256, 256, 14, 3, 1),
+            (1024, 256, 14, 1, 1),
+            (512, 512, 7, 3, 1),
+            (2048, 512, 7, 1, 1),
+        ];
         for (c, m, hw, k, st) in convs {
             let p = k / 2;
             let o = (hw + 2 * p - k) / st + 1;
-            let geo = Geometry { in_hw: [hw, hw], out_hw: [o, o], kernel: [k, k], strides: [st, st], dilations: [1, 1], pads: [p, p, p, p] };
+            let geo = Geometry {
+                in_hw: [hw, hw],
+                out_hw: [o, o],
+                kernel: [k, k],
+                strides: [st, st],
+                dilations: [1, 1],
+                pads: [p, p, p, p],
+            };
             let s = ConvShape { batch: 1, in_ch: c, out_ch: m, groups: 1, geo };
             let x: Vec<f32> = (0..c * hw * hw).map(|i| (i % 7) as f32).collect();
             let w: Vec<f32> = (0..m * c * k * k).map(|i| (i % 5) as f32).collect();
@@ -31,11 +46,34 @@ fn main() {
             let flops = 2.0 * (m * c * k * k * o * o) as f64;
             let t = pool.install(|| {
                 conv2d(&x, &pw, &s, Epilogue::default(), &mut out);
-                median((0..9).map(|_| { let t = Instant::now(); conv2d(&x, &pw, &s, Epilogue::default(), &mut out); t.elapsed().as_secs_f64() }).collect())
+                median(
+                    (0..9)
+                        .map(|_| {
+                            let t = Instant::now();
+                            conv2d(&x, &pw, &s, Epilogue::default(), &mut out);
+                            t.elapsed().as_secs_f64()
+                        })
+                        .collect(),
+                )
             });
             let mut cols = vec![0.0; c * k * k * o * o];
-            let ti = pool.install(|| median((0..9).map(|_| { let t = Instant::now(); im2col(&x, c, &geo, &mut cols); t.elapsed().as_secs_f64() }).collect()));
-            println!("conv {c}->{m} {k}x{k}/{st} at {hw}: {:.3} ms, {:.0} GFLOP/s (im2col alone {:.3} ms)", t * 1e3, flops / t / 1e9, ti * 1e3);
+            let ti = pool.install(|| {
+                median(
+                    (0..9)
+                        .map(|_| {
+                            let t = Instant::now();
+                            im2col(&x, c, &geo, &mut cols);
+                            t.elapsed().as_secs_f64()
+                        })
+                        .collect(),
+                )
+            });
+            println!(
+                "conv {c}->{m} {k}x{k}/{st} at {hw}: {:.3} ms, {:.0} GFLOP/s (im2col alone {:.3} ms)",
+                t * 1e3,
+                flops / t / 1e9,
+                ti * 1e3
+            );
         }
     }
     // (m, k, n): output channels, C·KH·KW, OH·OW

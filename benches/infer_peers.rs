@@ -3,7 +3,7 @@
 //! `cargo bench --bench infer_peers -- MODEL BATCH [HxW] [ITERS]`
 //!
 //! Both engines load MODEL, run 2 untimed warm-up batches, then ITERS (default 10) timed runs
-//! each, interleaved (edgetune, tract, edgetune, tract, ...) so machine noise hits both alike.
+//! each, each engine's runs in one block (as onnxruntime's are in tools/bench_infer.py).
 //! The input is deterministic (a fixed LCG in [-1, 1)), NCHW `[B, 3, H, W]`, or NHWC
 //! `[B, H, W, 3]` when the model's first input is declared NHWC. HxW defaults to the declared
 //! spatial size, else 224x224.
@@ -167,14 +167,19 @@ fn main() {
         }
     }
 
-    let (mut et_times, mut tr_times) = (Vec::new(), Vec::new());
+    // Each engine's runs in one block, as onnxruntime's are in tools/bench_infer.py: runs of
+    // another engine in between would evict this one's weights and activations from the caches.
+    let mut et_times = Vec::new();
     for _ in 0..a.iters {
         let input = vec![x.clone()];
         let t = Instant::now();
         let out = run_et(input);
         et_times.push(ms_since(t));
         drop(out);
-        if let Some(p) = &tract {
+    }
+    let mut tr_times = Vec::new();
+    if let Some(p) = &tract {
+        for _ in 0..a.iters {
             let input = tx.clone().into_tvalue();
             let t = Instant::now();
             let out = run_tract(p, input);

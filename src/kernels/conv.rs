@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
-use super::packed::{gemm_packed, BRef, PackedA};
+use super::packed::{gemm_packed, BRef, PackedA, Patches};
 use super::simd;
 use crate::ops::window::Geometry;
 
@@ -86,24 +86,19 @@ pub fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
 }
 
 /// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights
-/// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place.
+/// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place; any
+/// other reads its patches straight into the GEMM's panels (implicit GEMM, no im2col buffer).
 pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
     let [h, w] = s.geo.in_hw;
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
-    let pointwise = s.is_pointwise();
-    let mut cols = vec![0.0; if pointwise { 0 } else { k * n }];
     for b in 0..s.batch {
         for (g, wg) in weights.iter().enumerate() {
             let xg = &x[(b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w];
             let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
-            let bmat = if pointwise {
-                BRef::Rows { data: xg, k, n }
-            } else {
-                im2col(xg, cg, &s.geo, &mut cols);
-                BRef::Rows { data: &cols, k, n }
-            };
+            let patches = Patches { x: xg, channels: cg, geo: s.geo };
+            let bmat = if s.is_pointwise() { BRef::Rows { data: xg, k, n } } else { BRef::Patches(&patches) };
             let epilogue = |row: usize, block: &mut [f32]| {
                 let bias = ep.bias.map_or(0.0, |bv| bv[g * mg + row]);
                 if ep.bias.is_some() || ep.relu {

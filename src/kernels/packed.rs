@@ -16,6 +16,7 @@ use wide::f32x16;
 
 use super::gemm::MatRef;
 use super::SyncPtr;
+use crate::ops::window::Geometry;
 
 pub const MR: usize = 12;
 pub const NR: usize = 16 * NV;
@@ -187,7 +188,80 @@ unsafe fn kernel_scalar(
 #[derive(Clone, Copy)]
 pub enum BRef<'a> {
     Packed(&'a PackedB),
-    Rows { data: &'a [f32], k: usize, n: usize },
+    Rows {
+        data: &'a [f32],
+        k: usize,
+        n: usize,
+    },
+    /// The im2col patch matrix of a convolution, never materialised: each KC×NR panel slice is
+    /// built in an L1-sized buffer right before the micro-kernels use it (implicit GEMM).
+    Patches(&'a Patches<'a>),
+}
+
+/// The patch matrix of `channels` input planes under a window: row (c, ky, kx), column (oy, ox).
+pub struct Patches<'a> {
+    pub x: &'a [f32],
+    pub channels: usize,
+    pub geo: Geometry,
+}
+
+impl Patches<'_> {
+    fn dims(&self) -> (usize, usize) {
+        let g = &self.geo;
+        (self.channels * g.kernel[0] * g.kernel[1], g.out_hw[0] * g.out_hw[1])
+    }
+
+    /// Rows `k0..k0+kc` of panel q's columns into `buf` (kc rows of NR, zero beyond n).
+    fn fill(&self, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
+        let g = &self.geo;
+        let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel);
+        let n = self.dims().1;
+        let (start, end) = (q * NR, ((q + 1) * NR).min(n));
+        let sx = g.strides[1];
+        for r in 0..kc {
+            let row = k0 + r;
+            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+            let plane = &self.x[c * h * w..(c + 1) * h * w];
+            let out = &mut buf[r * NR..(r + 1) * NR];
+            out[end - start..].fill(0.0);
+            // The panel's output positions, one output row (segment) at a time.
+            let mut pos = start;
+            while pos < end {
+                let (oy, ox) = (pos / ow, pos % ow);
+                let seg = (end - pos).min(ow - ox);
+                let dst = &mut out[pos - start..pos - start + seg];
+                pos += seg;
+                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                let x0 = (ox * sx + kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                // Positions [lo, hi) of the segment read inside the row, the rest padding.
+                let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(sx) }.min(seg);
+                let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / sx + 1).min(seg) }.max(lo);
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                let first = (x0 + (lo * sx) as isize) as usize;
+                if sx == 1 {
+                    dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+                } else {
+                    for (d, v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sx)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole patch matrix in packed panels (for a split where every task needs all of it).
+    fn packed(&self) -> PackedB {
+        let (k, n) = self.dims();
+        let mut data = vec![0.0; n.div_ceil(NR) * k * NR];
+        data.par_chunks_mut(k * NR).enumerate().for_each(|(q, panel)| self.fill(q, 0, k, panel));
+        PackedB { k, n, data }
+    }
 }
 
 impl BRef<'_> {
@@ -195,6 +269,7 @@ impl BRef<'_> {
         match self {
             BRef::Packed(p) => (p.k, p.n),
             BRef::Rows { k, n, .. } => (*k, *n),
+            BRef::Patches(p) => p.dims(),
         }
     }
 }
@@ -249,21 +324,23 @@ fn gemm_packed_with(
             }
             _ => Vec::new(),
         };
-        // Start of B's rows for panel q and the stride between them.
-        let panel = |q: usize| -> (*const f32, usize) {
-            match b {
-                BRef::Packed(p) => (p.data[q * k * NR..].as_ptr(), NR),
-                BRef::Rows { data, .. } if (q + 1) * NR <= n => (data[q * NR..].as_ptr(), n),
-                BRef::Rows { .. } => (tail.as_ptr(), NR),
-            }
-        };
+        let mut patch_buf = vec![0.0f32; if matches!(b, BRef::Patches(_)) { KC * NR } else { 0 }];
         let mut k0 = 0;
         while k0 < k.max(1) {
             let kc = KC.min(k - k0);
             let fresh = k0 == 0 && !accumulate;
             for q in q0..q1 {
                 let cols = NR.min(n - q * NR);
-                let (bq, ldb) = panel(q);
+                // B's rows k0.. for panel q, and the stride between them.
+                let (bq, ldb): (*const f32, usize) = match b {
+                    BRef::Packed(pb) => (pb.data[q * k * NR + k0 * NR..].as_ptr(), NR),
+                    BRef::Rows { data, .. } if (q + 1) * NR <= n => (data[k0 * n + q * NR..].as_ptr(), n),
+                    BRef::Rows { .. } => (tail[k0 * NR..].as_ptr(), NR),
+                    BRef::Patches(src) => {
+                        src.fill(q, k0, kc, &mut patch_buf);
+                        (patch_buf.as_ptr(), NR)
+                    }
+                };
                 for p in p0..p1 {
                     let rows = MR.min(m - p * MR);
                     // SAFETY: panel offsets are inside the packed buffers (sizes fixed by pack);
@@ -272,7 +349,7 @@ fn gemm_packed_with(
                         kern(
                             kc,
                             a.data.as_ptr().add(p * k * MR + k0 * MR),
-                            bq.add(k0 * ldb),
+                            bq,
                             ldb,
                             cptr.get().add(p * MR * ldc + q * NR),
                             ldc,
@@ -300,6 +377,11 @@ fn gemm_packed_with(
     if threads <= 1 || m * n * k < 1 << 18 {
         return run(0, mp, 0, np);
     }
+    if let (BRef::Patches(src), true) = (b, np < mp) {
+        // Splitting rows: every task would rebuild all patches; build them once instead.
+        let packed = src.packed();
+        return gemm_packed_with(a, BRef::Packed(&packed), c, ldc, accumulate, epilogue, kern);
+    }
     if np >= mp {
         let chunk = np.div_ceil(threads * 2).max(1);
         (0..np.div_ceil(chunk)).into_par_iter().for_each(|i| run(0, mp, i * chunk, ((i + 1) * chunk).min(np)));
@@ -312,6 +394,26 @@ fn gemm_packed_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn implicit_patches_equal_the_materialised_im2col() {
+        use crate::kernels::conv::im2col;
+        let geo = Geometry {
+            in_hw: [9, 11],
+            out_hw: [5, 4],
+            kernel: [3, 2],
+            strides: [2, 3],
+            dilations: [1, 2],
+            pads: [1, 2, 0, 1],
+        };
+        let x: Vec<f32> = (0..2 * 9 * 11).map(|i| i as f32).collect();
+        let src = Patches { x: &x, channels: 2, geo };
+        let (k, n) = src.dims();
+        let mut cols = vec![0.0; k * n];
+        im2col(&x, 2, &geo, &mut cols);
+        let want = PackedB::pack(MatRef::rows(&cols, n), k, n);
+        assert_eq!(src.packed().data, want.data);
+    }
     use crate::kernels::gemm::gemm_reference;
 
     #[test]

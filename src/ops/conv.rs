@@ -23,7 +23,11 @@ pub struct Conv {
 
 impl std::fmt::Debug for Conv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conv").field("window", &self.window).field("groups", &self.groups).field("relu", &self.relu).finish()
+        f.debug_struct("Conv")
+            .field("window", &self.window)
+            .field("groups", &self.groups)
+            .field("relu", &self.relu)
+            .finish()
     }
 }
 
