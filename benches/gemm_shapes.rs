@@ -111,9 +111,9 @@ fn main() {
             pool.install(|| time(&mut || gemm(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, n, false)));
         let pa = PackedA::pack(MatRef::rows(&a, k), m, k);
         let pb = PackedB::pack(MatRef::rows(&b, n), k, n);
-        let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _| {})));
+        let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _, _| {})));
         let t_pb = pool
-            .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _| {})));
+            .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _, _| {})));
         println!(
             "| {m} | {k} | {n} | {:.0} | {:.0} | {:.0} |",
             flops / t_mm / 1e9,

@@ -1,7 +1,7 @@
 //! Inference-only rewrites of a plan: BatchNormalization folded into the preceding Conv's
-//! weights and bias, ReLU fused into the Conv's output epilogue and into a residual Add. Only
-//! applied where the fused output has no other reader, and never in training plans (the
-//! backward pass needs the unfused ops).
+//! weights and bias; the residual Add of a ResNet block and ReLU fused into the Conv's output
+//! epilogue; ReLU fused into an Add. Only applied where the fused output has no other reader,
+//! and never in training plans (the backward pass needs the unfused ops).
 
 use std::any::Any;
 
@@ -31,15 +31,57 @@ fn bound_value(plan: &Plan, v: ValueId) -> Option<&Tensor> {
 
 /// The step that is the only reader of step `i`'s output (as its first input), if any.
 fn sole_reader(plan: &Plan, i: usize) -> Option<usize> {
+    sole_reader_any(plan, i).filter(|&(_, slot)| slot == 0).map(|(j, _)| j)
+}
+
+/// The step that is the only reader of step `i`'s output, and the input slot it reads it at.
+fn sole_reader_any(plan: &Plan, i: usize) -> Option<(usize, usize)> {
     let out = plan.steps[i].output;
     if plan.reader_counts()[out] != 1 || plan.outputs.contains(&out) {
         return None;
     }
-    plan.steps.iter().position(|s| s.inputs.first() == Some(&out))
+    let j = plan.steps.iter().position(|s| s.inputs.contains(&out))?;
+    Some((j, plan.steps[j].inputs.iter().position(|&v| v == out)?))
+}
+
+/// The shape of value `v` if the plan knows it (a step's output or a bound tensor).
+fn value_shape(plan: &Plan, v: ValueId) -> Option<Vec<usize>> {
+    let from_step = plan.steps.iter().find(|s| s.output == v).map(|s| s.out_shape.clone());
+    from_step.or_else(|| bound_value(plan, v).map(|t| t.shape().to_vec()))
+}
+
+/// Conv → Add (a ResNet block's skip connection): the other addend joins the Conv's epilogue as a
+/// residual input, and the Add's ReLU (if fused already) comes along. The fused step takes the
+/// Add's place, after both addends exist.
+fn try_fuse_residual(plan: &mut Plan, i: usize) -> bool {
+    let Some(conv) = as_any(plan.steps[i].op.as_ref()).downcast_ref::<Conv>() else { return false };
+    if conv.relu || conv.residual {
+        return false;
+    }
+    let Some((j, slot)) = sole_reader_any(plan, i) else { return false };
+    let Some(add) = as_any(plan.steps[j].op.as_ref()).downcast_ref::<Binary>() else { return false };
+    let other = plan.steps[j].inputs[1 - slot];
+    let shape = &plan.steps[i].out_shape;
+    if add.op != Arith::Add || plan.steps[j].inputs.len() != 2 || value_shape(plan, other).as_ref() != Some(shape) {
+        return false;
+    }
+    let mut fused = conv.clone();
+    (fused.relu, fused.residual) = (add.relu, true);
+    let mut inputs = plan.steps[i].inputs.clone();
+    inputs.push(other);
+    let conv_step = plan.steps.remove(i);
+    let s = &mut plan.steps[j - 1];
+    s.op = Box::new(fused);
+    s.inputs = inputs;
+    s.node = conv_step.node;
+    true
 }
 
 /// Fuses the sole reader of step `i`'s output into it when possible; true if the plan changed.
 fn try_fuse_next(plan: &mut Plan, i: usize) -> bool {
+    if try_fuse_residual(plan, i) {
+        return true;
+    }
     let Some(j) = sole_reader(plan, i) else { return false };
     let next_is_relu = as_any(plan.steps[j].op.as_ref()).downcast_ref::<Relu>().is_some();
     if let Some(add) = as_any(plan.steps[i].op.as_ref()).downcast_ref::<Binary>() {
@@ -57,7 +99,7 @@ fn try_fuse_next(plan: &mut Plan, i: usize) -> bool {
     let next = as_any(plan.steps[j].op.as_ref());
     let mut fused = conv.clone();
     if let Some(bn) = next.downcast_ref::<BatchNorm>() {
-        if conv.relu {
+        if conv.relu || conv.residual {
             return false;
         }
         let params: Option<Vec<&Tensor>> = plan.steps[j].inputs[1..].iter().map(|&v| bound_value(plan, v)).collect();

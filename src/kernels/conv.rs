@@ -11,10 +11,12 @@ use super::packed::{gemm_packed, BRef, PackedA, Patches};
 use super::simd;
 use crate::ops::window::Geometry;
 
-/// What to apply to the output while it is hot: per-output-channel bias, then ReLU.
+/// What to apply to the output while it is hot: a residual tensor of the output's shape (a
+/// ResNet block's skip connection), the per-output-channel bias, then ReLU.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
     pub relu: bool,
 }
 
@@ -62,6 +64,9 @@ pub fn im2col_row(x: &[f32], geo: &Geometry, row: usize, out: &mut [f32]) {
         dst[..lo].fill(0.0);
         dst[hi..].fill(0.0);
         let first = (x0 + (lo * sx) as isize) as usize;
+        if lo == hi {
+            continue; // every tap of the row falls in the padding
+        }
         if sx == 1 {
             dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
         } else {
@@ -99,7 +104,11 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
             let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
             let patches = Patches { x: xg, channels: cg, geo: s.geo };
             let bmat = if s.is_pointwise() { BRef::Rows { data: xg, k, n } } else { BRef::Patches(&patches) };
-            let epilogue = |row: usize, block: &mut [f32]| {
+            let epilogue = |row: usize, col0: usize, block: &mut [f32]| {
+                if let Some(res) = ep.residual {
+                    let at = (b * s.out_ch + g * mg + row) * n + col0;
+                    simd::arith_inplace(simd::Arith::Add, block, &res[at..at + block.len()]);
+                }
                 let bias = ep.bias.map_or(0.0, |bv| bv[g * mg + row]);
                 if ep.bias.is_some() || ep.relu {
                     simd::affine_inplace(block, 1.0, bias, ep.relu);
@@ -252,7 +261,7 @@ mod tests {
             let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_ch).map(|i| i as f32 * 0.25 - 0.5).collect();
             let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
-            conv2d(&x, &pack_weights(&w, &s), &s, Epilogue { bias: Some(&bias), relu: true }, &mut out);
+            conv2d(&x, &pack_weights(&w, &s), &s, Epilogue { bias: Some(&bias), residual: None, relu: true }, &mut out);
             let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias)).into_iter().map(|v| v.max(0.0)).collect();
             // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
             // so 1e-4 bounds rounding from the different summation order only.

@@ -244,7 +244,9 @@ impl Patches<'_> {
                 dst[..lo].fill(0.0);
                 dst[hi..].fill(0.0);
                 let first = (x0 + (lo * sx) as isize) as usize;
-                if sx == 1 {
+                if lo == hi {
+                    // every tap of the segment falls in the padding
+                } else if sx == 1 {
                     dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
                 } else {
                     for (d, v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sx)) {
@@ -274,7 +276,7 @@ impl BRef<'_> {
     }
 }
 
-/// `C = A·B (+ C if accumulate)`, C row-major with row stride `ldc`, then `epilogue(row, block)`
+/// `C = A·B (+ C if accumulate)`, C row-major with row stride `ldc`, then `epilogue(row, col0, block)`
 /// on each finished row block of C. Threads split the tile grid along its longer side.
 pub fn gemm_packed(
     a: &PackedA,
@@ -282,7 +284,7 @@ pub fn gemm_packed(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
-    epilogue: &(dyn Fn(usize, &mut [f32]) + Sync),
+    epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
     gemm_packed_with(a, b, c, ldc, accumulate, epilogue, kernel)
 }
@@ -295,7 +297,7 @@ fn gemm_packed_with(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
-    epilogue: &(dyn Fn(usize, &mut [f32]) + Sync),
+    epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
     kern: Kernel,
 ) {
     let (kb, n) = b.dims();
@@ -370,7 +372,7 @@ fn gemm_packed_with(
         for r in r0..r1 {
             // SAFETY: row r, columns [c0,c1) belong to this task's tiles.
             let row = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(r * ldc + c0), c1 - c0) };
-            epilogue(r, row);
+            epilogue(r, c0, row);
         }
     };
     let threads = rayon::current_num_threads();
@@ -433,7 +435,7 @@ mod tests {
             for (kern, name, bref) in cases {
                 // Accumulate onto a C of ones: checks both the fresh and the accumulating paths.
                 let mut c = vec![1.0; m * (n + 3)];
-                pool.install(|| gemm_packed_with(&pa, bref, &mut c, n + 3, true, &|_, _| {}, kern));
+                pool.install(|| gemm_packed_with(&pa, bref, &mut c, n + 3, true, &|_, _, _| {}, kern));
                 for i in 0..m {
                     for j in 0..n {
                         // Integer operands: exact in f32 at these sizes.

@@ -15,6 +15,9 @@ pub struct Conv {
     pub groups: usize,
     /// ReLU applied to the output (set by the inference planner's fusion).
     pub relu: bool,
+    /// A residual tensor, the last runtime input, added before the ReLU (inference fusion of a
+    /// ResNet block's Add).
+    pub residual: bool,
     /// The weights last seen, packed for the GEMM: repacked only when a different weight tensor
     /// arrives (every optimizer step, never during inference). Holding the tensor keeps its
     /// storage alive, so the identity check cannot be fooled by a reused address.
@@ -33,7 +36,13 @@ impl std::fmt::Debug for Conv {
 
 impl Clone for Conv {
     fn clone(&self) -> Conv {
-        Conv { window: self.window.clone(), groups: self.groups, relu: self.relu, packed: Mutex::new(None) }
+        Conv {
+            window: self.window.clone(),
+            groups: self.groups,
+            relu: self.relu,
+            residual: self.residual,
+            packed: Mutex::new(None),
+        }
     }
 }
 
@@ -46,10 +55,15 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     }
     let window = Window::from_attrs(ctx.attrs(), Some([w[2], w[3]]))?;
     let inputs = if ctx.has_input(2) { vec![0, 1, 2] } else { vec![0, 1] };
-    Built::new(Conv { window, groups: groups as usize, relu: false, packed: Mutex::new(None) }, inputs)
+    Built::new(Conv { window, groups: groups as usize, relu: false, residual: false, packed: Mutex::new(None) }, inputs)
 }
 
 impl Conv {
+    /// Where the bias is among `n` runtime inputs (x, w, [bias], [residual]).
+    fn bias_index(&self, n: usize) -> Option<usize> {
+        (n > 2 + self.residual as usize).then_some(2)
+    }
+
     /// The packed weights for `w` (cached while the same tensor keeps coming).
     fn packed_weights(&self, w: &Tensor, s: &ConvShape) -> Arc<Vec<PackedA>> {
         let mut cache = self.packed.lock().expect("conv weight cache");
@@ -80,18 +94,26 @@ impl Conv {
 impl Op for Conv {
     fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
         let s = self.shape(inputs[0], inputs[1])?;
-        if let Some(b) = inputs.get(2) {
-            if b != &[s.out_ch] {
+        let out = vec![s.batch, s.out_ch, s.geo.out_hw[0], s.geo.out_hw[1]];
+        if let Some(b) = self.bias_index(inputs.len()).map(|i| inputs[i]) {
+            if b != [s.out_ch] {
                 return Err(format!("bias shape {b:?} does not match {} output channels", s.out_ch));
             }
         }
-        Ok(vec![s.batch, s.out_ch, s.geo.out_hw[0], s.geo.out_hw[1]])
+        if self.residual && inputs.last() != Some(&&out[..]) {
+            return Err(format!("residual {:?} does not match the output {out:?}", inputs.last()));
+        }
+        Ok(out)
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
         let s = self.shape(inputs[0].shape(), inputs[1].shape()).expect("shape checked at plan time");
         let mut out = vec![0.0; out_shape.iter().product()];
-        let ep = Epilogue { bias: inputs.get(2).map(|b| b.data()), relu: self.relu };
+        let ep = Epilogue {
+            bias: self.bias_index(inputs.len()).map(|i| inputs[i].data()),
+            residual: self.residual.then(|| inputs[inputs.len() - 1].data()),
+            relu: self.relu,
+        };
         conv2d(inputs[0].data(), &self.packed_weights(inputs[1], &s), &s, ep, &mut out);
         Tensor::from_vec(out_shape, out)
     }
@@ -103,7 +125,7 @@ impl Op for Conv {
     /// dx and dW through `conv2d_backward` (im2col recomputed, not stored); db = Σ dy over
     /// batch and space. Training plans never fuse, so `relu` is off here.
     fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
-        debug_assert!(!self.relu, "fused convolutions are inference-only");
+        debug_assert!(!self.relu && !self.residual, "fused convolutions are inference-only");
         let (x, w) = (rec.input(0), rec.input(1));
         let s = self.shape(x.shape(), w.shape())?;
         let mut dx = need[0].then(|| vec![0.0; x.len()]);
