@@ -27,36 +27,6 @@ use serde_json::Value;
 const GRAD_TOL: f64 = 1e-3;
 const LOSS_TOL: f64 = 1e-5;
 
-/// r_i = ((i · 2654435761) mod 1000) / 1000 − 0.5, as tools/fixture_data.py computes it.
-fn projection(n: usize) -> Vec<f64> {
-    (0..n as u64).map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f64 / 1000.0 - 0.5).collect()
-}
-
-/// Relative error of `g` against a summary, or a message saying which part is off.
-fn compare(name: &str, g: &Tensor, s: &Value) -> Result<f64, String> {
-    let shape: Vec<usize> = s["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    if g.shape() != shape {
-        return Err(format!("{name}: shape {:?}, reference {shape:?}", g.shape()));
-    }
-    let n = g.len();
-    let data: Vec<f64> = g.data().iter().map(|&v| v as f64).collect();
-    let norm_ref = s["norm"].as_f64().unwrap();
-    let scale = norm_ref.max(1e-30);
-    let norm = data.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let mut worst = (norm - norm_ref).abs() / scale;
-    let r = projection(n);
-    let rnorm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let proj: f64 = data.iter().zip(&r).map(|(a, b)| a * b).sum();
-    worst = worst.max((proj - s["proj"].as_f64().unwrap()).abs() / (scale * rnorm));
-    let max_abs = s["max_abs"].as_f64().unwrap();
-    for pair in s["samples"].as_array().unwrap() {
-        let (i, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
-        let allowed = max_abs + norm_ref / (n as f64).sqrt();
-        worst = worst.max((data[i] - want).abs() / allowed.max(1e-30));
-    }
-    Ok(worst)
-}
-
 /// A tensor's allowed relative error: 1e-3, or 3 × PyTorch's own float32 error where larger.
 fn allowed(s: &Value) -> f64 {
     GRAD_TOL.max(3.0 * s["f32_rel_err"].as_f64().unwrap())
@@ -97,7 +67,7 @@ fn gradients_match_pytorch() {
             graph.initializers.iter().zip(&trainable).filter(|(_, t)| **t).map(|(i, _)| i.name.as_str()).collect();
         assert_eq!(names.len(), params.len(), "{case}: trainable set differs from torch's named_parameters");
         let mut judge = |name: String, t: &Tensor, s: &Value| {
-            let e = compare(&name, t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}")) / allowed(s);
+            let e = compare_summary(&name, t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}")) / allowed(s);
             if e > worst.1 {
                 worst = (name, e);
             }

@@ -2,6 +2,7 @@
 //! parses, calls `run` and maps errors to exit codes.
 
 mod bench;
+mod finetune;
 mod grad;
 mod infer;
 mod input;
@@ -34,6 +35,8 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Loss and gradients of every trainable initializer on one batch, to an .npz.
     Grad(grad::GradArgs),
+    /// Train on a dataset and write the updated model as ONNX.
+    Finetune(Box<finetune::FinetuneArgs>),
     /// Measure throughput.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Infer(args) => infer::run(args),
         Command::Grad(args) => grad::run(args),
+        Command::Finetune(args) => finetune::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -1,4 +1,5 @@
 //! Getting user data in and out: `.npy`/`.npz` arrays and images with their preprocessing.
 
+pub mod dataset;
 pub mod image;
 pub mod npy;

@@ -4,6 +4,8 @@
 pub mod conv;
 pub mod gemm;
 pub mod layout;
+pub mod moments;
+pub mod optim;
 pub mod packed;
 pub mod pool;
 pub mod simd;

@@ -1,10 +1,12 @@
 //! ONNX in and out: `import` turns a `.onnx` file (protobuf types from `tract_onnx::pb`) into our
 //! `Graph`; `tensor_data` decodes initializers, with `external` mapping data stored beside the model.
 
+mod export;
 mod external;
 mod import;
 mod tensor_data;
 
+pub use export::save;
 pub use import::{load, Model};
 
 /// The range of default-domain opsets whose op forms edgetune implements.

@@ -1,5 +1,9 @@
-//! Training: the loss, which initializers train, and (in later steps) gradient transforms,
-//! optimizers and the loop.
+//! Training: the loss, which initializers train, gradient transforms (ZNorm, GC, clipping),
+//! optimizers and schedules, and the trainer that runs steps.
 
 pub mod loss;
+pub mod optim;
+pub mod schedule;
 pub mod select;
+pub mod trainer;
+pub mod transform;

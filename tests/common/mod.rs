@@ -205,3 +205,34 @@ pub fn ints_init(name: &str, v: &[i64]) -> tract_onnx::pb::TensorProto {
         ..Default::default()
     }
 }
+
+/// Compact tensor summaries written by tools/ scripts (tools/fixture_data.py: `summary`).
+/// r_i = ((i · 2654435761) mod 1000) / 1000 − 0.5, as tools/fixture_data.py computes it.
+pub fn projection(n: usize) -> Vec<f64> {
+    (0..n as u64).map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f64 / 1000.0 - 0.5).collect()
+}
+
+/// Relative error of `g` against a summary, or a message saying which part is off.
+pub fn compare_summary(name: &str, g: &Tensor, s: &serde_json::Value) -> Result<f64, String> {
+    let shape: Vec<usize> = s["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    if g.shape() != shape {
+        return Err(format!("{name}: shape {:?}, reference {shape:?}", g.shape()));
+    }
+    let n = g.len();
+    let data: Vec<f64> = g.data().iter().map(|&v| v as f64).collect();
+    let norm_ref = s["norm"].as_f64().unwrap();
+    let scale = norm_ref.max(1e-30);
+    let norm = data.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let mut worst = (norm - norm_ref).abs() / scale;
+    let r = projection(n);
+    let rnorm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let proj: f64 = data.iter().zip(&r).map(|(a, b)| a * b).sum();
+    worst = worst.max((proj - s["proj"].as_f64().unwrap()).abs() / (scale * rnorm));
+    let max_abs = s["max_abs"].as_f64().unwrap();
+    for pair in s["samples"].as_array().unwrap() {
+        let (i, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap());
+        let allowed = max_abs + norm_ref / (n as f64).sqrt();
+        worst = worst.max((data[i] - want).abs() / allowed.max(1e-30));
+    }
+    Ok(worst)
+}

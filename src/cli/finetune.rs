@@ -1,0 +1,149 @@
+//! `edgetune finetune`: train on a dataset and write the updated model as ONNX.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::progress;
+use crate::autodiff::BnMode;
+use crate::data::dataset::{self, epoch_order};
+use crate::error::{Error, Result};
+use crate::train::optim::{OptimizerName, Rule};
+use crate::train::schedule::{lr_at, Schedule};
+use crate::train::trainer::{TrainConfig, Trainer};
+use crate::train::transform::GradNorm;
+
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    pub model: PathBuf,
+    /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels).
+    #[arg(long)]
+    pub data: String,
+    /// The updated model (.onnx), written atomically at the end.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Passes over the data (ignored with --steps).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Exactly this many optimizer steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerName,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW), as torch.optim.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    #[arg(long, value_enum, default_value = "constant")]
+    pub schedule: Schedule,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// Gradient transform: none, znorm, gc or clip:MAXNORM.
+    #[arg(long, default_value = "znorm")]
+    pub grad_norm: GradNorm,
+    #[arg(long, default_value_t = 1e-8)]
+    pub znorm_eps: f32,
+    /// ZNorm on every tensor, or only on weights with ndim > 1.
+    #[arg(long, value_enum, default_value = "all")]
+    pub znorm_scope: ZnormScope,
+    /// Which initializers train: all, head or a regex on names.
+    #[arg(long, default_value = "all")]
+    pub train: String,
+    #[arg(long, value_enum, default_value = "train")]
+    pub bn: BnMode,
+    /// Batches in file order (no shuffling).
+    #[arg(long)]
+    pub no_shuffle: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZnormScope {
+    All,
+    Matrices,
+}
+
+pub fn run(a: FinetuneArgs) -> Result<()> {
+    if a.output.is_dir() {
+        return Err(Error::data(a.output.display().to_string(), "is a directory; name the .onnx file to write"));
+    }
+    if a.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
+    let model = crate::onnx::load(&a.model)?;
+    let data = dataset::load(&a.data)?;
+    let norm = match a.grad_norm {
+        GradNorm::ZNorm { .. } => {
+            GradNorm::ZNorm { eps: a.znorm_eps, matrices_only: a.znorm_scope == ZnormScope::Matrices }
+        }
+        other => other,
+    };
+    let rule = Rule::new(a.optimizer, a.lr, a.momentum, a.weight_decay, a.nesterov);
+    let pool = super::thread_pool(a.threads)?;
+    let mut trainer = Trainer::new(model.graph.clone(), TrainConfig { train: a.train.clone(), bn: a.bn, norm, rule })?;
+    let per_epoch = data.len().div_ceil(a.batch);
+    let total = a.steps.unwrap_or(a.epochs * per_epoch);
+    let mut log = match &a.log {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?)),
+        None => None,
+    };
+    let pb = progress::bar(total as u64, "finetune", a.quiet);
+    let (mut seen, start) = (0usize, Instant::now());
+    let mut last = None;
+    for step in 0..total {
+        let (epoch, pos) = (step / per_epoch, step % per_epoch);
+        let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
+        let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
+        let (x, y) = data.batch(idx);
+        let lr = lr_at(a.schedule, a.lr, step, total, a.warmup);
+        let t = Instant::now();
+        let s = pool.install(|| trainer.step(x, &y, lr)).map_err(|e| match e {
+            Error::Data { what, msg } if what == "labels" => Error::data(format!("{}: labels", a.data), msg),
+            e => e,
+        })?;
+        seen += s.total;
+        let ips = s.total as f64 / t.elapsed().as_secs_f64();
+        let acc = s.correct as f64 / s.total as f64;
+        pb.set_message(format!("loss {:.4} acc {:.3} {:.1} img/s", s.loss, acc, ips));
+        pb.inc(1);
+        if let Some(w) = log.as_mut() {
+            let row = json!({"step": step + 1, "epoch": epoch + 1, "loss": s.loss, "accuracy": acc, "lr": lr, "images_per_s": ips});
+            writeln!(w, "{row}").map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
+        }
+        last = Some(s);
+    }
+    pb.finish_and_clear();
+    crate::onnx::save(&model, &trainer.values(), &a.output)?;
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(s) = last {
+        println!(
+            "{total} steps ({seen} images) in {secs:.1} s, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}; wrote {}",
+            seen as f64 / secs,
+            s.loss,
+            s.correct as f64 / s.total as f64,
+            a.output.display()
+        );
+    }
+    Ok(())
+}

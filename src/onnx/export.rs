@@ -1,0 +1,61 @@
+//! Graph -> ONNX file: the imported ModelProto with new initializer contents. Node order, names,
+//! metadata and opset stay as they were; every initializer is written embedded (little-endian
+//! raw data) from the new values where given, else from the loaded ones. Written atomically.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+use tract_onnx::pb::tensor_proto::DataType;
+
+use super::Model;
+use crate::atomic::write_atomic;
+use crate::error::{Error, Result};
+use crate::graph::Const;
+use crate::tensor::Tensor;
+
+/// Writes `model` to `path` with the initializers named in `values` replaced.
+pub fn save(model: &Model, values: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let updated: HashMap<&str, &Tensor> = values.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let loaded: HashMap<&str, &Const> = model.graph.initializers.iter().map(|i| (i.name.as_str(), &i.data)).collect();
+    let mut proto = model.proto.clone();
+    let graph = proto.graph.as_mut().ok_or_else(|| Error::Runtime("model without graph".into()))?;
+    for t in graph.initializer.iter_mut() {
+        let dtype = DataType::try_from(t.data_type).unwrap_or(DataType::Float);
+        let (dims, raw) = match (updated.get(t.name.as_str()), loaded.get(t.name.as_str())) {
+            (Some(new), _) => (new.shape().to_vec(), float_bytes(new.data(), dtype)),
+            (None, Some(Const::F32(old))) => (old.shape().to_vec(), float_bytes(old.data(), dtype)),
+            (None, Some(Const::I64(old))) => (old.shape.clone(), int_bytes(&old.data, dtype)),
+            (None, None) => return Err(Error::Runtime(format!("initializer '{}' has no data to write", t.name))),
+        };
+        t.dims = dims.iter().map(|&d| d as i64).collect();
+        t.raw_data = raw;
+        t.float_data.clear();
+        t.int32_data.clear();
+        t.int64_data.clear();
+        t.double_data.clear();
+        t.uint64_data.clear();
+        t.external_data.clear();
+        t.data_location = None;
+    }
+    let bytes = proto.encode_to_vec();
+    write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// Floats in the tensor's own element type (f32, or f64 where the file had doubles).
+fn float_bytes(v: &[f32], dtype: DataType) -> Vec<u8> {
+    match dtype {
+        DataType::Double => v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Integers in the tensor's own element type (import widened them all to i64).
+fn int_bytes(v: &[i64], dtype: DataType) -> Vec<u8> {
+    match dtype {
+        DataType::Int32 | DataType::Uint32 => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+        DataType::Int16 | DataType::Uint16 => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+        DataType::Int8 | DataType::Uint8 | DataType::Bool => v.iter().map(|&x| x as u8).collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}

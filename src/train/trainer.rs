@@ -1,0 +1,158 @@
+//! The training step: forward in record mode with the current weights, loss, backward, the
+//! gradient transform, the optimizer; BatchNorm running statistics carried from step to step.
+//! Owns the trainable tensors, the running statistics and the optimizer state.
+
+use std::collections::HashMap;
+
+use super::optim::{Optimizer, Rule};
+use super::transform::{self, GradNorm};
+use super::{loss, select};
+use crate::autodiff::{running_stat_values, BnMode, GradPlan};
+use crate::error::Result;
+use crate::graph::{Const, Graph, ValueId};
+use crate::tensor::Tensor;
+
+pub struct TrainConfig {
+    /// `--train`: all, head or a regex on initializer names.
+    pub train: String,
+    pub bn: BnMode,
+    pub norm: GradNorm,
+    pub rule: Rule,
+}
+
+/// Loss and correct predictions of one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f32,
+    pub correct: usize,
+    pub total: usize,
+}
+
+pub struct Trainer {
+    graph: Graph,
+    cfg_bn: BnMode,
+    norm: GradNorm,
+    trainable: Vec<bool>,
+    /// Trainable initializers: value id, ONNX name, current value.
+    params: Vec<(ValueId, String, Tensor)>,
+    /// BatchNorm running statistics: value id, ONNX name, current value.
+    running: Vec<(ValueId, String, Tensor)>,
+    pub optimizer: Optimizer,
+    plans: HashMap<(Vec<usize>, bool), GradPlan>,
+}
+
+fn float_init(graph: &Graph, v: ValueId) -> Option<(String, Tensor)> {
+    graph.initializers.iter().find(|i| i.value == v).and_then(|i| match &i.data {
+        Const::F32(t) => Some((i.name.clone(), t.clone())),
+        Const::I64(_) => None,
+    })
+}
+
+impl Trainer {
+    pub fn new(graph: Graph, cfg: TrainConfig) -> Result<Trainer> {
+        let trainable = select::trainable(&graph, &cfg.train)?;
+        let params: Vec<(ValueId, String, Tensor)> = graph
+            .initializers
+            .iter()
+            .zip(&trainable)
+            .filter(|(_, t)| **t)
+            .filter_map(|(i, _)| float_init(&graph, i.value).map(|(n, t)| (i.value, n, t)))
+            .collect();
+        let running = running_stat_values(&graph)
+            .into_iter()
+            .filter_map(|v| float_init(&graph, v).map(|(n, t)| (v, n, t)))
+            .collect();
+        let sizes: Vec<usize> = params.iter().map(|(_, _, t)| t.len()).collect();
+        Ok(Trainer {
+            optimizer: Optimizer::new(cfg.rule, &sizes),
+            graph,
+            cfg_bn: cfg.bn,
+            norm: cfg.norm,
+            trainable,
+            params,
+            running,
+            plans: HashMap::new(),
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The current weights and statistics to run the graph with.
+    fn overrides(&self) -> Vec<(ValueId, Tensor)> {
+        self.params.iter().chain(&self.running).map(|(v, _, t)| (*v, t.clone())).collect()
+    }
+
+    fn plan(&mut self, shape: &[usize], train: bool) -> Result<&GradPlan> {
+        let key = (shape.to_vec(), train);
+        if !self.plans.contains_key(&key) {
+            let (flags, bn) = if train {
+                (self.trainable.clone(), self.cfg_bn)
+            } else {
+                (vec![false; self.trainable.len()], BnMode::Frozen)
+            };
+            let plan = GradPlan::new(&self.graph, &[shape.to_vec()], &flags, bn)?;
+            self.plans.insert(key.clone(), plan);
+        }
+        Ok(&self.plans[&key])
+    }
+
+    /// One optimizer step on a batch at learning rate `lr`.
+    pub fn step(&mut self, x: Tensor, labels: &[i64], lr: f32) -> Result<StepStats> {
+        let overrides = self.overrides();
+        let plan = self.plan(x.shape(), true)?;
+        let tape = plan.forward(vec![x], &overrides);
+        let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, labels)?;
+        let stats = StepStats { loss, correct: count_correct(&tape.logits, labels), total: labels.len() };
+        let updates = tape.updates.clone();
+        let grads = plan.backward(tape, dlogits)?;
+        drop(overrides);
+        for (v, t) in updates {
+            if let Some(slot) = self.running.iter_mut().find(|(id, _, _)| *id == v) {
+                slot.2 = t;
+            }
+        }
+        let affs = transform::plan(self.norm, &grads);
+        let mut tensors: Vec<Tensor> =
+            self.params.iter_mut().map(|(_, _, t)| std::mem::replace(t, Tensor::scalar(0.0))).collect();
+        self.optimizer.step(&mut tensors, &grads, &affs, lr);
+        for ((_, _, slot), t) in self.params.iter_mut().zip(tensors) {
+            *slot = t;
+        }
+        Ok(stats)
+    }
+
+    /// Loss and accuracy with the current weights, BatchNorm on its running statistics.
+    pub fn evaluate(&mut self, x: Tensor, labels: &[i64]) -> Result<StepStats> {
+        let overrides = self.overrides();
+        let plan = self.plan(x.shape(), false)?;
+        let tape = plan.forward(vec![x], &overrides);
+        let (loss, _) = loss::softmax_cross_entropy(&tape.logits, labels)?;
+        Ok(StepStats { loss, correct: count_correct(&tape.logits, labels), total: labels.len() })
+    }
+
+    /// Every initializer this trainer changes (weights and running statistics), by ONNX name.
+    pub fn values(&self) -> Vec<(String, Tensor)> {
+        self.params.iter().chain(&self.running).map(|(_, n, t)| (n.clone(), t.clone())).collect()
+    }
+
+    /// The optimizer state of every trainable tensor, by ONNX name: (first, second) moment or
+    /// (momentum buffer, empty).
+    pub fn state(&self) -> impl Iterator<Item = (&str, &[f32], &[f32])> {
+        self.params
+            .iter()
+            .zip(self.optimizer.first.iter().zip(&self.optimizer.second))
+            .map(|((_, n, _), (a, b))| (n.as_str(), a.as_slice(), b.as_slice()))
+    }
+}
+
+fn count_correct(logits: &Tensor, labels: &[i64]) -> usize {
+    let k = logits.shape().last().copied().unwrap_or(1).max(1);
+    logits
+        .data()
+        .chunks(k)
+        .zip(labels)
+        .filter(|(row, &l)| row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as i64) == Some(l))
+        .count()
+}

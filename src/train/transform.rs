@@ -1,0 +1,161 @@
+//! Gradient transforms, applied after backward and before the optimizer (design.md, "Numerics").
+//! Each is computed as per-segment affine maps `ĝ = g·scale + shift` that the optimizer kernels
+//! apply on the fly, so the transform costs one statistics pass and no extra write:
+//! - ZNorm (Yun 2024): per tensor with more than one element, μ = mean(g), σ = population std,
+//!   ĝ = (g − μ)/(σ + ε); one-element tensors unchanged;
+//! - Gradient Centralization (Yong et al. 2020): for ndim > 1, each output channel's row minus
+//!   its mean;
+//! - clipping by global norm (torch.nn.utils.clip_grad_norm_): all gradients times
+//!   min(1, max_norm / (‖g‖ + 1e-6)).
+
+use std::str::FromStr;
+
+use rayon::prelude::*;
+
+use crate::kernels::moments::{moments, sum_squares};
+use crate::kernels::optim::Affine;
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum GradNorm {
+    None,
+    /// `matrices_only`: leave tensors with ndim ≤ 1 (biases, BatchNorm scales) unchanged.
+    ZNorm {
+        eps: f32,
+        matrices_only: bool,
+    },
+    Gc,
+    Clip {
+        max_norm: f32,
+    },
+}
+
+impl FromStr for GradNorm {
+    type Err = String;
+    /// `none`, `znorm`, `gc` or `clip:MAXNORM`.
+    fn from_str(s: &str) -> Result<GradNorm, String> {
+        match s {
+            "none" => Ok(GradNorm::None),
+            "znorm" => Ok(GradNorm::ZNorm { eps: 1e-8, matrices_only: false }),
+            "gc" => Ok(GradNorm::Gc),
+            _ => match s.strip_prefix("clip:").map(str::parse::<f32>) {
+                Some(Ok(m)) if m > 0.0 && m.is_finite() => Ok(GradNorm::Clip { max_norm: m }),
+                _ => Err(format!("'{s}' is not none, znorm, gc or clip:MAXNORM (MAXNORM > 0)")),
+            },
+        }
+    }
+}
+
+/// How one gradient tensor is transformed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorAffine {
+    Whole(Affine),
+    /// One shift per row of `cols` elements (GC), common scale.
+    Rows {
+        cols: usize,
+        scale: f32,
+        shifts: Vec<f32>,
+    },
+}
+
+impl TensorAffine {
+    /// The affine map of element `i`.
+    pub fn at(&self, i: usize) -> Affine {
+        match self {
+            TensorAffine::Whole(a) => *a,
+            TensorAffine::Rows { cols, scale, shifts } => Affine { scale: *scale, shift: shifts[i / cols] },
+        }
+    }
+
+    /// The transformed gradient, materialised (reports and tests; the optimizer never needs it).
+    pub fn apply(&self, g: &Tensor) -> Tensor {
+        let data = g.data().iter().enumerate().map(|(i, &v)| {
+            let a = self.at(i);
+            v * a.scale + a.shift
+        });
+        Tensor::from_vec(g.shape(), data.collect())
+    }
+}
+
+/// ZNorm's map for one tensor: identity for a single element.
+pub fn znorm_affine(g: &[f32], eps: f32) -> Affine {
+    if g.len() <= 1 {
+        return Affine::IDENTITY;
+    }
+    let (mean, var) = moments(g);
+    // As torch in f32: (g − μ) / (σ + ε), with μ and σ rounded to f32.
+    let (mu, sigma) = (mean as f32, (var.sqrt()) as f32);
+    let scale = 1.0 / (sigma + eps);
+    Affine { scale, shift: -mu * scale }
+}
+
+/// GC's map for one tensor: each row (first axis) minus its mean; identity for ndim ≤ 1.
+pub fn gc_affine(g: &Tensor) -> TensorAffine {
+    if g.rank() <= 1 || g.is_empty() {
+        return TensorAffine::Whole(Affine::IDENTITY);
+    }
+    let cols = g.len() / g.shape()[0];
+    let shifts = g.data().chunks(cols).map(|row| -(moments(row).0 as f32)).collect();
+    TensorAffine::Rows { cols, scale: 1.0, shifts }
+}
+
+/// The transform of every gradient (tensors in parallel).
+pub fn plan(norm: GradNorm, grads: &[Tensor]) -> Vec<TensorAffine> {
+    match norm {
+        GradNorm::None => vec![TensorAffine::Whole(Affine::IDENTITY); grads.len()],
+        GradNorm::ZNorm { eps, matrices_only } => grads
+            .par_iter()
+            .map(|g| {
+                let skip = matrices_only && g.rank() <= 1;
+                TensorAffine::Whole(if skip { Affine::IDENTITY } else { znorm_affine(g.data(), eps) })
+            })
+            .collect(),
+        GradNorm::Gc => grads.par_iter().map(gc_affine).collect(),
+        GradNorm::Clip { max_norm } => {
+            let total = grads.par_iter().map(|g| sum_squares(g.data())).sum::<f64>().sqrt();
+            let coef = (max_norm as f64 / (total + 1e-6)).min(1.0) as f32;
+            vec![TensorAffine::Whole(Affine { scale: coef, shift: 0.0 }); grads.len()]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_derived_values() {
+        // A constant gradient has σ = 0: ZNorm maps it to (g − μ)/ε = 0.
+        let c = Tensor::from_vec([4], vec![2.5; 4]);
+        let z = TensorAffine::Whole(znorm_affine(c.data(), 1e-8)).apply(&c);
+        assert!(z.data().iter().all(|&v| v == 0.0));
+        // One element: unchanged.
+        let one = Tensor::from_vec([1], vec![3.0]);
+        assert_eq!(TensorAffine::Whole(znorm_affine(one.data(), 1e-8)).apply(&one).data(), &[3.0]);
+        // [1, 2, 3, 4]: μ = 2.5, σ = √1.25; ĝ = (g − 2.5)/√1.25 = ±0.4472, ±1.3416.
+        let g = Tensor::from_vec([4], vec![1.0, 2.0, 3.0, 4.0]);
+        let z = TensorAffine::Whole(znorm_affine(g.data(), 0.0)).apply(&g);
+        let s = 1.25f32.sqrt();
+        for (a, b) in z.data().iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // GC on [[1, 3], [10, 20]]: rows minus their means 2 and 15.
+        let m = Tensor::from_vec([2, 2], vec![1.0, 3.0, 10.0, 20.0]);
+        assert_eq!(gc_affine(&m).apply(&m).data(), &[-1.0, 1.0, -5.0, 5.0]);
+        // GC leaves vectors alone.
+        assert_eq!(gc_affine(&g), TensorAffine::Whole(Affine::IDENTITY));
+        // Clip: ‖(3, 4)‖ = 5 > 1 scales by 1/(5 + 1e-6); below the limit nothing changes.
+        let v = Tensor::from_vec([2], vec![3.0, 4.0]);
+        let clipped = plan(GradNorm::Clip { max_norm: 1.0 }, std::slice::from_ref(&v))[0].apply(&v);
+        assert!((clipped.data()[0] - 0.6).abs() < 1e-6 && (clipped.data()[1] - 0.8).abs() < 1e-6);
+        let kept = plan(GradNorm::Clip { max_norm: 10.0 }, std::slice::from_ref(&v))[0].apply(&v);
+        assert_eq!(kept.data(), v.data());
+    }
+
+    #[test]
+    fn parsing() {
+        assert_eq!("clip:0.5".parse::<GradNorm>(), Ok(GradNorm::Clip { max_norm: 0.5 }));
+        assert!("clip:-1".parse::<GradNorm>().is_err());
+        assert!("zorm".parse::<GradNorm>().is_err());
+    }
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""PyTorch optimizer-trajectory references for edgetune's finetuning (run by hand; needs the torch
+venv and the filled models from tools/fixtures.sh; its outputs in models/optim_refs/ are committed).
+
+    bash tools/fixtures.sh
+    PY=$(tools/venv.sh torch) && $PY tools/optim_refs.py [--only CASE ...]
+
+Model: the CIFAR ResNet-20 of tools/cifar_resnet.py, every float state_dict entry loaded from the
+same-named initializer of build/models/resnet20_cifar.onnx (tools/grad_refs.py:load_onnx_weights),
+model.train() (BatchNorm on batch statistics; running stats updated at every forward), float32,
+torch.set_num_threads(2), torch.use_deterministic_algorithms(True).
+Data: x, labels = fixture_data.grad_case("resnet20_cifar-b8-32x32-train"), the SAME batch at every
+step. One optimizer over model.parameters() (a single parameter group, every parameter: conv/fc
+weights, fc bias, BN weight/bias), torch.optim with foreach=False, fused=False.
+Each of STEPS = 3 steps:
+    opt.zero_grad(); loss = cross_entropy(model(x), labels) (mean); loss.backward();
+    every p.grad transformed in place (TRANSFORMS below); opt.step()
+Transforms (design.md "Numerics"), per parameter tensor g = p.grad, computed in the model's dtype:
+    none:  g unchanged
+    znorm: if g.numel() > 1: g = (g - g.mean()) / (g.std(unbiased=False) + 1e-8)
+    gc:    if g.dim() > 1:   g = g - g.mean(dim=(1, ..., g.dim()-1), keepdim=True)
+Optimizers (OPTIMIZERS below; torch defaults otherwise):
+    sgd:   SGD(lr=0.05, momentum=0.9, weight_decay=5e-4)    (dampening 0, nesterov False)
+    adam:  Adam(lr=1e-3)                                    (betas (0.9, 0.999), eps 1e-8, wd 0)
+    adamw: AdamW(lr=1e-3, weight_decay=1e-2)                (betas (0.9, 0.999), eps 1e-8)
+Cases `<opt>-<transform>` (9). Writes models/optim_refs/<case>.json (one line per tensor):
+  {"case", "model", "input_case", "optimizer": {"name", "lr", "momentum", "dampening", "nesterov",
+   "weight_decay", "betas", "eps"} (null where the optimizer has no such setting), "transform",
+   "znorm_eps", "steps", "torch", "generated_by",
+   "losses": [float32 loss at step 1, 2, 3, each before that step's update], "losses_f64",
+   "params": {name: summary of the parameter after the 3 steps, named_parameters() order},
+   "state": {name: {"momentum_buffer": summary} (sgd) or {"exp_avg", "exp_avg_sq"} (adam, adamw)},
+   "running": {name: summary of running_mean / running_var after the 3 steps}}
+with summary(t) = fixture_data.summary (shape, norm, proj, max_abs, samples; see tools/grad_refs.py)
+plus "f32_rel_err" = ||t32 - t64||_2 / ||t64||_2: the same trajectory run in float64 (weights and
+input cast exactly, model.double(), same transforms and optimizers), i.e. the float32 rounding noise
+of the reference itself, for choosing test tolerances, and "f64": the summary of that float64 result
+(what tests/optim_reference.rs compares against). The noise floor is ~1e-7 for SGD without ZNorm but
+reaches 1e-3 to 1e-1 (optimizer state) with Adam/AdamW and with ZNorm: Adam's first step is
+lr * g / (|g| + eps), so a gradient entry near zero whose rounding differs moves its weight by up to
+lr, and BatchNorm-train gradients at later steps amplify that; SGD+ZNorm (unit-std steps of 0.05)
+drives the loss up (2.42 -> 4.39) into a badly conditioned region. Reruns are byte-identical.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixture_data  # noqa: E402
+from grad_refs import build_model, load_onnx_weights, rel_err, summary  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "resnet20_cifar"
+INPUT_CASE = "resnet20_cifar-b8-32x32-train"
+OUT = ROOT / "models" / "optim_refs"
+STEPS = 3
+ZNORM_EPS = 1e-8
+
+OPTIMIZERS = {
+    "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
+    "adam": (torch.optim.Adam, {"lr": 1e-3}),
+    "adamw": (torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 1e-2}),
+}
+TRANSFORMS = ("none", "znorm", "gc")
+CASES = [f"{o}-{t}" for o in OPTIMIZERS for t in TRANSFORMS]
+
+
+def log(msg: str) -> None:
+    print(f"[optim_refs] {msg}", flush=True)
+
+
+def transform_(g: torch.Tensor, kind: str) -> None:
+    """Apply the gradient transform to g in place (in g's dtype)."""
+    if kind == "none":
+        return
+    if kind == "znorm":
+        if g.numel() > 1:
+            g.copy_((g - g.mean()) / (g.std(unbiased=False) + ZNORM_EPS))
+        return
+    if kind == "gc":
+        if g.dim() > 1:
+            g.copy_(g - g.mean(dim=tuple(range(1, g.dim())), keepdim=True))
+        return
+    raise ValueError(f"unknown transform {kind}")
+
+
+def make_optimizer(name: str, params) -> torch.optim.Optimizer:
+    cls, kw = OPTIMIZERS[name]
+    return cls(params, **kw, foreach=False, fused=False)
+
+
+def trajectory(case: str, dtype: torch.dtype):
+    """(model, optimizer, losses) after STEPS steps of `case` in `dtype`."""
+    opt_name, kind = case.split("-")
+    model = build_model(MODEL)
+    load_onnx_weights(model, ROOT / "build" / "models" / f"{MODEL}.onnx")
+    model.to(dtype)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = make_optimizer(opt_name, model.parameters())
+    x_np, labels_np = fixture_data.grad_case(INPUT_CASE)
+    x = torch.from_numpy(x_np).to(dtype)
+    labels = torch.from_numpy(labels_np)
+    losses = []
+    for _ in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), labels)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"{case} {dtype}: non-finite loss {loss.item()}")
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                transform_(p.grad, kind)
+        opt.step()
+        losses.append(float(loss.item()))
+    return model, opt, losses
+
+
+def opt_meta(name: str, opt: torch.optim.Optimizer) -> dict:
+    d = opt.defaults
+    betas = d.get("betas")
+    def num(v):
+        return None if v is None else float(v)
+
+    return {"name": name, "lr": num(d["lr"]), "momentum": num(d.get("momentum")),
+            "dampening": num(d.get("dampening")), "nesterov": d.get("nesterov"),
+            "weight_decay": num(d["weight_decay"]),
+            "betas": [float(b) for b in betas] if betas is not None else None,
+            "eps": num(d.get("eps"))}
+
+
+def state_of(model, opt) -> dict:
+    """{param name: {state key: tensor}} for the tensor entries of the optimizer state."""
+    keys = {"SGD": ("momentum_buffer",), "Adam": ("exp_avg", "exp_avg_sq"),
+            "AdamW": ("exp_avg", "exp_avg_sq")}[type(opt).__name__]
+    return {name: {k: opt.state[p][k] for k in keys} for name, p in model.named_parameters()}
+
+
+def with_err(t32: torch.Tensor, t64: torch.Tensor) -> dict:
+    if not torch.all(torch.isfinite(t32)):
+        raise SystemExit("non-finite tensor in the reference")
+    return {**summary(t32), "f32_rel_err": rel_err(t32, t64), "f64": summary(t64)}
+
+
+def run_case(case: str) -> dict:
+    m32, o32, losses = trajectory(case, torch.float32)
+    m64, o64, losses64 = trajectory(case, torch.float64)
+    p64 = dict(m64.named_parameters())
+    b64 = dict(m64.named_buffers())
+    s32, s64 = state_of(m32, o32), state_of(m64, o64)
+    params = {n: with_err(p, p64[n]) for n, p in m32.named_parameters()}
+    state = {n: {k: with_err(t, s64[n][k]) for k, t in st.items()} for n, st in s32.items()}
+    running = {n: with_err(b, b64[n]) for n, b in m32.named_buffers()
+               if n.endswith("running_mean") or n.endswith("running_var")}
+    opt_name, kind = case.split("-")
+    return {
+        "case": case,
+        "model": MODEL,
+        "input_case": INPUT_CASE,
+        "optimizer": opt_meta(opt_name, o32),
+        "transform": kind,
+        "znorm_eps": ZNORM_EPS if kind == "znorm" else None,
+        "steps": STEPS,
+        "torch": torch.__version__,
+        "generated_by": "tools/optim_refs.py",
+        "losses": losses,
+        "losses_f64": losses64,
+        "params": params,
+        "state": state,
+        "running": running,
+    }
+
+
+def to_text(ref: dict) -> str:
+    """JSON with one line per tensor (per parameter for "state"): small diffs, small files."""
+    lines = ["{"]
+    items = list(ref.items())
+    for k, (key, val) in enumerate(items):
+        comma = "," if k + 1 < len(items) else ""
+        if key in ("params", "state", "running"):
+            lines.append(f"  {json.dumps(key)}: {{")
+            sub = list(val.items())
+            for j, (name, s) in enumerate(sub):
+                c = "," if j + 1 < len(sub) else ""
+                lines.append(f"    {json.dumps(name)}: {json.dumps(s)}{c}")
+            lines.append("  }" + comma)
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(val)}{comma}")
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    json.loads(text)  # well-formed
+    return text
+
+
+def worst_err(ref: dict) -> tuple[float, str]:
+    """(largest f32_rel_err in the file, where)."""
+    cands = [(s["f32_rel_err"], f"params.{n}") for n, s in ref["params"].items()]
+    cands += [(s["f32_rel_err"], f"state.{n}.{k}") for n, st in ref["state"].items()
+              for k, s in st.items()]
+    cands += [(s["f32_rel_err"], f"running.{n}") for n, s in ref["running"].items()]
+    return max(cands)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Write PyTorch optimizer trajectories to models/optim_refs/.")
+    ap.add_argument("--only", nargs="*", help=f"case names (default: all of {CASES})")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    log(f"torch {torch.__version__}, threads {torch.get_num_threads()}, deterministic "
+        f"{torch.are_deterministic_algorithms_enabled()}")
+    cases = CASES
+    if args.only:
+        bad = [c for c in args.only if c not in CASES]
+        if bad:
+            raise SystemExit(f"unknown cases {bad}; known: {CASES}")
+        cases = [c for c in CASES if c in args.only]
+    OUT.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        t0 = time.perf_counter()
+        ref = run_case(case)
+        dt = time.perf_counter() - t0
+        text = to_text(ref)
+        path = OUT / f"{case}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        err, where = worst_err(ref)
+        pe = [s["f32_rel_err"] for s in ref["params"].values()]
+        log(f"{case}: losses {', '.join(f'{v:.6f}' for v in ref['losses'])}; worst f32 rel err "
+            f"{err:.1e} ({where}), params median {float(np.median(pe)):.1e} max {max(pe):.1e}; "
+            f"{dt:.2f} s, {len(text) / 1024:.0f} KB")
+
+
+if __name__ == "__main__":
+    main()
