@@ -22,6 +22,26 @@ pub enum BenchCommand {
     /// One gradient step (forward in record mode, loss, backward) on a random batch: time and
     /// the process's peak resident memory.
     Grad(GradBench),
+    /// ZNorm over a model's parameter shapes (or N values), beside a plain read-and-write sweep
+    /// of the same buffers (the memory floor), and ZNorm fused with an Adam step.
+    Znorm(ZnormBench),
+}
+
+#[derive(Args, Debug)]
+pub struct ZnormBench {
+    /// Use this model's float initializers' shapes.
+    #[arg(long, conflicts_with = "params", required_unless_present = "params")]
+    pub model: Option<PathBuf>,
+    /// One tensor of this many values.
+    #[arg(long)]
+    pub params: Option<usize>,
+    /// Threads for the multi-threaded figures (default: all cores); 1-thread figures always run.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +91,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(b) => infer(b),
         BenchCommand::Grad(b) => grad(b),
+        BenchCommand::Znorm(b) => znorm(b),
     }
 }
 
@@ -167,6 +188,111 @@ fn grad(b: GradBench) -> Result<()> {
             pool.current_num_threads(),
             rss.unwrap_or(f64::NAN)
         );
+    }
+    Ok(())
+}
+
+/// Median milliseconds of `iters` runs of `f` (after one warm-up run).
+fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..iters.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn znorm(b: ZnormBench) -> Result<()> {
+    use crate::kernels::optim::Adam;
+    use crate::train::optim::{Optimizer, Rule};
+    use crate::train::transform::{self, GradNorm};
+    use rayon::prelude::*;
+
+    let sizes: Vec<usize> = match (&b.model, b.params) {
+        (Some(m), _) => crate::onnx::load(m)?
+            .graph
+            .initializers
+            .iter()
+            .filter_map(|i| match &i.data {
+                crate::graph::Const::F32(t) => Some(t.len()),
+                crate::graph::Const::I64(_) => None,
+            })
+            .collect(),
+        (None, Some(n)) => vec![n],
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let total: usize = sizes.iter().sum();
+    let fill = |seed: usize| -> Vec<Vec<f32>> {
+        let mut k = seed as u32;
+        sizes
+            .iter()
+            .map(|&n| {
+                (0..n)
+                    .map(|_| {
+                        k = k.wrapping_mul(1664525).wrapping_add(1013904223);
+                        (k >> 9) as f32 / (1 << 23) as f32 - 1.0
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let label = b.model.as_ref().map_or(format!("{total} values"), |m| m.display().to_string());
+    let all = super::thread_pool(b.threads)?;
+    let one = super::thread_pool(1)?;
+    let mut rows = Vec::new();
+    for pool in [&one, &all] {
+        let threads = pool.current_num_threads();
+        let mut bufs = fill(1);
+        // The floor: one read and one write of every value (x ← x·1 + 0, the same SIMD sweep).
+        let floor = pool.install(|| {
+            time_ms(b.iters, || {
+                bufs.par_iter_mut().for_each(|g| {
+                    g.par_chunks_mut(1 << 16).for_each(|c| crate::kernels::simd::affine_inplace(c, 1.0, 0.0, false))
+                })
+            })
+        });
+        for (variant, simd) in [("simd", true), ("scalar", false)] {
+            let mut g = fill(2);
+            let ms = pool.install(|| time_ms(b.iters, || transform::znorm_inplace(&mut g, 1e-8, simd)));
+            // ZNorm reads every value twice (statistics, then the sweep) and writes it once.
+            rows.push(json!({"bench": "znorm", "variant": variant, "what": label, "params": total, "threads": threads,
+                "median_ms": ms, "gbps": 12.0 * total as f64 / ms / 1e6, "floor_ms": floor, "floor_gbps": 8.0 * total as f64 / floor / 1e6,
+                "ratio_to_floor": ms / floor}));
+        }
+        // ZNorm fused into Adam: statistics pass, then one sweep reading g, p, m, v, writing p, m, v.
+        let grads: Vec<Tensor> = fill(3).into_iter().zip(&sizes).map(|(v, &n)| Tensor::from_vec([n], v)).collect();
+        let mut params: Vec<Tensor> = fill(4).into_iter().zip(&sizes).map(|(v, &n)| Tensor::from_vec([n], v)).collect();
+        let rule =
+            Rule::Adam(Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false });
+        let mut opt = Optimizer::new(rule, &sizes);
+        let norm = GradNorm::ZNorm { eps: 1e-8, matrices_only: false };
+        let ms = pool.install(|| {
+            time_ms(b.iters, || {
+                let affs = transform::plan(norm, &grads);
+                opt.step(&mut params, &grads, &affs, 1e-3);
+            })
+        });
+        rows.push(json!({"bench": "znorm+adam", "what": label, "params": total, "threads": threads, "median_ms": ms,
+            "gbps": 32.0 * total as f64 / ms / 1e6, "floor_ms": floor}));
+    }
+    for r in rows {
+        if b.json {
+            println!("{r}");
+        } else {
+            println!(
+                "{:<10} {:<6} {} threads: {:.2} ms, {:.1} GB/s (floor {:.2} ms)",
+                r["bench"].as_str().unwrap_or(""),
+                r["variant"].as_str().unwrap_or(""),
+                r["threads"],
+                r["median_ms"].as_f64().unwrap_or(0.0),
+                r["gbps"].as_f64().unwrap_or(0.0),
+                r["floor_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     Ok(())
 }

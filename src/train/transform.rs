@@ -12,8 +12,9 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
-use crate::kernels::moments::{moments, sum_squares};
+use crate::kernels::moments::{moments, moments_par, moments_scalar, sum_squares};
 use crate::kernels::optim::Affine;
+use crate::kernels::simd;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,11 +83,36 @@ pub fn znorm_affine(g: &[f32], eps: f32) -> Affine {
     if g.len() <= 1 {
         return Affine::IDENTITY;
     }
-    let (mean, var) = moments(g);
+    // Large tensors sum their blocks on all threads; the result is the same blocks' sums.
+    let (mean, var) = if g.len() >= 1 << 22 { moments_par(g) } else { moments(g) };
     // As torch in f32: (g − μ) / (σ + ε), with μ and σ rounded to f32.
     let (mu, sigma) = (mean as f32, (var.sqrt()) as f32);
     let scale = 1.0 / (sigma + eps);
     Affine { scale, shift: -mu * scale }
+}
+
+/// ZNorm applied in place to every tensor (tensors in parallel, large ones in parallel chunks):
+/// the statistics pass, then one read-and-write sweep. `use_simd` false runs the scalar twins
+/// (for the SIMD-gain figure of `edgetune bench znorm`).
+pub fn znorm_inplace(grads: &mut [Vec<f32>], eps: f32, use_simd: bool) {
+    grads.par_iter_mut().for_each(|g| {
+        let a = if use_simd {
+            znorm_affine(g, eps)
+        } else if g.len() <= 1 {
+            Affine::IDENTITY
+        } else {
+            let (m, v) = moments_scalar(g);
+            let scale = 1.0 / (v.sqrt() as f32 + eps);
+            Affine { scale, shift: -(m as f32) * scale }
+        };
+        g.par_chunks_mut(1 << 16).for_each(|c| {
+            if use_simd {
+                simd::affine_inplace(c, a.scale, a.shift, false)
+            } else {
+                simd::affine_inplace_scalar(c, a.scale, a.shift, false)
+            }
+        });
+    });
 }
 
 /// GC's map for one tensor: each row (first axis) minus its mean; identity for ndim ≤ 1.
