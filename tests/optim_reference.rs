@@ -25,9 +25,13 @@ const TOL: f64 = 1e-5;
 
 /// Cases that do not meet the bound yet (measured 2026-11-27; the test prints the figures): after
 /// step 1 every Adam moment agrees with PyTorch to 3.5e-6 relative, but by step 3 the moments of
-/// a few small tensors (BatchNorm biases) and some weights drift further than PyTorch's own
-/// float32 noise. The gap is ours and is tracked in the issue; these cases are held to a raw 5e-2
-/// relative error so that the test still catches a real regression.
+/// a few small tensors (BatchNorm biases) and some weights drift by up to 2.3%. Traced: one weight
+/// gradient entry of layer3.2.conv1 is ~1e-9, a cancellation, where edgetune's f32 conv backward
+/// gives +2.3e-9 and PyTorch −1.1e-9 (its float64 run agrees with its float32 one); Adam's
+/// g/(|g| + 1e-8) turns that into a 0.3·lr difference of the step, which later steps amplify.
+/// SGD and ZNorm (which rescales by the tensor's spread) are not affected. The gap is ours and is
+/// tracked in the issue; these cases are held to a raw 5e-2 relative error so that the test still
+/// catches a real regression.
 const DIVERGENT: &[&str] = &["adam-none", "adam-gc", "adamw-none", "adamw-gc"];
 const DIVERGENT_TOL: f64 = 5e-2;
 
