@@ -57,15 +57,9 @@ fn parse_args() -> Args {
     Args { model: PathBuf::from(&pos[0]), batch, size, iters: iters.max(1) }
 }
 
-/// Deterministic pseudo-random data in [-1, 1) (the same LCG as `edgetune bench infer`).
+/// Deterministic pseudo-random data in [-1, 1) (the same sequence as `edgetune bench infer`).
 fn lcg_data(n: usize) -> Vec<f32> {
-    let mut s: u32 = 12345;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
+    edgetune::tensor::lcg_values(n, 12345)
 }
 
 /// The input shape, whether it is NHWC (as the declared first input is) and its HxW.

@@ -6,8 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use edgetune::train::transform::znorm_inplace;
 
 fn gradient(n: usize) -> Vec<f32> {
-    let mut k = 7u32;
-    (0..n).map(|_| { k = k.wrapping_mul(1664525).wrapping_add(1013904223); (k >> 9) as f32 / (1 << 23) as f32 - 1.0 }).collect()
+    edgetune::tensor::lcg_values(n, 7)
 }
 
 fn bench(c: &mut Criterion) {

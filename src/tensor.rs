@@ -126,6 +126,18 @@ impl fmt::Debug for Tensor {
     }
 }
 
+/// `n` deterministic pseudo-random values in [-1, 1) from a fixed LCG (benchmark inputs; no RNG
+/// dependency, and tools/bench_infer.py reproduces the sequence for seed 12345 exactly).
+pub fn lcg_values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
 /// Number of elements of a shape (1 for a scalar).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

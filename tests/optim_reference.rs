@@ -68,7 +68,7 @@ fn batch() -> (Tensor, Vec<i64>) {
 
 /// Worst error over the named tensors, in units of its bound (for the divergent cases: the raw
 /// relative error in units of `DIVERGENT_TOL`), and which tensor it was.
-fn judge<'a>(found: impl Iterator<Item = (String, Tensor)>, refs: &'a Value, case: &str) -> (String, f64) {
+fn judge(found: impl Iterator<Item = (String, Tensor)>, refs: &Value, case: &str) -> (String, f64) {
     let mut worst = (String::new(), 0.0);
     let mut n = 0;
     for (name, t) in found {

@@ -12,7 +12,7 @@ use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::error::Result;
 use crate::exec::Session;
-use crate::tensor::Tensor;
+use crate::tensor::{lcg_values, Tensor};
 use crate::train::{loss, select};
 
 #[derive(Subcommand, Debug)]
@@ -95,17 +95,10 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// Deterministic pseudo-random input in [-1, 1) (a fixed LCG: no RNG dependency needed).
+/// Deterministic pseudo-random input in [-1, 1).
 fn input(shape: Vec<usize>) -> Tensor {
     let n = shape.iter().product();
-    let mut s: u32 = 12345;
-    let data = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(shape, data)
+    Tensor::from_vec(shape, lcg_values(n, 12345))
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -226,19 +219,8 @@ fn znorm(b: ZnormBench) -> Result<()> {
         (None, None) => unreachable!("clap requires one"),
     };
     let total: usize = sizes.iter().sum();
-    let fill = |seed: usize| -> Vec<Vec<f32>> {
-        let mut k = seed as u32;
-        sizes
-            .iter()
-            .map(|&n| {
-                (0..n)
-                    .map(|_| {
-                        k = k.wrapping_mul(1664525).wrapping_add(1013904223);
-                        (k >> 9) as f32 / (1 << 23) as f32 - 1.0
-                    })
-                    .collect()
-            })
-            .collect()
+    let fill = |seed: u32| -> Vec<Vec<f32>> {
+        sizes.iter().enumerate().map(|(i, &n)| lcg_values(n, seed + i as u32)).collect()
     };
     let label = b.model.as_ref().map_or(format!("{total} values"), |m| m.display().to_string());
     let all = super::thread_pool(b.threads)?;

@@ -180,7 +180,6 @@ impl Built {
 type BuildFn = fn(&BuildCtx) -> Result<Built, String>;
 
 /// (op type, builder, whether the op has a backward rule)
-
 const TABLE: &[(&str, BuildFn, bool)] = &[
     ("Add", binary::build_add, true),
     ("AveragePool", pool::build_average, true),
