@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import zlib
 
+import json
+
 import numpy as np
 
 BN_MODES = ("train", "frozen")
@@ -105,3 +107,25 @@ if __name__ == "__main__":
     for c in GRAD_CASES:
         x, y = grad_case(c["case"])
         print(c["case"], x.shape, x.dtype, float(np.abs(x).mean()), y.tolist())
+
+
+def summaries_to_text(ref: dict, tables: tuple = ("params", "state", "running")) -> str:
+    """JSON with one line per entry of the `tables` dicts (one per tensor summary): small
+    diffs and small files for the committed references."""
+    lines = ["{"]
+    items = list(ref.items())
+    for k, (key, val) in enumerate(items):
+        comma = "," if k + 1 < len(items) else ""
+        if key in tables:
+            lines.append(f"  {json.dumps(key)}: {{")
+            sub = list(val.items())
+            for j, (name, s) in enumerate(sub):
+                c = "," if j + 1 < len(sub) else ""
+                lines.append(f"    {json.dumps(name)}: {json.dumps(s)}{c}")
+            lines.append("  }" + comma)
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(val)}{comma}")
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    json.loads(text)  # well-formed
+    return text

@@ -167,25 +167,6 @@ def run_case(info: dict) -> dict:
     }
 
 
-def to_text(ref: dict) -> str:
-    """JSON with one line per tensor summary (small diffs, small files)."""
-    lines = ["{"]
-    items = list(ref.items())
-    for k, (key, val) in enumerate(items):
-        comma = "," if k + 1 < len(items) else ""
-        if key in ("params", "running"):
-            lines.append(f"  {json.dumps(key)}: {{")
-            sub = list(val.items())
-            for j, (name, s) in enumerate(sub):
-                c = "," if j + 1 < len(sub) else ""
-                lines.append(f"    {json.dumps(name)}: {json.dumps(s)}{c}")
-            lines.append("  }" + comma)
-        else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(val)}{comma}")
-    lines.append("}")
-    text = "\n".join(lines) + "\n"
-    json.loads(text)  # well-formed
-    return text
 
 
 def main() -> None:
@@ -214,7 +195,7 @@ def main() -> None:
         ref = run_case(info)
         dt = time.perf_counter() - t0
         path = OUT / f"{info['case']}.json"
-        text = to_text(ref)
+        text = fixture_data.summaries_to_text(ref)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)

@@ -180,25 +180,6 @@ def run_case(case: str) -> dict:
     }
 
 
-def to_text(ref: dict) -> str:
-    """JSON with one line per tensor (per parameter for "state"): small diffs, small files."""
-    lines = ["{"]
-    items = list(ref.items())
-    for k, (key, val) in enumerate(items):
-        comma = "," if k + 1 < len(items) else ""
-        if key in ("params", "state", "running"):
-            lines.append(f"  {json.dumps(key)}: {{")
-            sub = list(val.items())
-            for j, (name, s) in enumerate(sub):
-                c = "," if j + 1 < len(sub) else ""
-                lines.append(f"    {json.dumps(name)}: {json.dumps(s)}{c}")
-            lines.append("  }" + comma)
-        else:
-            lines.append(f"  {json.dumps(key)}: {json.dumps(val)}{comma}")
-    lines.append("}")
-    text = "\n".join(lines) + "\n"
-    json.loads(text)  # well-formed
-    return text
 
 
 def worst_err(ref: dict) -> tuple[float, str]:
@@ -229,7 +210,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ref = run_case(case)
         dt = time.perf_counter() - t0
-        text = to_text(ref)
+        text = fixture_data.summaries_to_text(ref)
         path = OUT / f"{case}.json"
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)

@@ -56,23 +56,27 @@ pub fn im2col_row(x: &[f32], geo: &Geometry, row: usize, out: &mut [f32]) {
         }
         let src = &plane[iy as usize * w..(iy as usize + 1) * w];
         let x0 = (kx * geo.dilations[1]) as isize - geo.pads[1] as isize;
-        let sx = geo.strides[1];
-        // Outputs [lo, hi) read inside the row; the rest read padding. Computing the range once
-        // leaves a branch-free (vectorisable) copy or strided gather in between.
-        let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(sx) }.min(ow);
-        let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / sx + 1).min(ow) }.max(lo);
-        dst[..lo].fill(0.0);
-        dst[hi..].fill(0.0);
-        let first = (x0 + (lo * sx) as isize) as usize;
-        if lo == hi {
-            continue; // every tap of the row falls in the padding
-        }
-        if sx == 1 {
-            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-        } else {
-            for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sx)) {
-                *d = *s;
-            }
+        gather_taps(src, x0, geo.strides[1], dst);
+    }
+}
+
+/// `dst[t] = src[x0 + t·stride]`, zero where that index falls outside `src` (the padding).
+/// The in-row range is computed once, leaving a branch-free copy or strided gather.
+pub fn gather_taps(src: &[f32], x0: isize, stride: usize, dst: &mut [f32]) {
+    let (n, w) = (dst.len(), src.len());
+    let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(stride) }.min(n);
+    let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / stride + 1).min(n) }.max(lo);
+    dst[..lo].fill(0.0);
+    dst[hi..].fill(0.0);
+    if lo == hi {
+        return; // every tap falls in the padding
+    }
+    let first = (x0 + (lo * stride) as isize) as usize;
+    if stride == 1 {
+        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+    } else {
+        for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(stride)) {
+            *d = *s;
         }
     }
 }

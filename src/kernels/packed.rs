@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 use wide::f32x16;
 
+use super::conv::gather_taps;
 use super::gemm::MatRef;
 use super::SyncPtr;
 use crate::ops::window::Geometry;
@@ -238,21 +239,7 @@ impl Patches<'_> {
                 }
                 let src = &plane[iy as usize * w..(iy as usize + 1) * w];
                 let x0 = (ox * sx + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                // Positions [lo, hi) of the segment read inside the row, the rest padding.
-                let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(sx) }.min(seg);
-                let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / sx + 1).min(seg) }.max(lo);
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                let first = (x0 + (lo * sx) as isize) as usize;
-                if lo == hi {
-                    // every tap of the segment falls in the padding
-                } else if sx == 1 {
-                    dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-                } else {
-                    for (d, v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(sx)) {
-                        *d = *v;
-                    }
-                }
+                gather_taps(src, x0, sx, dst);
             }
         }
     }
