@@ -9,8 +9,10 @@ use serde_json::json;
 
 use super::progress;
 use crate::autodiff::BnMode;
-use crate::data::dataset::{self, epoch_order};
+use crate::data::dataset::{self, epoch_order, Images, Prep};
+use crate::data::image::{Layout, Preprocess};
 use crate::error::{Error, Result};
+use crate::graph::Dim;
 use crate::train::optim::{OptimizerName, Rule};
 use crate::train::schedule::{lr_at, Schedule};
 use crate::train::trainer::{TrainConfig, Trainer};
@@ -19,9 +21,20 @@ use crate::train::transform::GradNorm;
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
     pub model: PathBuf,
-    /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels).
+    /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels) or idx:DIR
+    /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files).
     #[arg(long)]
     pub data: String,
+    /// Validation data, evaluated before training and after each epoch (same forms; idx:DIR
+    /// reads the t10k-* files).
+    #[arg(long)]
+    pub val: Option<String>,
+    /// Input size HxW for image data (default: the model's declared size, else the images').
+    #[arg(long, value_parser = super::input::parse_size)]
+    pub size: Option<[usize; 2]>,
+    /// Preprocessing of image data.
+    #[arg(long, value_enum, default_value = "unit")]
+    pub preprocess: Preprocess,
     /// The updated model (.onnx), written atomically at the end.
     #[arg(long)]
     pub output: PathBuf,
@@ -84,6 +97,27 @@ pub enum ZnormScope {
     Matrices,
 }
 
+/// How the dataset's images become this model's inputs.
+fn prep_for(
+    graph: &crate::graph::Graph,
+    data: &dataset::Dataset,
+    size: Option<[usize; 2]>,
+    pre: Preprocess,
+) -> Result<Prep> {
+    let info = super::input::image_input(graph)?;
+    let native = match &data.images {
+        Images::Bytes { h, w, .. } => [*h, *w],
+        Images::Float(x) => [x.shape()[2], x.shape()[3]],
+    };
+    let declared = crate::exec::channel_axis(graph.inputs[0].1.dims.as_deref().unwrap_or(&[]))
+        .and_then(|_| graph.inputs[0].1.dims.as_ref())
+        .and_then(|d| match (&d[2], &d[3]) {
+            (Dim::Fixed(h), Dim::Fixed(w)) if info.layout == Layout::Nchw => Some([*h, *w]),
+            _ => None,
+        });
+    Ok(Prep { channels: info.channels, size: size.or(declared).unwrap_or(native), preprocess: pre })
+}
+
 pub fn run(a: FinetuneArgs) -> Result<()> {
     if a.output.is_dir() {
         return Err(Error::data(a.output.display().to_string(), "is a directory; name the .onnx file to write"));
@@ -92,7 +126,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
     let model = crate::onnx::load(&a.model)?;
-    let data = dataset::load(&a.data)?;
+    let data = dataset::load(&a.data, false)?;
+    let val = a.val.as_deref().map(|v| dataset::load(v, true)).transpose()?;
+    let prep = prep_for(&model.graph, &data, a.size, a.preprocess)?;
     let norm = match a.grad_norm {
         GradNorm::ZNorm { .. } => {
             GradNorm::ZNorm { eps: a.znorm_eps, matrices_only: a.znorm_scope == ZnormScope::Matrices }
@@ -108,6 +144,19 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?)),
         None => None,
     };
+    let evaluate = |trainer: &mut Trainer| -> Result<Option<f64>> {
+        let Some(v) = &val else { return Ok(None) };
+        let (mut correct, mut seen) = (0usize, 0usize);
+        for chunk in (0..v.len()).collect::<Vec<_>>().chunks(a.batch) {
+            let (x, y) = v.batch(chunk, &prep);
+            let s = pool.install(|| trainer.evaluate(x, &y))?;
+            (correct, seen) = (correct + s.correct, seen + s.total);
+        }
+        Ok(Some(correct as f64 / seen as f64))
+    };
+    if let Some(acc) = evaluate(&mut trainer)? {
+        println!("validation accuracy before: {:.4}", acc);
+    }
     let pb = progress::bar(total as u64, "finetune", a.quiet);
     let (mut seen, start) = (0usize, Instant::now());
     let mut last = None;
@@ -115,7 +164,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         let (epoch, pos) = (step / per_epoch, step % per_epoch);
         let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
         let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
-        let (x, y) = data.batch(idx);
+        let (x, y) = data.batch(idx, &prep);
         let lr = lr_at(a.schedule, a.lr, step, total, a.warmup);
         let t = Instant::now();
         let s = pool.install(|| trainer.step(x, &y, lr)).map_err(|e| match e {
@@ -132,6 +181,11 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             writeln!(w, "{row}").map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
         }
         last = Some(s);
+        if (step + 1) % per_epoch == 0 || step + 1 == total {
+            if let Some(acc) = evaluate(&mut trainer)? {
+                pb.suspend(|| println!("epoch {} validation accuracy {:.4}", epoch + 1, acc));
+            }
+        }
     }
     pb.finish_and_clear();
     crate::onnx::save(&model, &trainer.values(), &a.output)?;

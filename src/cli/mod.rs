@@ -5,7 +5,7 @@ mod bench;
 mod finetune;
 mod grad;
 mod infer;
-mod input;
+pub(crate) mod input;
 mod progress;
 
 use std::path::PathBuf;

@@ -1,18 +1,39 @@
-//! Labelled image datasets in memory and their batches. `load` reads a data SPEC
-//! (design.md): `npz:FILE` with arrays `x` (N×C×H×W float32) and `y` (N integer labels).
+//! Labelled image datasets in memory and their batches. `load` reads a data SPEC (design.md):
+//! `npz:FILE` (arrays `x`: N×C×H×W float32, `y`: N integer labels, used as they are) or
+//! `idx:DIR` (MNIST/Fashion-MNIST idx files, gzipped or not; the `train` split, or `t10k` for a
+//! validation set). Byte images are turned into model inputs per batch: resized to the model's
+//! size, gray replicated to its channels, preprocessed.
 
 use std::path::Path;
 
+use image::imageops::FilterType;
+use image::{GrayImage, RgbImage};
 use ndarray::ArrayD;
 use ndarray_npy::{NpzReader, ReadableElement};
 
+use super::image::{preprocess, Preprocess};
 use super::npy::from_array;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// The samples of a dataset.
+pub enum Images {
+    /// Ready model inputs, `[N, C, H, W]`.
+    Float(Tensor),
+    /// 8-bit images, `n` of `h`×`w`×`c` (channel-last), converted per batch.
+    Bytes { data: Vec<u8>, n: usize, h: usize, w: usize, c: usize },
+}
+
+/// How byte images become model inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Prep {
+    pub channels: usize,
+    pub size: [usize; 2],
+    pub preprocess: Preprocess,
+}
+
 pub struct Dataset {
-    /// `[N, C, H, W]`.
-    pub x: Tensor,
+    pub images: Images,
     pub y: Vec<i64>,
 }
 
@@ -25,25 +46,78 @@ impl Dataset {
         self.y.is_empty()
     }
 
-    /// The samples at `indices`, as one batch.
-    pub fn batch(&self, indices: &[usize]) -> (Tensor, Vec<i64>) {
-        let per: usize = self.x.shape()[1..].iter().product();
-        let mut data = Vec::with_capacity(per * indices.len());
-        for &i in indices {
-            data.extend_from_slice(&self.x.data()[i * per..(i + 1) * per]);
+    /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images).
+    pub fn batch(&self, indices: &[usize], prep: &Prep) -> (Tensor, Vec<i64>) {
+        let labels = indices.iter().map(|&i| self.y[i]).collect();
+        match &self.images {
+            Images::Float(x) => {
+                let per: usize = x.shape()[1..].iter().product();
+                let mut data = Vec::with_capacity(per * indices.len());
+                for &i in indices {
+                    data.extend_from_slice(&x.data()[i * per..(i + 1) * per]);
+                }
+                let mut shape = x.shape().to_vec();
+                shape[0] = indices.len();
+                (Tensor::from_vec(shape, data), labels)
+            }
+            Images::Bytes { data, h, w, c, .. } => {
+                let [oh, ow] = prep.size;
+                let mut out = Vec::with_capacity(indices.len() * prep.channels * oh * ow);
+                for &i in indices {
+                    let px = &data[i * h * w * c..(i + 1) * h * w * c];
+                    out.extend(to_input(px, [*h, *w], *c, prep));
+                }
+                (Tensor::from_vec([indices.len(), prep.channels, oh, ow], out), labels)
+            }
         }
-        let mut shape = self.x.shape().to_vec();
-        shape[0] = indices.len();
-        (Tensor::from_vec(shape, data), indices.iter().map(|&i| self.y[i]).collect())
     }
 }
 
-/// Reads a data SPEC.
-pub fn load(spec: &str) -> Result<Dataset> {
-    match spec.split_once(':') {
-        Some(("npz", file)) => load_npz(Path::new(file)),
-        _ => Err(Error::Usage(format!("--data '{spec}': expected npz:FILE"))),
+/// One 8-bit image (channel-last) as channel-major model input.
+fn to_input(px: &[u8], [h, w]: [usize; 2], c: usize, prep: &Prep) -> Vec<f32> {
+    let [oh, ow] = prep.size;
+    let plane = oh * ow;
+    let mut chw = vec![0.0f32; prep.channels * plane];
+    let resize = [h, w] != prep.size;
+    if c == 1 {
+        let img = GrayImage::from_raw(w as u32, h as u32, px.to_vec()).expect("sizes checked at load");
+        let img = if resize { image::imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle) } else { img };
+        for ch in 0..prep.channels {
+            for (d, p) in chw[ch * plane..(ch + 1) * plane].iter_mut().zip(img.pixels()) {
+                *d = p.0[0] as f32;
+            }
+        }
+    } else {
+        let img = RgbImage::from_raw(w as u32, h as u32, px.to_vec()).expect("sizes checked at load");
+        let img = if resize { image::imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle) } else { img };
+        for (i, p) in img.pixels().enumerate() {
+            for ch in 0..prep.channels {
+                chw[ch * plane + i] = if prep.channels == 1 {
+                    (0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32).round()
+                } else {
+                    p.0[ch.min(2)] as f32
+                };
+            }
+        }
     }
+    preprocess(&mut chw, prep.channels, plane, prep.preprocess);
+    chw
+}
+
+/// Reads a data SPEC; `test` picks the held-out split where the format has one (idx: t10k).
+pub fn load(spec: &str, test: bool) -> Result<Dataset> {
+    let ds = match spec.split_once(':') {
+        Some(("npz", file)) => load_npz(Path::new(file))?,
+        Some(("idx", dir)) => {
+            let (images, y) = super::idx::load(Path::new(dir), test)?;
+            Dataset { images, y }
+        }
+        _ => return Err(Error::Usage(format!("data '{spec}': expected npz:FILE or idx:DIR"))),
+    };
+    if ds.is_empty() {
+        return Err(Error::data(spec, "the dataset is empty"));
+    }
+    Ok(ds)
 }
 
 fn array<T: ReadableElement>(npz: &mut NpzReader<std::fs::File>, name: &str) -> Option<ArrayD<T>> {
@@ -75,10 +149,7 @@ fn load_npz(path: &Path) -> Result<Dataset> {
     if x.shape()[0] != y.len() {
         return Err(Error::data(&what, format!("{} images but {} labels", x.shape()[0], y.len())));
     }
-    if y.is_empty() {
-        return Err(Error::data(&what, "the dataset is empty"));
-    }
-    Ok(Dataset { x: from_array(x), y })
+    Ok(Dataset { images: Images::Float(from_array(x)), y })
 }
 
 /// A small seeded generator (SplitMix64) for shuffling: deterministic across platforms.
