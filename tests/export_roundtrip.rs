@@ -1,0 +1,79 @@
+//! Export round trip: a model finetuned by edgetune and written back as ONNX gives the same
+//! outputs in edgetune, in tract (run here) and in onnxruntime (tools/ort_run.py in the tools
+//! venv made by tools/fixtures.sh), keeps the input's node list, and leaves the input file
+//! byte-for-byte unchanged. Tolerance: 1e-4 of the output scale, as for the imported models.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use edgetune::data::npy::{read_tensor, write_tensor};
+use edgetune::Tensor;
+
+fn digest(path: &Path) -> u64 {
+    // FNV-1a over the bytes: enough to see any change to the input file.
+    std::fs::read(path).unwrap().iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+fn run_ort(model: &Path, x: &Path, y: &Path) -> Tensor {
+    let py = root().join("tools/.venv-light/bin/python");
+    let out = std::process::Command::new(py).arg(root().join("tools/ort_run.py")).args([model, x, y]).output().unwrap();
+    assert!(out.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&out.stderr));
+    read_tensor(y).unwrap()
+}
+
+#[test]
+fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet18_bn_op17.onnx");
+    let before = digest(&model);
+    // A small batch at 64x64 (the model declares 224x224; it is convolutional up to its pooling).
+    let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 3));
+    let data = d.path().join("train.npz");
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&data).unwrap());
+    npz.add_array("x", &edgetune::data::npy::to_array(&x)).unwrap();
+    npz.add_array("y", &ndarray::Array1::from(vec![1i64, 7, 42, 999])).unwrap();
+    npz.finish().unwrap();
+    let out = d.path().join("tuned.onnx");
+    let (code, _, err) = edgetune(&[
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("npz:{}", data.display()),
+        "--output",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(digest(&model), before, "the input model is unchanged");
+
+    let (orig, tuned) = (edgetune::onnx::load(&model).unwrap(), edgetune::onnx::load(&out).unwrap());
+    let names = |m: &edgetune::onnx::Model| {
+        m.proto.graph.as_ref().unwrap().node.iter().map(|n| n.name.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&tuned), names(&orig), "same node list");
+    let changed =
+        orig.graph.initializers.iter().zip(&tuned.graph.initializers).filter(|(a, b)| match (&a.data, &b.data) {
+            (edgetune::graph::Const::F32(p), edgetune::graph::Const::F32(q)) => p.data() != q.data(),
+            _ => false,
+        });
+    assert!(changed.count() > 60, "weights and running statistics were updated");
+
+    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y_ort.npy"));
+    write_tensor(&xp, &x).unwrap();
+    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    let ort = run_ort(&out, &xp, &yp);
+    let tract = run_tract(&out, &x);
+    let (e_ort, e_tract) = (rel_err(&ours, &ort), rel_err(&ours, &tract));
+    println!("exported model: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
+    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+}
