@@ -31,10 +31,7 @@ fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
     // A small batch at 64x64 (the model declares 224x224; it is convolutional up to its pooling).
     let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 3));
     let data = d.path().join("train.npz");
-    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&data).unwrap());
-    npz.add_array("x", &edgetune::data::npy::to_array(&x)).unwrap();
-    npz.add_array("y", &ndarray::Array1::from(vec![1i64, 7, 42, 999])).unwrap();
-    npz.finish().unwrap();
+    write_xy_npz(&data, &x, &[1, 7, 42, 999]);
     let out = d.path().join("tuned.onnx");
     let (code, _, err) = edgetune(&[
         "finetune",

@@ -140,10 +140,7 @@ fn finetune_cli_takes_the_same_steps() {
     let tmp = tempfile::tempdir().unwrap();
     let (x, labels) = batch();
     let data = tmp.path().join("batch.npz");
-    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&data).unwrap());
-    npz.add_array("x", &edgetune::data::npy::to_array(&x)).unwrap();
-    npz.add_array("y", &ndarray::Array1::from(labels.clone())).unwrap();
-    npz.finish().unwrap();
+    write_xy_npz(&data, &x, &labels);
     let model = fixtures().join("models/resnet20_cifar.onnx");
     for r in
         cases().into_iter().filter(|r| ["sgd-none", "adam-znorm", "adamw-gc"].contains(&r["case"].as_str().unwrap()))

@@ -35,13 +35,11 @@ pub struct ZnormBench {
     /// One tensor of this many values.
     #[arg(long)]
     pub params: Option<usize>,
-    /// Threads for the multi-threaded figures (default: all cores); 1-thread figures always run.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
-    #[arg(long)]
-    pub json: bool,
+    /// --threads sets the multi-threaded figures; the 1-thread figures always run.
+    #[command(flatten)]
+    pub out: RunOpts,
 }
 
 #[derive(Args, Debug)]
@@ -60,10 +58,20 @@ pub struct GradBench {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    #[command(flatten)]
+    pub out: RunOpts,
+}
+
+/// Options every timed benchmark shares.
+#[derive(Args, Debug)]
+pub struct RunOpts {
+    /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -79,12 +87,8 @@ pub struct InferBench {
     /// Timed iterations (after 2 untimed warm-up runs).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub out: RunOpts,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -142,7 +146,7 @@ fn grad(b: GradBench) -> Result<()> {
     let graph = &model.graph;
     let (shape, [h, w]) = batch_shape(graph, b.batch, b.size)?;
     let trainable = select::trainable(graph, &b.train)?;
-    let pool = super::thread_pool(b.threads)?;
+    let pool = super::thread_pool(b.out.threads)?;
     let x = input(shape.clone());
     let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
     let classes = *plan.logits_shape().last().unwrap_or(&1);
@@ -154,7 +158,7 @@ fn grad(b: GradBench) -> Result<()> {
         Ok(l)
     };
     pool.install(step)?;
-    let pb = progress::bar(b.iters as u64, "bench grad", b.quiet || b.json);
+    let pb = progress::bar(b.iters as u64, "bench grad", b.out.quiet || b.out.json);
     let mut times = Vec::new();
     for _ in 0..b.iters.max(1) {
         let t = Instant::now();
@@ -166,7 +170,7 @@ fn grad(b: GradBench) -> Result<()> {
     let med = median(times.clone());
     let ips = b.batch as f64 / (med / 1e3);
     let rss = peak_rss_mib();
-    if b.json {
+    if b.out.json {
         println!(
             "{}",
             json!({"bench": "grad", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
@@ -223,7 +227,7 @@ fn znorm(b: ZnormBench) -> Result<()> {
         sizes.iter().enumerate().map(|(i, &n)| lcg_values(n, seed + i as u32)).collect()
     };
     let label = b.model.as_ref().map_or(format!("{total} values"), |m| m.display().to_string());
-    let all = super::thread_pool(b.threads)?;
+    let all = super::thread_pool(b.out.threads)?;
     let one = super::thread_pool(1)?;
     let mut rows = Vec::new();
     for pool in [&one, &all] {
@@ -262,7 +266,7 @@ fn znorm(b: ZnormBench) -> Result<()> {
             "gbps": 32.0 * total as f64 / ms / 1e6, "floor_ms": floor}));
     }
     for r in rows {
-        if b.json {
+        if b.out.json {
             println!("{r}");
         } else {
             println!(
@@ -282,13 +286,13 @@ fn znorm(b: ZnormBench) -> Result<()> {
 fn infer(b: InferBench) -> Result<()> {
     let t0 = Instant::now();
     let model = crate::onnx::load(&b.model)?;
-    let session = Session::new(model.graph, b.threads)?;
+    let session = Session::new(model.graph, b.out.threads)?;
     let (shape, [h, w]) = batch_shape(session.graph(), b.batch, b.size)?;
     let x = input(shape);
     session.run(vec![x.clone()])?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
     session.run(vec![x.clone()])?;
-    let pb = progress::bar(b.iters as u64, "bench infer", b.quiet || b.json);
+    let pb = progress::bar(b.iters as u64, "bench infer", b.out.quiet || b.out.json);
     let mut times = Vec::with_capacity(b.iters);
     for _ in 0..b.iters.max(1) {
         let t = Instant::now();
@@ -300,7 +304,7 @@ fn infer(b: InferBench) -> Result<()> {
     let med = median(times.clone());
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let ips = b.batch as f64 / (med / 1e3);
-    if b.json {
+    if b.out.json {
         println!(
             "{}",
             json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],

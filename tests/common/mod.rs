@@ -236,3 +236,11 @@ pub fn compare_summary(name: &str, g: &Tensor, s: &serde_json::Value) -> Result<
     }
     Ok(worst)
 }
+
+/// Writes a `npz:` dataset (arrays `x` and `y`) for `edgetune finetune --data`.
+pub fn write_xy_npz(path: &Path, x: &Tensor, y: &[i64]) {
+    let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(path).unwrap());
+    npz.add_array("x", &edgetune::data::npy::to_array(x)).unwrap();
+    npz.add_array("y", &ndarray::Array1::from(y.to_vec())).unwrap();
+    npz.finish().unwrap();
+}
