@@ -21,12 +21,13 @@ use crate::train::transform::GradNorm;
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
     pub model: PathBuf,
-    /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels) or idx:DIR
-    /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files).
+    /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels), idx:DIR
+    /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files), cifar:DIR (CIFAR-10
+    /// binary) or folder:DIR (one sub-folder of PNG/JPEG images per class).
     #[arg(long)]
     pub data: String,
     /// Validation data, evaluated before training and after each epoch (same forms; idx:DIR
-    /// reads the t10k-* files).
+    /// reads the t10k-* files, cifar:DIR test_batch.bin).
     #[arg(long)]
     pub val: Option<String>,
     /// Input size HxW for image data (default: the model's declared size, else the images').
@@ -108,6 +109,7 @@ fn prep_for(
     let native = match &data.images {
         Images::Bytes { h, w, .. } => [*h, *w],
         Images::Float(x) => [x.shape()[2], x.shape()[3]],
+        Images::Files(_) => [224, 224],
     };
     let declared = crate::exec::channel_axis(graph.inputs[0].1.dims.as_deref().unwrap_or(&[]))
         .and_then(|_| graph.inputs[0].1.dims.as_ref())
@@ -148,7 +150,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         let Some(v) = &val else { return Ok(None) };
         let (mut correct, mut seen) = (0usize, 0usize);
         for chunk in (0..v.len()).collect::<Vec<_>>().chunks(a.batch) {
-            let (x, y) = v.batch(chunk, &prep);
+            let (x, y) = v.batch(chunk, &prep)?;
             let s = pool.install(|| trainer.evaluate(x, &y))?;
             (correct, seen) = (correct + s.correct, seen + s.total);
         }
@@ -164,7 +166,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         let (epoch, pos) = (step / per_epoch, step % per_epoch);
         let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
         let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
-        let (x, y) = data.batch(idx, &prep);
+        let (x, y) = data.batch(idx, &prep)?;
         let lr = lr_at(a.schedule, a.lr, step, total, a.warmup);
         let t = Instant::now();
         let s = pool.install(|| trainer.step(x, &y, lr)).map_err(|e| match e {

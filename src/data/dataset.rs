@@ -1,8 +1,9 @@
 //! Labelled image datasets in memory and their batches. `load` reads a data SPEC (design.md):
 //! `npz:FILE` (arrays `x`: N×C×H×W float32, `y`: N integer labels, used as they are) or
 //! `idx:DIR` (MNIST/Fashion-MNIST idx files, gzipped or not; the `train` split, or `t10k` for a
-//! validation set). Byte images are turned into model inputs per batch: resized to the model's
-//! size, gray replicated to its channels, preprocessed.
+//! validation set), `cifar:DIR` (CIFAR-10 binary; `test_batch.bin` for validation) or
+//! `folder:DIR` (a sub-folder of PNG/JPEG images per class). Images are turned into model inputs
+//! per batch: resized to the model's size, gray replicated to its channels, preprocessed.
 
 use std::path::Path;
 
@@ -22,6 +23,8 @@ pub enum Images {
     Float(Tensor),
     /// 8-bit images, `n` of `h`×`w`×`c` (channel-last), converted per batch.
     Bytes { data: Vec<u8>, n: usize, h: usize, w: usize, c: usize },
+    /// Image files, decoded per batch.
+    Files(Vec<std::path::PathBuf>),
 }
 
 /// How byte images become model inputs.
@@ -46,8 +49,9 @@ impl Dataset {
         self.y.is_empty()
     }
 
-    /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images).
-    pub fn batch(&self, indices: &[usize], prep: &Prep) -> (Tensor, Vec<i64>) {
+    /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images and
+    /// files; an image file that fails to decode is an error naming it).
+    pub fn batch(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
         let labels = indices.iter().map(|&i| self.y[i]).collect();
         match &self.images {
             Images::Float(x) => {
@@ -58,7 +62,18 @@ impl Dataset {
                 }
                 let mut shape = x.shape().to_vec();
                 shape[0] = indices.len();
-                (Tensor::from_vec(shape, data), labels)
+                Ok((Tensor::from_vec(shape, data), labels))
+            }
+            Images::Files(paths) => {
+                let chosen: Vec<&std::path::Path> = indices.iter().map(|&i| paths[i].as_path()).collect();
+                let x = super::image::load_batch(
+                    &chosen,
+                    prep.size,
+                    prep.channels,
+                    prep.preprocess,
+                    super::image::Layout::Nchw,
+                )?;
+                Ok((x, labels))
             }
             Images::Bytes { data, h, w, c, .. } => {
                 let [oh, ow] = prep.size;
@@ -67,7 +82,7 @@ impl Dataset {
                     let px = &data[i * h * w * c..(i + 1) * h * w * c];
                     out.extend(to_input(px, [*h, *w], *c, prep));
                 }
-                (Tensor::from_vec([indices.len(), prep.channels, oh, ow], out), labels)
+                Ok((Tensor::from_vec([indices.len(), prep.channels, oh, ow], out), labels))
             }
         }
     }
@@ -112,7 +127,15 @@ pub fn load(spec: &str, test: bool) -> Result<Dataset> {
             let (images, y) = super::idx::load(Path::new(dir), test)?;
             Dataset { images, y }
         }
-        _ => return Err(Error::Usage(format!("data '{spec}': expected npz:FILE or idx:DIR"))),
+        Some(("cifar", dir)) => {
+            let (images, y) = super::cifar::load(Path::new(dir), test)?;
+            Dataset { images, y }
+        }
+        Some(("folder", dir)) => {
+            let (files, y, _) = super::folder::load(Path::new(dir))?;
+            Dataset { images: Images::Files(files), y }
+        }
+        _ => return Err(Error::Usage(format!("data '{spec}': expected npz:FILE, idx:DIR, cifar:DIR or folder:DIR"))),
     };
     if ds.is_empty() {
         return Err(Error::data(spec, "the dataset is empty"));
