@@ -83,6 +83,15 @@ pub struct FinetuneArgs {
     pub no_shuffle: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Save a checkpoint here every --checkpoint-every steps and at the end of each epoch
+    /// (written atomically: an interrupted run keeps the last complete one).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint in --checkpoint (same options required).
+    #[arg(long, requires = "checkpoint")]
+    pub resume: bool,
     /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -142,8 +151,26 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut trainer = Trainer::new(model.graph.clone(), TrainConfig { train: a.train.clone(), bn: a.bn, norm, rule })?;
     let per_epoch = data.len().div_ceil(a.batch);
     let total = a.steps.unwrap_or(a.epochs * per_epoch);
+    // Everything that shapes the trajectory: a checkpoint only resumes the same run.
+    let fingerprint = format!(
+        "model={} data={} batch={} steps={total} optimizer={:?} lr={} momentum={} nesterov={} wd={} schedule={:?} warmup={} grad_norm={:?} train={} bn={:?} shuffle={} seed={}",
+        a.model.display(), a.data, a.batch, a.optimizer, a.lr, a.momentum, a.nesterov, a.weight_decay, a.schedule, a.warmup, norm, a.train, a.bn, !a.no_shuffle, a.seed
+    );
+    let start = match (&a.checkpoint, a.resume) {
+        (Some(dir), true) => crate::train::checkpoint::load(dir, &mut trainer, &fingerprint)?.unwrap_or(0),
+        _ => 0,
+    };
+    if start > 0 {
+        println!(
+            "resuming after step {start} of {total} from {}",
+            a.checkpoint.as_ref().expect("resume requires it").display()
+        );
+    }
     let mut log = match &a.log {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| Error::io(p, e))?)),
+        Some(p) => {
+            let f = std::fs::OpenOptions::new().create(true).write(true).append(start > 0).truncate(start == 0).open(p);
+            Some(std::io::BufWriter::new(f.map_err(|e| Error::io(p, e))?))
+        }
         None => None,
     };
     let evaluate = |trainer: &mut Trainer| -> Result<Option<f64>> {
@@ -160,9 +187,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         println!("validation accuracy before: {:.4}", acc);
     }
     let pb = progress::bar(total as u64, "finetune", a.quiet);
-    let (mut seen, start) = (0usize, Instant::now());
+    let (mut seen, started) = (0usize, Instant::now());
     let mut last = None;
-    for step in 0..total {
+    pb.set_position(start as u64);
+    for step in start..total {
         let (epoch, pos) = (step / per_epoch, step % per_epoch);
         let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
         let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
@@ -183,7 +211,16 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             writeln!(w, "{row}").map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
         }
         last = Some(s);
-        if (step + 1) % per_epoch == 0 || step + 1 == total {
+        let epoch_end = (step + 1) % per_epoch == 0;
+        if let Some(dir) = &a.checkpoint {
+            if epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0 {
+                if let Some(w) = log.as_mut() {
+                    w.flush().map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
+                }
+                crate::train::checkpoint::save(dir, &trainer, step + 1, &fingerprint)?;
+            }
+        }
+        if epoch_end || step + 1 == total {
             if let Some(acc) = evaluate(&mut trainer)? {
                 pb.suspend(|| println!("epoch {} validation accuracy {:.4}", epoch + 1, acc));
             }
@@ -191,7 +228,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     crate::onnx::save(&model, &trainer.values(), &a.output)?;
-    let secs = start.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     if let Some(s) = last {
         println!(
             "{total} steps ({seen} images) in {secs:.1} s, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}; wrote {}",

@@ -41,14 +41,16 @@ pub fn moments(x: &[f32]) -> (f64, f64) {
     (shift as f64 + m, (s2 / n - m * m).max(0.0))
 }
 
-/// `moments` with blocks summed in parallel (for single tensors of millions of elements).
+/// `moments` with blocks summed in parallel (for single tensors of millions of elements). The
+/// per-chunk sums are added in a fixed order, so the result does not depend on scheduling.
 pub fn moments_par(x: &[f32]) -> (f64, f64) {
     use rayon::prelude::*;
     let Some(&shift) = x.first() else { return (0.0, 0.0) };
-    let (s1, s2) = x
+    let parts: Vec<(f64, f64)> = x
         .par_chunks(BLOCK * 64)
         .map(|c| c.chunks(BLOCK).map(|b| block_sums(b, shift)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1)))
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        .collect();
+    let (s1, s2) = parts.into_iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let n = x.len() as f64;
     let m = s1 / n;
     (shift as f64 + m, (s2 / n - m * m).max(0.0))

@@ -1,6 +1,7 @@
 //! Training: the loss, which initializers train, gradient transforms (ZNorm, GC, clipping),
 //! optimizers and schedules, and the trainer that runs steps.
 
+pub mod checkpoint;
 pub mod loss;
 pub mod optim;
 pub mod schedule;

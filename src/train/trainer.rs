@@ -137,6 +137,33 @@ impl Trainer {
         self.params.iter().chain(&self.running).map(|(_, n, t)| (n.clone(), t.clone())).collect()
     }
 
+    /// Puts back weights, statistics and optimizer state saved from `values` and `state`
+    /// (a checkpoint of a run with the same model and options).
+    pub fn restore(
+        &mut self,
+        values: &HashMap<String, Tensor>,
+        state: &HashMap<String, (Vec<f32>, Vec<f32>)>,
+        steps: u64,
+    ) -> Result<(), String> {
+        for (_, name, t) in self.params.iter_mut().chain(self.running.iter_mut()) {
+            let v = values.get(name).ok_or(format!("no value for '{name}'"))?;
+            if v.len() != t.len() {
+                return Err(format!("'{name}' has {} values, the model {}", v.len(), t.len()));
+            }
+            *t = v.clone().into_reshaped(t.shape().to_vec());
+        }
+        for (i, (_, name, _)) in self.params.iter().enumerate() {
+            let (a, b) = state.get(name).ok_or(format!("no optimizer state for '{name}'"))?;
+            if a.len() != self.optimizer.first[i].len() || b.len() != self.optimizer.second[i].len() {
+                return Err(format!("optimizer state of '{name}' has the wrong size"));
+            }
+            self.optimizer.first[i].clone_from(a);
+            self.optimizer.second[i].clone_from(b);
+        }
+        self.optimizer.steps = steps;
+        Ok(())
+    }
+
     /// The optimizer state of every trainable tensor, by ONNX name: (first, second) moment or
     /// (momentum buffer, empty).
     pub fn state(&self) -> impl Iterator<Item = (&str, &[f32], &[f32])> {

@@ -138,7 +138,9 @@ pub fn plan(norm: GradNorm, grads: &[Tensor]) -> Vec<TensorAffine> {
             .collect(),
         GradNorm::Gc => grads.par_iter().map(gc_affine).collect(),
         GradNorm::Clip { max_norm } => {
-            let total = grads.par_iter().map(|g| sum_squares(g.data())).sum::<f64>().sqrt();
+            // Collected, then added in order: the same result however the work was scheduled.
+            let squares: Vec<f64> = grads.par_iter().map(|g| sum_squares(g.data())).collect();
+            let total = squares.iter().sum::<f64>().sqrt();
             let coef = (max_norm as f64 / (total + 1e-6)).min(1.0) as f32;
             vec![TensorAffine::Whole(Affine { scale: coef, shift: 0.0 }); grads.len()]
         }

@@ -1,0 +1,90 @@
+//! Checkpoint and resume: a finetune run killed with SIGKILL mid-epoch and resumed from its last
+//! checkpoint writes a final ONNX byte-identical to an uninterrupted run with the same seed and
+//! thread count (which is itself byte-identical to a run without checkpoints). A resume with
+//! other options is refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn dataset(dir: &Path) -> String {
+    let n = 40;
+    let x = edgetune::Tensor::from_vec([n, 3, 32, 32], edgetune::tensor::lcg_values(n * 3 * 32 * 32, 11));
+    let y: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
+    let p = dir.join("train.npz");
+    write_xy_npz(&p, &x, &y);
+    format!("npz:{}", p.display())
+}
+
+fn args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
+    // 2 epochs of 5 steps; shuffled, so the resume must restore the epoch's order and position.
+    vec![
+        "finetune",
+        model,
+        "--data",
+        data,
+        "--output",
+        out,
+        "--steps",
+        "10",
+        "--batch",
+        "8",
+        "--seed",
+        "7",
+        "--threads",
+        "2",
+        "--quiet",
+    ]
+}
+
+#[test]
+fn killed_and_resumed_run_equals_uninterrupted_run() {
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet20_cifar.onnx");
+    let model = model.to_str().unwrap();
+    let data = dataset(d.path());
+    let out = |n: &str| d.path().join(n).display().to_string();
+
+    let (plain, full, resumed) = (out("plain.onnx"), out("full.onnx"), out("resumed.onnx"));
+    let (code, _, err) = edgetune(&args(model, &data, &plain));
+    assert_eq!(code, 0, "{err}");
+    let ck_full = out("ck_full");
+    let mut a = args(model, &data, &full);
+    a.extend(["--checkpoint", &ck_full, "--checkpoint-every", "3"]);
+    let (code, _, err) = edgetune(&a);
+    assert_eq!(code, 0, "{err}");
+    let bytes = |p: &str| std::fs::read(p).unwrap();
+    assert!(bytes(&plain) == bytes(&full), "checkpointing must not change the result");
+
+    // The same run, killed as soon as its first checkpoint (after step 3, mid-epoch 1) exists.
+    let ck = out("ck");
+    let mut a = args(model, &data, &resumed);
+    a.extend(["--checkpoint", &ck, "--checkpoint-every", "3"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune")).args(&a).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !Path::new(&ck).join("checkpoint.npz").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before we could kill it: the resume below then starts from its end
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().ok(); // SIGKILL on unix
+    child.wait().unwrap();
+    assert!(!Path::new(&resumed).exists(), "killed before the end: no output written");
+
+    a.push("--resume");
+    let (code, stdout, err) = edgetune(&a);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("resuming after step"), "{stdout}");
+    assert!(bytes(&resumed) == bytes(&full), "resumed run differs from the uninterrupted one");
+
+    // Other options with the same checkpoint folder are refused.
+    let mut other = args(model, &data, &resumed);
+    other.extend(["--checkpoint", &ck, "--resume", "--lr", "0.5"]);
+    assert_bad_input(&other, "other options");
+}
