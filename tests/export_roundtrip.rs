@@ -74,3 +74,50 @@ fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
     println!("exported model: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
     assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
 }
+
+#[test]
+fn a_replaced_head_exports_with_its_new_shapes() {
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet18_bn_op17.onnx");
+    let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 5));
+    let data = d.path().join("train.npz");
+    write_xy_npz(&data, &x, &[0, 1, 2, 3]);
+    let out = d.path().join("four.onnx");
+    let (code, stdout, err) = edgetune(&[
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("npz:{}", data.display()),
+        "--output",
+        out.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "4",
+        "--num-classes",
+        "4",
+        "--train",
+        "head",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("1000 -> 4 classes"), "{stdout}");
+    let tuned = edgetune::onnx::load(&out).unwrap();
+    let fc = tuned.graph.initializers.iter().find(|i| i.name == "fc.weight").unwrap();
+    assert_eq!(fc.data.shape(), &[4, 512]);
+    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    write_tensor(&xp, &x).unwrap();
+    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    assert_eq!(ours.shape(), &[4, 4]);
+    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &x)));
+    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+
+    // Labels beyond the model's classes are refused before training, naming the data.
+    write_xy_npz(&data, &x, &[0, 1, 2, 1000]);
+    let bad = d.path().join("bad.onnx");
+    let spec = format!("npz:{}", data.display());
+    let args =
+        ["finetune", model.to_str().unwrap(), "--data", &spec, "--output", bad.to_str().unwrap(), "--steps", "1"];
+    assert_bad_input(&args, "label 1000");
+    assert!(!bad.exists());
+}

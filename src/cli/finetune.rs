@@ -73,6 +73,9 @@ pub struct FinetuneArgs {
     /// ZNorm on every tensor, or only on weights with ndim > 1.
     #[arg(long, value_enum, default_value = "all")]
     pub znorm_scope: ZnormScope,
+    /// Replace the classifier by a fresh K-way one (initialised like torch.nn.Linear).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
     /// Which initializers train: all, head or a regex on names.
     #[arg(long, default_value = "all")]
     pub train: String,
@@ -107,6 +110,22 @@ pub enum ZnormScope {
     Matrices,
 }
 
+/// Every label must name one of the model's classes (its declared output size, or --num-classes).
+fn check_classes(graph: &crate::graph::Graph, spec: &str, data: &dataset::Dataset, k: Option<usize>) -> Result<()> {
+    let declared = graph.outputs.first().and_then(|(_, d)| d.dims.as_ref()).and_then(|d| match d.last() {
+        Some(Dim::Fixed(n)) => Some(*n),
+        _ => None,
+    });
+    let Some(classes) = k.or(declared) else { return Ok(()) };
+    match data.y.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
+        Some((i, l)) => Err(Error::data(
+            spec,
+            format!("label {l} (sample {i}) does not fit the model's {classes} classes; --num-classes replaces the classifier"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How the dataset's images become this model's inputs.
 fn prep_for(
     graph: &crate::graph::Graph,
@@ -136,9 +155,17 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if a.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
-    let model = crate::onnx::load(&a.model)?;
+    let mut model = crate::onnx::load(&a.model)?;
+    if let Some(k) = a.num_classes {
+        let old = crate::train::head::replace_head(&mut model, k, a.seed)?;
+        println!("classifier replaced: {old} -> {k} classes");
+    }
     let data = dataset::load(&a.data, false)?;
     let val = a.val.as_deref().map(|v| dataset::load(v, true)).transpose()?;
+    check_classes(&model.graph, &a.data, &data, a.num_classes)?;
+    if let (Some(v), Some(spec)) = (&val, &a.val) {
+        check_classes(&model.graph, spec, v, a.num_classes)?;
+    }
     let prep = prep_for(&model.graph, &data, a.size, a.preprocess)?;
     let norm = match a.grad_norm {
         GradNorm::ZNorm { .. } => {
