@@ -121,3 +121,97 @@ fn a_replaced_head_exports_with_its_new_shapes() {
     assert_bad_input(&args, "label 1000");
     assert!(!bad.exists());
 }
+
+#[test]
+fn external_data_models_export_their_data_beside_the_output() {
+    // The dynamo export: BatchNorm folded into the convolutions, tensors in an external file.
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet18_dynamo_op18.onnx");
+    let data_file = fixtures().join("models/resnet18_dynamo_op18.onnx.data");
+    let (before, before_data) = (digest(&model), digest(&data_file));
+    let x = Tensor::from_vec([2, 3, 64, 64], edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 9));
+    let data = d.path().join("train.npz");
+    write_xy_npz(&data, &x, &[3, 5]);
+    let out = d.path().join("tuned.onnx");
+    let (code, _, err) = edgetune(&[
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("npz:{}", data.display()),
+        "--output",
+        out.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!((digest(&model), digest(&data_file)), (before, before_data), "the input and its data are unchanged");
+    assert!(d.path().join("tuned.onnx.data").exists(), "external data written beside the output");
+    assert!(std::fs::metadata(&out).unwrap().len() < 1 << 20, "the .onnx itself holds no weights");
+    let tuned = edgetune::onnx::load(&out).unwrap();
+    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    write_tensor(&xp, &x).unwrap();
+    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &x)));
+    println!("external-data export: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
+    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+}
+
+#[test]
+fn the_imagenet_resnet50_finetunes_and_round_trips() {
+    // NHWC input behind a Transpose, trailing Softmax, SAME_UPPER padding; the head retrained.
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet50_imagenet.onnx");
+    let before = digest(&model);
+    let x = Tensor::from_vec(
+        [2, 3, 64, 64],
+        edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 13).iter().map(|v| v * 100.0).collect(),
+    );
+    let data = d.path().join("train.npz");
+    write_xy_npz(&data, &x, &[281, 967]);
+    let out = d.path().join("tuned.onnx");
+    let (code, _, err) = edgetune(&[
+        "finetune",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("npz:{}", data.display()),
+        "--output",
+        out.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--train",
+        "head",
+        "--bn",
+        "frozen",
+        "--size",
+        "64x64",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(digest(&model), before, "the input model is unchanged");
+    let tuned = edgetune::onnx::load(&out).unwrap();
+    let orig = edgetune::onnx::load(&model).unwrap();
+    let differs = |name: &str| {
+        let pick =
+            |m: &edgetune::onnx::Model| m.graph.initializers.iter().find(|i| i.name == name).unwrap().data.to_floats();
+        pick(&tuned) != pick(&orig)
+    };
+    assert!(differs("fc1000/kernel") && !differs("conv1/kernel"), "only the head trained");
+    // The model takes NHWC: the same images, transposed.
+    let nhwc =
+        Tensor::from_vec([2, 64, 64, 3], edgetune::kernels::layout::transpose(x.data(), x.shape(), &[0, 2, 3, 1]));
+    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
+    write_tensor(&xp, &nhwc).unwrap();
+    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![nhwc.clone()]).unwrap().remove(0);
+    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &nhwc)));
+    println!("ImageNet ResNet-50 export: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
+    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+}

@@ -139,13 +139,18 @@ fn prep_for(
         Images::Float(x) => [x.shape()[2], x.shape()[3]],
         Images::Files(_) => [224, 224],
     };
-    let declared = crate::exec::channel_axis(graph.inputs[0].1.dims.as_deref().unwrap_or(&[]))
-        .and_then(|_| graph.inputs[0].1.dims.as_ref())
-        .and_then(|d| match (&d[2], &d[3]) {
-            (Dim::Fixed(h), Dim::Fixed(w)) if info.layout == Layout::Nchw => Some([*h, *w]),
-            _ => None,
-        });
-    Ok(Prep { channels: info.channels, size: size.or(declared).unwrap_or(native), preprocess: pre })
+    let hw = if info.layout == Layout::Nchw { [2, 3] } else { [1, 2] };
+    let dims = graph.inputs[0].1.dims.as_deref().unwrap_or(&[]);
+    let declared = match (dims.get(hw[0]), dims.get(hw[1])) {
+        (Some(Dim::Fixed(h)), Some(Dim::Fixed(w))) => Some([*h, *w]),
+        _ => None,
+    };
+    Ok(Prep {
+        channels: info.channels,
+        size: size.or(declared).unwrap_or(native),
+        preprocess: pre,
+        layout: info.layout,
+    })
 }
 
 pub fn run(a: FinetuneArgs) -> Result<()> {

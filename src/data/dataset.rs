@@ -12,7 +12,7 @@ use image::{GrayImage, RgbImage};
 use ndarray::ArrayD;
 use ndarray_npy::{NpzReader, ReadableElement};
 
-use super::image::{preprocess, Preprocess};
+use super::image::{preprocess, Layout, Preprocess};
 use super::npy::from_array;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -33,6 +33,8 @@ pub struct Prep {
     pub channels: usize,
     pub size: [usize; 2],
     pub preprocess: Preprocess,
+    /// The model's input layout: batches are built NCHW and transposed for an NHWC model.
+    pub layout: Layout,
 }
 
 pub struct Dataset {
@@ -52,6 +54,16 @@ impl Dataset {
     /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images and
     /// files; an image file that fails to decode is an error naming it).
     pub fn batch(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
+        let (x, labels) = self.batch_nchw(indices, prep)?;
+        if prep.layout == Layout::Nhwc && x.rank() == 4 {
+            let s = x.shape().to_vec();
+            let t = crate::kernels::layout::transpose(x.data(), &s, &[0, 2, 3, 1]);
+            return Ok((Tensor::from_vec([s[0], s[2], s[3], s[1]], t), labels));
+        }
+        Ok((x, labels))
+    }
+
+    fn batch_nchw(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
         let labels = indices.iter().map(|&i| self.y[i]).collect();
         match &self.images {
             Images::Float(x) => {

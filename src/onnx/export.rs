@@ -1,12 +1,15 @@
 //! Graph -> ONNX file: the imported ModelProto with new initializer contents. Node order, names,
-//! metadata and opset stay as they were; every initializer is written embedded (little-endian
-//! raw data) from the new values where given, else from the loaded ones. Written atomically.
+//! metadata and opset stay as they were; every initializer is written from the new values where
+//! given, else from the loaded ones: embedded (little-endian raw data), or, when the input model
+//! kept its tensors as external data, in one `<output>.data` file beside the output (64-byte
+//! aligned, so it can be memory-mapped). Each file is written atomically, data before model.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message;
-use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
+use tract_onnx::pb::StringStringEntryProto;
 
 use super::Model;
 use crate::atomic::write_atomic;
@@ -20,6 +23,9 @@ pub fn save(model: &Model, values: &[(String, Tensor)], path: &Path) -> Result<(
     let loaded: HashMap<&str, &Const> = model.graph.initializers.iter().map(|i| (i.name.as_str(), &i.data)).collect();
     let mut proto = model.proto.clone();
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Runtime("model without graph".into()))?;
+    let external = graph.initializer.iter().any(|t| t.data_location == Some(DataLocation::External as i32));
+    let data_name = format!("{}.data", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let mut blob: Vec<u8> = Vec::new();
     for t in graph.initializer.iter_mut() {
         let dtype = DataType::try_from(t.data_type).unwrap_or(DataType::Float);
         let (dims, raw) = match (updated.get(t.name.as_str()), loaded.get(t.name.as_str())) {
@@ -37,6 +43,21 @@ pub fn save(model: &Model, values: &[(String, Tensor)], path: &Path) -> Result<(
         t.uint64_data.clear();
         t.external_data.clear();
         t.data_location = None;
+        if external {
+            let offset = blob.len().next_multiple_of(64);
+            blob.resize(offset, 0);
+            blob.append(&mut t.raw_data);
+            let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
+            t.external_data = vec![
+                entry("location", data_name.clone()),
+                entry("offset", offset.to_string()),
+                entry("length", (blob.len() - offset).to_string()),
+            ];
+            t.data_location = Some(DataLocation::External as i32);
+        }
+    }
+    if external {
+        write_atomic(&path.with_file_name(&data_name), |w| w.write_all(&blob))?;
     }
     let bytes = proto.encode_to_vec();
     write_atomic(path, |w| w.write_all(&bytes))
