@@ -48,6 +48,7 @@ fn cifar_and_folder_load_and_reject_bad_files() {
         channels: 3,
         size: [32, 32],
         preprocess: edgetune::data::image::Preprocess::Unit,
+        layout: edgetune::data::image::Layout::Nchw,
     };
     let (x, _) = train.batch(&[1], &prep).unwrap();
     let plane = 32 * 32;
