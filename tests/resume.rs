@@ -21,7 +21,8 @@ fn dataset(dir: &Path) -> String {
 }
 
 fn args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
-    // 2 epochs of 5 steps; shuffled, so the resume must restore the epoch's order and position.
+    // 2 epochs of 5 steps, shuffled and augmented: the resume must restore the epoch's order,
+    // the position in it and the augmentation.
     vec![
         "finetune",
         model,
@@ -37,6 +38,8 @@ fn args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
         "7",
         "--threads",
         "2",
+        "--augment",
+        "crop,flip",
         "--quiet",
     ]
 }

@@ -13,6 +13,9 @@ use crate::data::image::Layout;
 use crate::error::Result;
 use crate::exec::Session;
 use crate::tensor::{lcg_values, Tensor};
+use crate::train::optim::{OptimizerName, Rule};
+use crate::train::trainer::{TrainConfig, Trainer};
+use crate::train::transform::GradNorm;
 use crate::train::{loss, select};
 
 #[derive(Subcommand, Debug)]
@@ -22,6 +25,9 @@ pub enum BenchCommand {
     /// One gradient step (forward in record mode, loss, backward) on a random batch: time and
     /// the process's peak resident memory.
     Grad(GradBench),
+    /// One full training step (forward, backward, gradient transform, optimizer) on a random
+    /// batch: median_step_ms, img_per_s, peak_rss_mib.
+    Train(GradBench),
     /// ZNorm over a model's parameter shapes (or N values), beside a plain read-and-write sweep
     /// of the same buffers (the memory floor), and ZNorm fused with an Adam step.
     Znorm(ZnormBench),
@@ -58,6 +64,15 @@ pub struct GradBench {
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// `bench train`: the optimizer.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerName,
+    /// `bench train`: the learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// `bench train`: the gradient transform (none, znorm, gc, clip:MAXNORM).
+    #[arg(long, default_value = "znorm")]
+    pub grad_norm: GradNorm,
     #[command(flatten)]
     pub out: RunOpts,
 }
@@ -94,7 +109,8 @@ pub struct InferBench {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(b) => infer(b),
-        BenchCommand::Grad(b) => grad(b),
+        BenchCommand::Grad(b) => grad(b, false),
+        BenchCommand::Train(b) => grad(b, true),
         BenchCommand::Znorm(b) => znorm(b),
     }
 }
@@ -141,7 +157,8 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn grad(b: GradBench) -> Result<()> {
+/// `bench grad` (forward + backward) or, with `full`, `bench train` (the whole training step).
+fn grad(b: GradBench, full: bool) -> Result<()> {
     let model = crate::onnx::load(&b.model)?;
     let graph = &model.graph;
     let (shape, [h, w]) = batch_shape(graph, b.batch, b.size)?;
@@ -151,18 +168,28 @@ fn grad(b: GradBench) -> Result<()> {
     let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
     let classes = *plan.logits_shape().last().unwrap_or(&1);
     let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
-    let step = || -> Result<f32> {
+    let mut trainer = if full {
+        let rule = Rule::new(b.optimizer, b.lr, 0.9, 0.0, false);
+        Some(Trainer::new(graph.clone(), TrainConfig { train: b.train.clone(), bn: b.bn, norm: b.grad_norm, rule })?)
+    } else {
+        None
+    };
+    let mut step = || -> Result<f32> {
+        if let Some(t) = trainer.as_mut() {
+            return Ok(t.step(x.clone(), &labels, b.lr)?.loss);
+        }
         let tape = plan.forward(vec![x.clone()], &[]);
         let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
         plan.backward(tape, dlogits)?;
         Ok(l)
     };
-    pool.install(step)?;
-    let pb = progress::bar(b.iters as u64, "bench grad", b.out.quiet || b.out.json);
+    let what = if full { "train" } else { "grad" };
+    pool.install(&mut step)?;
+    let pb = progress::bar(b.iters as u64, &format!("bench {what}"), b.out.quiet || b.out.json);
     let mut times = Vec::new();
     for _ in 0..b.iters.max(1) {
         let t = Instant::now();
-        pool.install(step)?;
+        pool.install(&mut step)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         pb.inc(1);
     }
@@ -173,13 +200,13 @@ fn grad(b: GradBench) -> Result<()> {
     if b.out.json {
         println!(
             "{}",
-            json!({"bench": "grad", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
+            json!({"bench": what, "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
                    "threads": pool.current_num_threads(), "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
                    "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
         );
     } else {
         println!(
-            "grad {} batch {} at {h}x{w}, {} threads: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
+            "{what} {} batch {} at {h}x{w}, {} threads: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
             b.model.display(),
             b.batch,
             pool.current_num_threads(),

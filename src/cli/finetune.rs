@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::progress;
 use crate::autodiff::BnMode;
-use crate::data::dataset::{self, epoch_order, Images, Prep};
+use crate::data::augment::Augment;
+use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
 use crate::data::image::{Layout, Preprocess};
 use crate::error::{Error, Result};
 use crate::graph::Dim;
@@ -81,6 +82,9 @@ pub struct FinetuneArgs {
     pub train: String,
     #[arg(long, value_enum, default_value = "train")]
     pub bn: BnMode,
+    /// Training augmentation: a comma-separated list of crop (pad 4, random crop) and flip.
+    #[arg(long, default_value = "")]
+    pub augment: Augment,
     /// Batches in file order (no shuffling).
     #[arg(long)]
     pub no_shuffle: bool,
@@ -185,8 +189,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let total = a.steps.unwrap_or(a.epochs * per_epoch);
     // Everything that shapes the trajectory: a checkpoint only resumes the same run.
     let fingerprint = format!(
-        "model={} data={} batch={} steps={total} optimizer={:?} lr={} momentum={} nesterov={} wd={} schedule={:?} warmup={} grad_norm={:?} train={} bn={:?} shuffle={} seed={}",
-        a.model.display(), a.data, a.batch, a.optimizer, a.lr, a.momentum, a.nesterov, a.weight_decay, a.schedule, a.warmup, norm, a.train, a.bn, !a.no_shuffle, a.seed
+        "model={} data={} batch={} steps={total} optimizer={:?} lr={} momentum={} nesterov={} wd={} schedule={:?} warmup={} grad_norm={:?} train={} bn={:?} shuffle={} seed={} augment={:?} classes={:?}",
+        a.model.display(), a.data, a.batch, a.optimizer, a.lr, a.momentum, a.nesterov, a.weight_decay, a.schedule, a.warmup, norm, a.train, a.bn, !a.no_shuffle, a.seed, a.augment, a.num_classes
     );
     let start = match (&a.checkpoint, a.resume) {
         (Some(dir), true) => crate::train::checkpoint::load(dir, &mut trainer, &fingerprint)?.unwrap_or(0),
@@ -226,7 +230,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         let (epoch, pos) = (step / per_epoch, step % per_epoch);
         let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
         let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
-        let (x, y) = data.batch(idx, &prep)?;
+        // Seeded per step: a resumed run augments exactly as an uninterrupted one.
+        let mut rng = Rng(a.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6175_6775);
+        let (x, y) = data.batch_augmented(idx, &prep, Some((&a.augment, &mut rng)))?;
         let lr = lr_at(a.schedule, a.lr, step, total, a.warmup);
         let t = Instant::now();
         let s = pool.install(|| trainer.step(x, &y, lr)).map_err(|e| match e {

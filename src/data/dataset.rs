@@ -54,7 +54,20 @@ impl Dataset {
     /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images and
     /// files; an image file that fails to decode is an error naming it).
     pub fn batch(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
-        let (x, labels) = self.batch_nchw(indices, prep)?;
+        self.batch_augmented(indices, prep, None)
+    }
+
+    /// `batch`, augmented (in NCHW, before any transpose to the model's layout).
+    pub fn batch_augmented(
+        &self,
+        indices: &[usize],
+        prep: &Prep,
+        aug: Option<(&super::augment::Augment, &mut Rng)>,
+    ) -> Result<(Tensor, Vec<i64>)> {
+        let (mut x, labels) = self.batch_nchw(indices, prep)?;
+        if let Some((a, rng)) = aug {
+            a.apply(&mut x, rng);
+        }
         if prep.layout == Layout::Nhwc && x.rank() == 4 {
             let s = x.shape().to_vec();
             let t = crate::kernels::layout::transpose(x.data(), &s, &[0, 2, 3, 1]);

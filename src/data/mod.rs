@@ -1,5 +1,6 @@
 //! Getting user data in and out: `.npy`/`.npz` arrays and images with their preprocessing.
 
+pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod folder;
