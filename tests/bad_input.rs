@@ -181,3 +181,22 @@ fn outputs_never_overwrite_a_folder() {
     let args = ["infer", m.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", d.path().to_str().unwrap()];
     assert_bad_input(&args, "directory");
 }
+
+#[test]
+fn finetune_refuses_an_unwritable_output_before_training() {
+    let d = tmp();
+    let x = edgetune::Tensor::from_vec([2, 3, 8, 8], vec![0.1; 384]);
+    let data = d.path().join("d.npz");
+    write_xy_npz(&data, &x, &[0, 1]);
+    let m = saved(d.path(), "m.onnx", &conv_relu());
+    let spec = format!("npz:{}", data.display());
+    let missing = d.path().join("no/such/folder/out.onnx");
+    assert_bad_input(
+        &["finetune", m.to_str().unwrap(), "--data", &spec, "--output", missing.to_str().unwrap()],
+        "cannot write",
+    );
+    assert_bad_input(
+        &["finetune", m.to_str().unwrap(), "--data", &spec, "--output", d.path().to_str().unwrap()],
+        "directory",
+    );
+}

@@ -157,10 +157,24 @@ fn prep_for(
     })
 }
 
-pub fn run(a: FinetuneArgs) -> Result<()> {
-    if a.output.is_dir() {
-        return Err(Error::data(a.output.display().to_string(), "is a directory; name the .onnx file to write"));
+/// Fails early (before any training) when the output cannot be written.
+fn check_writable(output: &std::path::Path) -> Result<()> {
+    if output.is_dir() {
+        return Err(Error::data(output.display().to_string(), "is a directory; name the .onnx file to write"));
     }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".edgetune-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| Error::data(output.display().to_string(), format!("cannot write there: {e}")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+pub fn run(a: FinetuneArgs) -> Result<()> {
+    check_writable(&a.output)?;
     if a.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
@@ -226,16 +240,29 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let (mut seen, started) = (0usize, Instant::now());
     let mut last = None;
     pb.set_position(start as u64);
-    for step in start..total {
+    // The batch of a step: its epoch's order, its position in it, augmentation seeded per step
+    // (so a resumed run sees exactly the batches of an uninterrupted one).
+    let make_batch = |step: usize| {
         let (epoch, pos) = (step / per_epoch, step % per_epoch);
         let order = epoch_order(data.len(), !a.no_shuffle, a.seed, epoch);
         let idx = &order[pos * a.batch..((pos + 1) * a.batch).min(data.len())];
-        // Seeded per step: a resumed run augments exactly as an uninterrupted one.
         let mut rng = Rng(a.seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6175_6775);
-        let (x, y) = data.batch_augmented(idx, &prep, Some((&a.augment, &mut rng)))?;
+        data.batch_augmented(idx, &prep, Some((&a.augment, &mut rng)))
+    };
+    let mut next = if start < total { Some(make_batch(start)?) } else { None };
+    for step in start..total {
+        let epoch = step / per_epoch;
+        let (x, y) = next.take().expect("prepared before the step");
         let lr = lr_at(a.schedule, a.lr, step, total, a.warmup);
         let t = Instant::now();
-        let s = pool.install(|| trainer.step(x, &y, lr)).map_err(|e| match e {
+        // Loading overlaps compute: the next batch is decoded while this step trains.
+        let (result, prefetched) = std::thread::scope(|scope| {
+            let loader = (step + 1 < total).then(|| scope.spawn(|| make_batch(step + 1)));
+            let r = pool.install(|| trainer.step(x, &y, lr));
+            (r, loader.map(|h| h.join().expect("the batch loader does not panic")))
+        });
+        next = prefetched.transpose()?;
+        let s = result.map_err(|e| match e {
             Error::Data { what, msg } if what == "labels" => Error::data(format!("{}: labels", a.data), msg),
             e => e,
         })?;
