@@ -45,10 +45,6 @@ impl GradStore {
     pub fn take(&mut self, v: ValueId) -> Option<Tensor> {
         self.grads[v].take()
     }
-
-    pub fn get(&self, v: ValueId) -> Option<&Tensor> {
-        self.grads[v].as_ref()
-    }
 }
 
 /// What one recorded forward pass leaves behind.
@@ -64,8 +60,6 @@ pub struct Tape {
 pub struct GradPlan {
     plan: Plan,
     requires_grad: Vec<bool>,
-    /// Steps `..end` produce the logits; later ones (a trailing Softmax) do not run.
-    end: usize,
     logits: ValueId,
     /// Value ids of the trainable initializers, in initializer order, and their shapes.
     pub params: Vec<ValueId>,
@@ -142,6 +136,7 @@ impl GradPlan {
                 ));
             }
         }
+        // Steps after the logits (a trailing Softmax) do not run in training.
         plan.steps.truncate(end);
         plan.outputs = vec![logits];
         plan.compute_lifetimes();
@@ -150,12 +145,12 @@ impl GradPlan {
             .iter()
             .map(|s| (graph.nodes[s.node].name.clone(), graph.nodes[s.node].op_type.clone()))
             .collect();
-        Ok(GradPlan { plan, requires_grad, end, logits, params, param_shapes, names })
+        Ok(GradPlan { plan, requires_grad, logits, params, param_shapes, names })
     }
 
     /// Shape of the logits for these input shapes.
     pub fn logits_shape(&self) -> &[usize] {
-        &self.plan.steps[self.end - 1].out_shape
+        &self.plan.steps.last().expect("the logits' step").out_shape
     }
 
     /// Runs the forward pass, recording what the backward pass needs. `params` overrides the

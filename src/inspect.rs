@@ -59,8 +59,10 @@ impl Report {
                 }
             }
         }
+        // Ops folded at load time (Shape, Constant ...) never need one.
         let runtime: Vec<&str> = ops::runtime_ops().collect();
-        let no_backward = op_counts.keys().filter(|op| runtime.contains(&op.as_str())).cloned().collect();
+        let no_backward =
+            op_counts.keys().filter(|op| runtime.contains(&op.as_str()) && !ops::has_backward(op)).cloned().collect();
         Report {
             path: model.path.display().to_string(),
             opset: g.opset,

@@ -78,6 +78,8 @@ fn inspect_json_describes_the_model() {
     assert_eq!(v["op_counts"]["BatchNormalization"], 20);
     assert_eq!(v["running_stats"].as_array().unwrap().len(), 40);
     assert_eq!(v["forward_supported"], true);
+    // Every op of a torchvision ResNet has a backward rule.
+    assert_eq!(v["backward_supported"], true, "{}", v["ops_without_backward"]);
 }
 
 #[test]

@@ -165,23 +165,34 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     let trainable = select::trainable(graph, &b.train)?;
     let pool = super::thread_pool(b.out.threads)?;
     let x = input(shape.clone());
-    let plan = GradPlan::new(graph, &[shape], &trainable, b.bn)?;
-    let classes = *plan.logits_shape().last().unwrap_or(&1);
-    let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
-    let mut trainer = if full {
+    // `bench grad` runs the gradient plan alone; `bench train` the trainer (which plans its own).
+    enum Stepper {
+        Grad(GradPlan),
+        Train(Box<Trainer>),
+    }
+    let mut stepper = if full {
         let rule = Rule::new(b.optimizer, b.lr, 0.9, 0.0, false);
-        Some(Trainer::new(graph.clone(), TrainConfig { train: b.train.clone(), bn: b.bn, norm: b.grad_norm, rule })?)
+        let cfg = TrainConfig { train: b.train.clone(), bn: b.bn, norm: b.grad_norm, rule };
+        Stepper::Train(Box::new(Trainer::new(graph.clone(), cfg)?))
     } else {
-        None
+        Stepper::Grad(GradPlan::new(graph, std::slice::from_ref(&shape), &trainable, b.bn)?)
     };
+    let logits = match &mut stepper {
+        Stepper::Grad(p) => p.logits_shape().to_vec(),
+        Stepper::Train(t) => t.logits_shape(&shape)?,
+    };
+    let classes = *logits.last().unwrap_or(&1);
+    let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
     let mut step = || -> Result<f32> {
-        if let Some(t) = trainer.as_mut() {
-            return Ok(t.step(x.clone(), &labels, b.lr)?.loss);
+        match &mut stepper {
+            Stepper::Train(t) => Ok(t.step(x.clone(), &labels, b.lr)?.loss),
+            Stepper::Grad(p) => {
+                let tape = p.forward(vec![x.clone()], &[]);
+                let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
+                p.backward(tape, dlogits)?;
+                Ok(l)
+            }
         }
-        let tape = plan.forward(vec![x.clone()], &[]);
-        let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
-        plan.backward(tape, dlogits)?;
-        Ok(l)
     };
     let what = if full { "train" } else { "grad" };
     pool.install(&mut step)?;

@@ -44,23 +44,6 @@ const MIN_BLOCK: usize = 64;
 /// `C = A·B (+ C)`, with C row-major `m × n` at row stride `ldc`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(m: usize, k: usize, n: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
-    gemm_with(m, k, n, a, b, c, ldc, accumulate, &|_, _, _| {})
-}
-
-/// Like `gemm`, then `epilogue(row, col0, block)` on each finished block of a row of C while it
-/// is still in cache (bias, activation).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_with(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-) {
     if m == 0 || n == 0 {
         return;
     }
@@ -90,10 +73,6 @@ pub fn gemm_with(
                 ldc as isize,
                 1,
             );
-            for r in r0..r1 {
-                let row = std::slice::from_raw_parts_mut(cptr.get().add(r * ldc + c0), c1 - c0);
-                epilogue(r, c0, row);
-            }
         }
     };
     if threads <= 1 || work < PARALLEL_MIN_FLOPS {

@@ -98,6 +98,11 @@ impl Trainer {
         Ok(&self.plans[&key])
     }
 
+    /// The logits' shape for inputs of `shape` (the class count is its last dim).
+    pub fn logits_shape(&mut self, shape: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.plan(shape, true)?.logits_shape().to_vec())
+    }
+
     /// One optimizer step on a batch at learning rate `lr`.
     pub fn step(&mut self, x: Tensor, labels: &[i64], lr: f32) -> Result<StepStats> {
         let overrides = self.overrides();
