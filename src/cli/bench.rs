@@ -167,7 +167,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     let x = input(shape.clone());
     // `bench grad` runs the gradient plan alone; `bench train` the trainer (which plans its own).
     enum Stepper {
-        Grad(GradPlan),
+        Grad(Box<GradPlan>),
         Train(Box<Trainer>),
     }
     let mut stepper = if full {
@@ -175,7 +175,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         let cfg = TrainConfig { train: b.train.clone(), bn: b.bn, norm: b.grad_norm, rule };
         Stepper::Train(Box::new(Trainer::new(graph.clone(), cfg)?))
     } else {
-        Stepper::Grad(GradPlan::new(graph, std::slice::from_ref(&shape), &trainable, b.bn)?)
+        Stepper::Grad(Box::new(GradPlan::new(graph, std::slice::from_ref(&shape), &trainable, b.bn)?))
     };
     let logits = match &mut stepper {
         Stepper::Grad(p) => p.logits_shape().to_vec(),
