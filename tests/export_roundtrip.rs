@@ -23,6 +23,33 @@ fn run_ort(model: &Path, x: &Path, y: &Path) -> Tensor {
     read_tensor(y).unwrap()
 }
 
+/// Finetunes `model` on the batch (`x`, `y`) with `options`, into `dir/tuned.onnx`; returns it
+/// and what the command printed.
+fn finetune(dir: &Path, model: &Path, x: &Tensor, y: &[i64], options: &[&str]) -> (std::path::PathBuf, String) {
+    let data = dir.join("train.npz");
+    write_xy_npz(&data, x, y);
+    let out = dir.join("tuned.onnx");
+    let spec = format!("npz:{}", data.display());
+    let mut args =
+        vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--output", out.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(options);
+    let (code, stdout, err) = edgetune(&args);
+    assert_eq!(code, 0, "{err}");
+    (out, stdout)
+}
+
+/// The exported model on `x` in edgetune, onnxruntime and tract: within 1e-4 of the output scale.
+fn assert_peers_agree(dir: &Path, model: &Path, x: &Tensor, what: &str) -> Tensor {
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y_ort.npy"));
+    write_tensor(&xp, x).unwrap();
+    let graph = edgetune::onnx::load(model).unwrap().graph;
+    let ours = edgetune::Session::new(graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(model, &xp, &yp)), rel_err(&ours, &run_tract(model, x)));
+    println!("{what}: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
+    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "{what}: onnxruntime {e_ort}, tract {e_tract}");
+    ours
+}
+
 #[test]
 fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
     let d = tempfile::tempdir().unwrap();
@@ -30,27 +57,13 @@ fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
     let before = digest(&model);
     // A small batch at 64x64 (the model declares 224x224; it is convolutional up to its pooling).
     let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 3));
-    let data = d.path().join("train.npz");
-    write_xy_npz(&data, &x, &[1, 7, 42, 999]);
-    let out = d.path().join("tuned.onnx");
-    let (code, _, err) = edgetune(&[
-        "finetune",
-        model.to_str().unwrap(),
-        "--data",
-        &format!("npz:{}", data.display()),
-        "--output",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.05",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let (out, _) = finetune(
+        d.path(),
+        &model,
+        &x,
+        &[1, 7, 42, 999],
+        &["--steps", "2", "--batch", "4", "--optimizer", "sgd", "--lr", "0.05"],
+    );
     assert_eq!(digest(&model), before, "the input model is unchanged");
 
     let (orig, tuned) = (edgetune::onnx::load(&model).unwrap(), edgetune::onnx::load(&out).unwrap());
@@ -65,14 +78,7 @@ fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
         });
     assert!(changed.count() > 60, "weights and running statistics were updated");
 
-    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y_ort.npy"));
-    write_tensor(&xp, &x).unwrap();
-    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
-    let ort = run_ort(&out, &xp, &yp);
-    let tract = run_tract(&out, &x);
-    let (e_ort, e_tract) = (rel_err(&ours, &ort), rel_err(&ours, &tract));
-    println!("exported model: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
-    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+    assert_peers_agree(d.path(), &out, &x, "finetuned ResNet-18");
 }
 
 #[test]
@@ -80,39 +86,17 @@ fn a_replaced_head_exports_with_its_new_shapes() {
     let d = tempfile::tempdir().unwrap();
     let model = fixtures().join("models/resnet18_bn_op17.onnx");
     let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 5));
-    let data = d.path().join("train.npz");
-    write_xy_npz(&data, &x, &[0, 1, 2, 3]);
-    let out = d.path().join("four.onnx");
-    let (code, stdout, err) = edgetune(&[
-        "finetune",
-        model.to_str().unwrap(),
-        "--data",
-        &format!("npz:{}", data.display()),
-        "--output",
-        out.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--batch",
-        "4",
-        "--num-classes",
-        "4",
-        "--train",
-        "head",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let options = ["--steps", "1", "--batch", "4", "--num-classes", "4", "--train", "head"];
+    let (out, stdout) = finetune(d.path(), &model, &x, &[0, 1, 2, 3], &options);
     assert!(stdout.contains("1000 -> 4 classes"), "{stdout}");
     let tuned = edgetune::onnx::load(&out).unwrap();
     let fc = tuned.graph.initializers.iter().find(|i| i.name == "fc.weight").unwrap();
     assert_eq!(fc.data.shape(), &[4, 512]);
-    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
-    write_tensor(&xp, &x).unwrap();
-    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
+    let ours = assert_peers_agree(d.path(), &out, &x, "4-class head");
     assert_eq!(ours.shape(), &[4, 4]);
-    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &x)));
-    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
 
     // Labels beyond the model's classes are refused before training, naming the data.
+    let data = d.path().join("train.npz");
     write_xy_npz(&data, &x, &[0, 1, 2, 1000]);
     let bad = d.path().join("bad.onnx");
     let spec = format!("npz:{}", data.display());
@@ -130,37 +114,12 @@ fn external_data_models_export_their_data_beside_the_output() {
     let data_file = fixtures().join("models/resnet18_dynamo_op18.onnx.data");
     let (before, before_data) = (digest(&model), digest(&data_file));
     let x = Tensor::from_vec([2, 3, 64, 64], edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 9));
-    let data = d.path().join("train.npz");
-    write_xy_npz(&data, &x, &[3, 5]);
-    let out = d.path().join("tuned.onnx");
-    let (code, _, err) = edgetune(&[
-        "finetune",
-        model.to_str().unwrap(),
-        "--data",
-        &format!("npz:{}", data.display()),
-        "--output",
-        out.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--batch",
-        "2",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.01",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let options = ["--steps", "1", "--batch", "2", "--optimizer", "sgd", "--lr", "0.01"];
+    let (out, _) = finetune(d.path(), &model, &x, &[3, 5], &options);
     assert_eq!((digest(&model), digest(&data_file)), (before, before_data), "the input and its data are unchanged");
     assert!(d.path().join("tuned.onnx.data").exists(), "external data written beside the output");
     assert!(std::fs::metadata(&out).unwrap().len() < 1 << 20, "the .onnx itself holds no weights");
-    let tuned = edgetune::onnx::load(&out).unwrap();
-    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
-    write_tensor(&xp, &x).unwrap();
-    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0);
-    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &x)));
-    println!("external-data export: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
-    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+    assert_peers_agree(d.path(), &out, &x, "external-data export");
 }
 
 #[test]
@@ -169,33 +128,10 @@ fn the_imagenet_resnet50_finetunes_and_round_trips() {
     let d = tempfile::tempdir().unwrap();
     let model = fixtures().join("models/resnet50_imagenet.onnx");
     let before = digest(&model);
-    let x = Tensor::from_vec(
-        [2, 3, 64, 64],
-        edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 13).iter().map(|v| v * 100.0).collect(),
-    );
-    let data = d.path().join("train.npz");
-    write_xy_npz(&data, &x, &[281, 967]);
-    let out = d.path().join("tuned.onnx");
-    let (code, _, err) = edgetune(&[
-        "finetune",
-        model.to_str().unwrap(),
-        "--data",
-        &format!("npz:{}", data.display()),
-        "--output",
-        out.to_str().unwrap(),
-        "--steps",
-        "1",
-        "--batch",
-        "2",
-        "--train",
-        "head",
-        "--bn",
-        "frozen",
-        "--size",
-        "64x64",
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let pixels = edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 13).iter().map(|v| v * 100.0).collect();
+    let x = Tensor::from_vec([2, 3, 64, 64], pixels);
+    let options = ["--steps", "1", "--batch", "2", "--train", "head", "--bn", "frozen", "--size", "64x64"];
+    let (out, _) = finetune(d.path(), &model, &x, &[281, 967], &options);
     assert_eq!(digest(&model), before, "the input model is unchanged");
     let tuned = edgetune::onnx::load(&out).unwrap();
     let orig = edgetune::onnx::load(&model).unwrap();
@@ -208,10 +144,5 @@ fn the_imagenet_resnet50_finetunes_and_round_trips() {
     // The model takes NHWC: the same images, transposed.
     let nhwc =
         Tensor::from_vec([2, 64, 64, 3], edgetune::kernels::layout::transpose(x.data(), x.shape(), &[0, 2, 3, 1]));
-    let (xp, yp) = (d.path().join("x.npy"), d.path().join("y.npy"));
-    write_tensor(&xp, &nhwc).unwrap();
-    let ours = edgetune::Session::new(tuned.graph, 0).unwrap().run(vec![nhwc.clone()]).unwrap().remove(0);
-    let (e_ort, e_tract) = (rel_err(&ours, &run_ort(&out, &xp, &yp)), rel_err(&ours, &run_tract(&out, &nhwc)));
-    println!("ImageNet ResNet-50 export: vs onnxruntime {e_ort:.2e}, vs tract {e_tract:.2e}");
-    assert!(e_ort <= 1e-4 && e_tract <= 1e-4, "onnxruntime {e_ort}, tract {e_tract}");
+    assert_peers_agree(d.path(), &out, &nhwc, "ImageNet ResNet-50 export");
 }
