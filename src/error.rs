@@ -38,6 +38,10 @@ pub enum Error {
     /// Anything else that went wrong while running (not the user's input).
     #[error("{0}")]
     Runtime(String),
+
+    /// The user stopped a run (Ctrl-C); the message says what was saved.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -57,10 +61,12 @@ impl Error {
         Error::Io { path: path.display().to_string(), source }
     }
 
-    /// CLI exit code: 2 for anything the user can fix in their input, 1 for runtime failures.
+    /// CLI exit code: 2 for anything the user can fix in their input, 1 for runtime failures,
+    /// 130 (the shell's code for SIGINT) for a run the user stopped.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NonFinite(_) | Error::Runtime(_) => 1,
+            Error::Interrupted(_) => 130,
             _ => 2,
         }
     }

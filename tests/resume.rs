@@ -1,7 +1,8 @@
 //! Checkpoint and resume: a finetune run killed with SIGKILL mid-epoch and resumed from its last
 //! checkpoint writes a final ONNX byte-identical to an uninterrupted run with the same seed and
 //! thread count (which is itself byte-identical to a run without checkpoints). A resume with
-//! other options is refused.
+//! other options is refused. Ctrl-C stops a run after its current step with a checkpoint that
+//! resumes it exactly.
 
 mod common;
 
@@ -20,9 +21,9 @@ fn dataset(dir: &Path) -> String {
     format!("npz:{}", p.display())
 }
 
-fn args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
-    // 2 epochs of 5 steps, shuffled and augmented: the resume must restore the epoch's order,
-    // the position in it and the augmentation.
+fn args<'a>(model: &'a str, data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    // Epochs of 5 steps, shuffled and augmented: the resume must restore the epoch's order, the
+    // position in it and the augmentation.
     vec![
         "finetune",
         model,
@@ -31,7 +32,7 @@ fn args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
         "--output",
         out,
         "--steps",
-        "10",
+        steps,
         "--batch",
         "8",
         "--seed",
@@ -53,10 +54,10 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     let out = |n: &str| d.path().join(n).display().to_string();
 
     let (plain, full, resumed) = (out("plain.onnx"), out("full.onnx"), out("resumed.onnx"));
-    let (code, _, err) = edgetune(&args(model, &data, &plain));
+    let (code, _, err) = edgetune(&args(model, &data, &plain, "10"));
     assert_eq!(code, 0, "{err}");
     let ck_full = out("ck_full");
-    let mut a = args(model, &data, &full);
+    let mut a = args(model, &data, &full, "10");
     a.extend(["--checkpoint", &ck_full, "--checkpoint-every", "3"]);
     let (code, _, err) = edgetune(&a);
     assert_eq!(code, 0, "{err}");
@@ -65,7 +66,7 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
 
     // The same run, killed as soon as its first checkpoint (after step 3, mid-epoch 1) exists.
     let ck = out("ck");
-    let mut a = args(model, &data, &resumed);
+    let mut a = args(model, &data, &resumed, "10");
     a.extend(["--checkpoint", &ck, "--checkpoint-every", "3"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune")).args(&a).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -87,7 +88,52 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     assert!(bytes(&resumed) == bytes(&full), "resumed run differs from the uninterrupted one");
 
     // Other options with the same checkpoint folder are refused.
-    let mut other = args(model, &data, &resumed);
+    let mut other = args(model, &data, &resumed, "10");
     other.extend(["--checkpoint", &ck, "--resume", "--lr", "0.5"]);
     assert_bad_input(&other, "other options");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet20_cifar.onnx");
+    let model = model.to_str().unwrap();
+    let data = dataset(d.path());
+    let out = |n: &str| d.path().join(n).display().to_string();
+    let (full, resumed, ck) = (out("full.onnx"), out("resumed.onnx"), out("ck"));
+    // Long enough that the signal lands mid-run.
+    let (code, _, err) = edgetune(&args(model, &data, &full, "300"));
+    assert_eq!(code, 0, "{err}");
+
+    // Checkpoints only at epoch ends (every 5 steps): the one after SIGINT is written on request.
+    let mut a = args(model, &data, &resumed, "300");
+    a.extend(["--checkpoint", &ck, "--checkpoint-every", "1000"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(&a)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !Path::new(&ck).join("checkpoint.npz").exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{err}");
+    assert!(err.starts_with("error: interrupted after step ") && err.contains("--resume"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!Path::new(&resumed).exists(), "stopped before the end: no output written");
+    let leftovers: Vec<_> = std::fs::read_dir(&ck).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, ["checkpoint.npz"], "only the complete checkpoint is left");
+
+    a.push("--resume");
+    let (code, stdout, err) = edgetune(&a);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("resuming after step"), "{stdout}");
+    assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&full).unwrap(), "resumed run differs");
 }

@@ -14,6 +14,8 @@ use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
 use crate::data::image::{Layout, Preprocess};
 use crate::error::{Error, Result};
 use crate::graph::Dim;
+use crate::ops::softmax_2d;
+use crate::tensor::Tensor;
 use crate::train::optim::{OptimizerName, Rule};
 use crate::train::schedule::{lr_at, Schedule};
 use crate::train::trainer::{TrainConfig, Trainer};
@@ -216,28 +218,23 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             a.checkpoint.as_ref().expect("resume requires it").display()
         );
     }
-    let mut log = match &a.log {
-        Some(p) => {
-            let f = std::fs::OpenOptions::new().create(true).write(true).append(start > 0).truncate(start == 0).open(p);
-            Some(std::io::BufWriter::new(f.map_err(|e| Error::io(p, e))?))
-        }
-        None => None,
-    };
+    let mut log = a.log.as_deref().map(|p| StepLog::open(p, start > 0)).transpose()?;
+    // Validation time is kept out of the reported training time and images/s.
+    let val_secs = std::cell::Cell::new(0.0);
     let evaluate = |trainer: &mut Trainer| -> Result<Option<f64>> {
         let Some(v) = &val else { return Ok(None) };
-        let (mut correct, mut seen) = (0usize, 0usize);
-        for chunk in (0..v.len()).collect::<Vec<_>>().chunks(a.batch) {
-            let (x, y) = v.batch(chunk, &prep)?;
-            let s = pool.install(|| trainer.evaluate(x, &y))?;
-            (correct, seen) = (correct + s.correct, seen + s.total);
-        }
-        Ok(Some(correct as f64 / seen as f64))
+        let t = Instant::now();
+        let acc = validate(trainer, v, &prep, a.batch, &pool, a.quiet);
+        val_secs.set(val_secs.get() + t.elapsed().as_secs_f64());
+        acc.map(Some)
     };
     if let Some(acc) = evaluate(&mut trainer)? {
         println!("validation accuracy before: {:.4}", acc);
     }
+    super::interrupt::install();
     let pb = progress::bar(total as u64, "finetune", a.quiet);
     let (mut seen, started) = (0usize, Instant::now());
+    val_secs.set(0.0);
     let mut last = None;
     pb.set_position(start as u64);
     // The batch of a step: its epoch's order, its position in it, augmentation seeded per step
@@ -273,17 +270,28 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         pb.inc(1);
         if let Some(w) = log.as_mut() {
             let row = json!({"step": step + 1, "epoch": epoch + 1, "loss": s.loss, "accuracy": acc, "lr": lr, "images_per_s": ips});
-            writeln!(w, "{row}").map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
+            w.write(&row)?;
         }
         last = Some(s);
         let epoch_end = (step + 1) % per_epoch == 0;
+        let stop = super::interrupt::requested();
         if let Some(dir) = &a.checkpoint {
-            if epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0 {
-                if let Some(w) = log.as_mut() {
-                    w.flush().map_err(|e| Error::io(a.log.as_deref().unwrap_or_else(|| "log".as_ref()), e))?;
-                }
+            if stop || epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0 {
+                log.as_mut().map(StepLog::flush).transpose()?;
                 crate::train::checkpoint::save(dir, &trainer, step + 1, &fingerprint)?;
             }
+        }
+        if stop {
+            pb.finish_and_clear();
+            log.as_mut().map(StepLog::flush).transpose()?;
+            return Err(Error::Interrupted(match &a.checkpoint {
+                Some(dir) => format!(
+                    "interrupted after step {} of {total}; checkpoint saved in {} (the same command with --resume continues)",
+                    step + 1,
+                    dir.display()
+                ),
+                None => format!("interrupted after step {} of {total}; nothing written (--checkpoint DIR makes a run resumable)", step + 1),
+            }));
         }
         if epoch_end || step + 1 == total {
             if let Some(acc) = evaluate(&mut trainer)? {
@@ -292,16 +300,89 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         }
     }
     pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64() - val_secs.get();
     crate::onnx::save(&model, &trainer.values(), &a.output)?;
-    let secs = started.elapsed().as_secs_f64();
     if let Some(s) = last {
         println!(
-            "{total} steps ({seen} images) in {secs:.1} s, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}; wrote {}",
+            "{total} steps ({seen} images) in {secs:.1} s of training, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}",
             seen as f64 / secs,
             s.loss,
             s.correct as f64 / s.total as f64,
-            a.output.display()
         );
     }
+    let (probe, _) = match &val {
+        Some(v) => v.batch(&(0..v.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
+        None => data.batch(&(0..data.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
+    };
+    let diff = verify_export(&a.output, &mut trainer, probe, &pool)?;
+    println!("wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})", a.output.display());
     Ok(())
+}
+
+/// The --log file: one JSON line per step, flushed before each checkpoint so that the rows of
+/// every step a checkpoint holds are on disk with it.
+struct StepLog {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl StepLog {
+    fn open(path: &std::path::Path, append: bool) -> Result<StepLog> {
+        let f = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path);
+        Ok(StepLog { path: path.to_path_buf(), out: std::io::BufWriter::new(f.map_err(|e| Error::io(path, e))?) })
+    }
+
+    fn write(&mut self, row: &serde_json::Value) -> Result<()> {
+        writeln!(self.out, "{row}").map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Accuracy over a validation set, BatchNorm on its running statistics.
+fn validate(
+    trainer: &mut Trainer,
+    val: &dataset::Dataset,
+    prep: &Prep,
+    batch: usize,
+    pool: &rayon::ThreadPool,
+    quiet: bool,
+) -> Result<f64> {
+    let order: Vec<usize> = (0..val.len()).collect();
+    let pb = progress::bar(order.len().div_ceil(batch) as u64, "validate", quiet);
+    let (mut correct, mut seen) = (0usize, 0usize);
+    for chunk in order.chunks(batch) {
+        let (x, y) = val.batch(chunk, prep)?;
+        let s = pool.install(|| trainer.evaluate(x, &y))?;
+        (correct, seen) = (correct + s.correct, seen + s.total);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(correct as f64 / seen as f64)
+}
+
+/// Loads the written model as any user would (a fresh import, the inference plan with its
+/// fusions) and checks that its class probabilities on `probe` are the trained ones; returns the
+/// largest difference.
+fn verify_export(path: &std::path::Path, trainer: &mut Trainer, probe: Tensor, pool: &rayon::ThreadPool) -> Result<f32> {
+    let graph = crate::onnx::load(path)?.graph;
+    let output = graph.outputs[0].0;
+    let ends_in_softmax = graph.nodes.iter().any(|n| n.op_type == "Softmax" && n.outputs.contains(&output));
+    let session = crate::exec::Session::new(graph, pool.current_num_threads())?;
+    let out = session.run(vec![probe.clone()])?.swap_remove(0);
+    // Training stops at the logits, before a trailing Softmax.
+    let got = if ends_in_softmax { out.data().to_vec() } else { softmax_2d(&out) };
+    let want = softmax_2d(&pool.install(|| trainer.logits(probe))?);
+    let diff = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+    // f32 rounding of the fused inference plan moves probabilities by ~1e-6; a wrong or stale
+    // tensor moves them by orders of magnitude more.
+    if got.len() != want.len() || diff.is_nan() || diff > 1e-4 {
+        return Err(Error::Runtime(format!(
+            "{}: the written model's outputs differ from the trained model's (max difference {diff:e})",
+            path.display()
+        )));
+    }
+    Ok(diff)
 }

@@ -6,6 +6,7 @@ mod finetune;
 mod grad;
 mod infer;
 pub(crate) mod input;
+mod interrupt;
 mod progress;
 
 use std::path::PathBuf;

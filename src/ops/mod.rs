@@ -34,7 +34,7 @@ pub use batchnorm::BatchNorm;
 pub use binary::Binary;
 pub use conv::Conv;
 pub use relu::Relu;
-pub use softmax::{softmax_rows, Softmax};
+pub use softmax::{softmax_2d, softmax_rows, Softmax};
 
 /// A node's computation once its attributes and constant inputs are resolved.
 pub trait Op: Send + Sync + Debug + Any {

@@ -94,5 +94,10 @@ pub fn softmax_rows(y: &Tensor) -> Vec<f32> {
     if is_dist {
         return y.data().to_vec();
     }
-    softmax(y.data(), (y.shape()[0], classes, 1))
+    softmax_2d(y)
+}
+
+/// Softmax of each row of a 2-D tensor of logits.
+pub fn softmax_2d(y: &Tensor) -> Vec<f32> {
+    softmax(y.data(), (y.shape()[0], y.shape()[1].max(1), 1))
 }

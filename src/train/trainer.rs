@@ -128,13 +128,18 @@ impl Trainer {
         Ok(stats)
     }
 
-    /// Loss and accuracy with the current weights, BatchNorm on its running statistics.
-    pub fn evaluate(&mut self, x: Tensor, labels: &[i64]) -> Result<StepStats> {
+    /// The logits with the current weights, BatchNorm on its running statistics (inference).
+    pub fn logits(&mut self, x: Tensor) -> Result<Tensor> {
         let overrides = self.overrides();
         let plan = self.plan(x.shape(), false)?;
-        let tape = plan.forward(vec![x], &overrides);
-        let (loss, _) = loss::softmax_cross_entropy(&tape.logits, labels)?;
-        Ok(StepStats { loss, correct: count_correct(&tape.logits, labels), total: labels.len() })
+        Ok(plan.forward(vec![x], &overrides).logits)
+    }
+
+    /// Loss and accuracy with the current weights, BatchNorm on its running statistics.
+    pub fn evaluate(&mut self, x: Tensor, labels: &[i64]) -> Result<StepStats> {
+        let logits = self.logits(x)?;
+        let (loss, _) = loss::softmax_cross_entropy(&logits, labels)?;
+        Ok(StepStats { loss, correct: count_correct(&logits, labels), total: labels.len() })
     }
 
     /// Every initializer this trainer changes (weights and running statistics), by ONNX name.
