@@ -146,6 +146,11 @@ fn to_input(px: &[u8], [h, w]: [usize; 2], c: usize, prep: &Prep) -> Vec<f32> {
 
 /// Reads a data SPEC; `test` picks the held-out split where the format has one (idx: t10k).
 pub fn load(spec: &str, test: bool) -> Result<Dataset> {
+    if let Some((kind, dir)) = spec.split_once(':').filter(|(k, _)| ["idx", "cifar", "folder"].contains(k)) {
+        if !Path::new(dir).is_dir() {
+            return Err(Error::data(dir, format!("no such folder (data '{kind}:' names a folder)")));
+        }
+    }
     let ds = match spec.split_once(':') {
         Some(("npz", file)) => load_npz(Path::new(file))?,
         Some(("idx", dir)) => {
