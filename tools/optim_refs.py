@@ -34,8 +34,10 @@ Cases `<opt>-<transform>` (9). Writes models/optim_refs/<case>.json (one line pe
 with summary(t) = fixture_data.summary (shape, norm, proj, max_abs, samples; see tools/grad_refs.py)
 plus "f32_rel_err" = ||t32 - t64||_2 / ||t64||_2: the same trajectory run in float64 (weights and
 input cast exactly, model.double(), same transforms and optimizers), i.e. the float32 rounding noise
-of the reference itself, for choosing test tolerances, and "f64": the summary of that float64 result
-(what tests/optim_reference.rs compares against). The noise floor is ~1e-7 for SGD without ZNorm but
+of the reference itself, for choosing test tolerances; "f32_variants_rel_err": the largest such
+error among PyTorch's other float32 implementations of the same run (VARIANTS: 1 thread,
+channels-last, oneDNN off); and "f64": the summary of that float64 result (what
+tests/optim_reference.rs compares against). The noise floor is ~1e-7 for SGD without ZNorm but
 reaches 1e-3 to 1e-1 (optimizer state) with Adam/AdamW and with ZNorm: Adam's first step is
 lr * g / (|g| + eps), so a gradient entry near zero whose rounding differs moves its weight by up to
 lr, and BatchNorm-train gradients at later steps amplify that; SGD+ZNorm (unit-std steps of 0.05)
@@ -97,18 +99,31 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     return cls(params, **kw, foreach=False, fused=False)
 
 
-def trajectory(case: str, dtype: torch.dtype):
-    """(model, optimizer, losses) after STEPS steps of `case` in `dtype`."""
+# Other float32 implementations of the same arithmetic: PyTorch with one thread instead of two,
+# with channels-last activations, and with oneDNN (mkldnn) convolutions off. Each is as correct as
+# the default; how far each lands from the float64 trajectory measures how much float32 rounding
+# alone can move this case.
+VARIANTS = ("1-thread", "channels-last", "no-mkldnn")
+
+
+def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
+    """(model, optimizer, losses) after STEPS steps of `case` in `dtype` (PyTorch run as `variant`)."""
+    torch.set_num_threads(1 if variant == "1-thread" else 2)
+    torch.backends.mkldnn.enabled = variant != "no-mkldnn"
     opt_name, kind = case.split("-")
     model = build_model(MODEL)
     load_onnx_weights(model, ROOT / "build" / "models" / f"{MODEL}.onnx")
     model.to(dtype)
+    if variant == "channels-last":
+        model.to(memory_format=torch.channels_last)
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
     opt = make_optimizer(opt_name, model.parameters())
     x_np, labels_np = fixture_data.grad_case(INPUT_CASE)
     x = torch.from_numpy(x_np).to(dtype)
+    if variant == "channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
     labels = torch.from_numpy(labels_np)
     losses = []
     for _ in range(STEPS):
@@ -122,7 +137,18 @@ def trajectory(case: str, dtype: torch.dtype):
                 transform_(p.grad, kind)
         opt.step()
         losses.append(float(loss.item()))
+    torch.set_num_threads(2)
+    torch.backends.mkldnn.enabled = True
     return model, opt, losses
+
+
+def tensors_of(model, opt) -> dict:
+    """Every compared tensor of a trajectory's end, keyed like the JSON (params/state/running)."""
+    out = {("params", n): p for n, p in model.named_parameters()}
+    out.update({("state", n, k): t for n, st in state_of(model, opt).items() for k, t in st.items()})
+    out.update({("running", n): b for n, b in model.named_buffers()
+                if n.endswith("running_mean") or n.endswith("running_var")})
+    return out
 
 
 def opt_meta(name: str, opt: torch.optim.Optimizer) -> dict:
@@ -145,22 +171,23 @@ def state_of(model, opt) -> dict:
     return {name: {k: opt.state[p][k] for k in keys} for name, p in model.named_parameters()}
 
 
-def with_err(t32: torch.Tensor, t64: torch.Tensor) -> dict:
-    if not torch.all(torch.isfinite(t32)):
+def with_err(key: tuple, t32: dict, t64: dict, variants: list[dict]) -> dict:
+    if not torch.all(torch.isfinite(t32[key])):
         raise SystemExit("non-finite tensor in the reference")
-    return {**summary(t32), "f32_rel_err": rel_err(t32, t64), "f64": summary(t64)}
+    spread = max(rel_err(v[key], t64[key]) for v in variants)
+    return {**summary(t32[key]), "f32_rel_err": rel_err(t32[key], t64[key]), "f32_variants_rel_err": spread,
+            "f64": summary(t64[key])}
 
 
 def run_case(case: str) -> dict:
     m32, o32, losses = trajectory(case, torch.float32)
     m64, o64, losses64 = trajectory(case, torch.float64)
-    p64 = dict(m64.named_parameters())
-    b64 = dict(m64.named_buffers())
-    s32, s64 = state_of(m32, o32), state_of(m64, o64)
-    params = {n: with_err(p, p64[n]) for n, p in m32.named_parameters()}
-    state = {n: {k: with_err(t, s64[n][k]) for k, t in st.items()} for n, st in s32.items()}
-    running = {n: with_err(b, b64[n]) for n, b in m32.named_buffers()
-               if n.endswith("running_mean") or n.endswith("running_var")}
+    t32, t64 = tensors_of(m32, o32), tensors_of(m64, o64)
+    variants = [tensors_of(*trajectory(case, torch.float32, v)[:2]) for v in VARIANTS]
+    params = {n: with_err(("params", n), t32, t64, variants) for n, _ in m32.named_parameters()}
+    state = {n: {k: with_err(("state", n, k), t32, t64, variants) for k in st}
+             for n, st in state_of(m32, o32).items()}
+    running = {key[1]: with_err(key, t32, t64, variants) for key in t32 if key[0] == "running"}
     opt_name, kind = case.split("-")
     return {
         "case": case,

@@ -1,40 +1,47 @@
 //! MNIST / Fashion-MNIST idx files (gzipped or not): `*-images-idx3-ubyte` (u8 N×H×W) and
 //! `*-labels-idx1-ubyte` (u8 N). Sizes from the header are checked against the bytes present.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::dataset::Images;
 use crate::error::{Error, Result};
 
-/// Reads a file, un-gzipping it when it starts with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::data(path.display().to_string(), format!("corrupt gzip: {e}")))?;
-        return Ok(out);
-    }
-    Ok(raw)
-}
-
-/// The idx payload after checking the magic (u8 data, `dims` dimensions) and the sizes.
-fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+/// Reads an idx file of u8 data with `dims` dimensions (un-gzipping it when it starts with the
+/// gzip magic): the header first, then exactly the bytes its dims call for. A file, or a
+/// decompressed stream, holding fewer or more bytes is refused without reading past the claim +1
+/// byte, so a small gzip that inflates to gigabytes costs no more than its header says.
+fn read_idx(path: &Path, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let bad = |msg: String| Error::data(path.display().to_string(), msg);
-    if bytes.len() < 4 + 4 * dims || bytes[..3] != [0, 0, 8] || bytes[3] as usize != dims {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    let gz = got == 2 && magic == [0x1f, 0x8b];
+    let mut stream: Box<dyn Read> =
+        if gz { Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file))) } else { Box::new(file) };
+    let read_err = |e: std::io::Error| if gz { bad(format!("corrupt gzip: {e}")) } else { Error::io(path, e) };
+    let mut header = vec![0u8; 4 + 4 * dims];
+    stream.read_exact(&mut header).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => bad(format!("not an idx file of u8 with {dims} dimension(s)")),
+        _ => read_err(e),
+    })?;
+    if header[..3] != [0, 0, 8] || header[3] as usize != dims {
         return Err(bad(format!("not an idx file of u8 with {dims} dimension(s)")));
     }
-    let shape: Vec<usize> = (0..dims)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
+    let shape: Vec<usize> = header[4..]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
         .collect();
     let n = crate::tensor::checked_numel(&shape).ok_or_else(|| bad(format!("dims {shape:?} overflow")))?;
-    let body = &bytes[4 + 4 * dims..];
+    // No allocation up front: the buffer grows with the bytes actually there.
+    let mut body = Vec::new();
+    stream.take(n as u64 + 1).read_to_end(&mut body).map_err(read_err)?;
     if body.len() != n {
-        return Err(bad(format!("holds {} bytes of data, its dims {shape:?} need {n}", body.len())));
+        let held = if body.len() > n { "more than".to_string() } else { format!("{} bytes of data,", body.len()) };
+        return Err(bad(format!("holds {held} its dims {shape:?} need ({n} bytes)")));
     }
-    Ok((shape, body.to_vec()))
+    Ok((shape, body))
 }
 
 /// The first existing file among `stem` + "", ".gz" in `dir`.
@@ -51,8 +58,8 @@ pub fn load(dir: &Path, test: bool) -> Result<(Images, Vec<i64>)> {
         .ok_or_else(|| missing("images"))?;
     let lab_path = find(dir, &[&format!("{split}-labels-idx1-ubyte"), &format!("{split}-labels.idx1-ubyte")])
         .ok_or_else(|| missing("labels"))?;
-    let (shape, pixels) = parse(&img_path, &read_maybe_gz(&img_path)?, 3)?;
-    let (lshape, labels) = parse(&lab_path, &read_maybe_gz(&lab_path)?, 1)?;
+    let (shape, pixels) = read_idx(&img_path, 3)?;
+    let (lshape, labels) = read_idx(&lab_path, 1)?;
     if lshape[0] != shape[0] {
         return Err(Error::data(&what, format!("{} images but {} labels", shape[0], lshape[0])));
     }
