@@ -101,13 +101,23 @@ pub struct FinetuneArgs {
     /// Continue from the checkpoint in --checkpoint (same options required).
     #[arg(long, requires = "checkpoint")]
     pub resume: bool,
-    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s).
+    /// What a step whose loss or gradients are NaN or infinite does: abort the run (naming the
+    /// first tensor that went non-finite) or skip the step and go on (counted in the log).
+    #[arg(long, value_enum, default_value = "abort")]
+    pub on_nonfinite: OnNonFinite,
+    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped).
     #[arg(long)]
     pub log: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnNonFinite {
+    Skip,
+    Abort,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -233,7 +243,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     }
     super::interrupt::install();
     let pb = progress::bar(total as u64, "finetune", a.quiet);
-    let (mut seen, started) = (0usize, Instant::now());
+    let (mut seen, mut skipped, started) = (0usize, 0usize, Instant::now());
     val_secs.set(0.0);
     let mut last = None;
     pb.set_position(start as u64);
@@ -259,20 +269,35 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             (r, loader.map(|h| h.join().expect("the batch loader does not panic")))
         });
         next = prefetched.transpose()?;
-        let s = result.map_err(|e| match e {
-            Error::Data { what, msg } if what == "labels" => Error::data(format!("{}: labels", a.data), msg),
-            e => e,
-        })?;
-        seen += s.total;
-        let ips = s.total as f64 / t.elapsed().as_secs_f64();
-        let acc = s.correct as f64 / s.total as f64;
-        pb.set_message(format!("loss {:.4} acc {:.3} {:.1} img/s", s.loss, acc, ips));
+        let s = match result {
+            Ok(s) => Some(s),
+            Err(Error::NonFinite(what)) if a.on_nonfinite == OnNonFinite::Skip => {
+                skipped += 1;
+                pb.suspend(|| eprintln!("step {}: {what}; step skipped", step + 1));
+                None
+            }
+            Err(Error::NonFinite(what)) => {
+                return Err(Error::NonFinite(format!(
+                    "step {}: {what}; run stopped, the last checkpoint kept (--on-nonfinite skip goes on past such steps)",
+                    step + 1
+                )))
+            }
+            Err(Error::Data { what, msg }) if what == "labels" => return Err(Error::data(format!("{}: labels", a.data), msg)),
+            Err(e) => return Err(e),
+        };
         pb.inc(1);
-        if let Some(w) = log.as_mut() {
-            let row = json!({"step": step + 1, "epoch": epoch + 1, "loss": s.loss, "accuracy": acc, "lr": lr, "images_per_s": ips});
-            w.write(&row)?;
+        if let Some(s) = &s {
+            seen += s.total;
+            let ips = s.total as f64 / t.elapsed().as_secs_f64();
+            let acc = s.correct as f64 / s.total as f64;
+            pb.set_message(format!("loss {:.4} acc {:.3} {:.1} img/s", s.loss, acc, ips));
+            if let Some(w) = log.as_mut() {
+                w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": s.loss, "accuracy": acc, "lr": lr, "images_per_s": ips, "skipped": skipped}))?;
+            }
+        } else if let Some(w) = log.as_mut() {
+            w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": null, "accuracy": null, "lr": lr, "skipped": skipped}))?;
         }
-        last = Some(s);
+        last = s.or(last);
         let epoch_end = (step + 1) % per_epoch == 0;
         let stop = super::interrupt::requested();
         if let Some(dir) = &a.checkpoint {
@@ -309,6 +334,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             s.loss,
             s.correct as f64 / s.total as f64,
         );
+    }
+    if skipped > 0 {
+        println!("{skipped} step(s) skipped for non-finite values");
     }
     let (probe, _) = match &val {
         Some(v) => v.batch(&(0..v.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,

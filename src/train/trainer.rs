@@ -8,7 +8,7 @@ use super::optim::{Optimizer, Rule};
 use super::transform::{self, GradNorm};
 use super::{loss, select};
 use crate::autodiff::{running_stat_values, BnMode, GradPlan};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Const, Graph, ValueId};
 use crate::tensor::Tensor;
 
@@ -113,6 +113,11 @@ impl Trainer {
         let updates = tape.updates.clone();
         let grads = plan.backward(tape, dlogits)?;
         drop(overrides);
+        // A non-finite gradient ends the step before anything changes (weights, moments, running
+        // statistics), so that a run told to skip such steps goes on from the same state.
+        if let Some(i) = grads.iter().position(|g| !g.data().iter().all(|v| v.is_finite())) {
+            return Err(Error::NonFinite(format!("the gradient of '{}' holds NaN or infinity", self.params[i].1)));
+        }
         for (v, t) in updates {
             if let Some(slot) = self.running.iter_mut().find(|(id, _, _)| *id == v) {
                 slot.2 = t;
