@@ -16,7 +16,8 @@ fn refused(data: &str, extra: &[&str], needle: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("out.onnx");
     std::fs::write(&out, b"the user's old model").unwrap();
-    let mut args = vec!["finetune", MODEL, "--data", data, "--output", out.to_str().unwrap(), "--steps", "1", "--quiet"];
+    let mut args =
+        vec!["finetune", MODEL, "--data", data, "--output", out.to_str().unwrap(), "--steps", "1", "--quiet"];
     args.extend(extra);
     assert_bad_input(&args, needle);
     assert_eq!(std::fs::read(&out).unwrap(), b"the user's old model", "{data}: the output was touched");

@@ -36,3 +36,13 @@ fn every_kept_input_is_handled() {
     }
     println!("{replayed} inputs replayed");
 }
+
+#[test]
+fn an_npy_header_longer_than_the_file_is_refused_before_allocating_it() {
+    // Found by the npy fuzzer (fuzz/regressions/npy/oom-5b31...): a version-3 header whose length
+    // field says 662 MB in a 42-byte file; ndarray-npy would allocate all of it.
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/npy/oom-5b31004e45285aef1d32f9bb7868a1cd2b1d82aa");
+    let err = edgetune::data::npy::read_tensor(&p).unwrap_err().to_string();
+    assert!(err.contains("header claims 2130408963 bytes, the file holds 42"), "{err}");
+}

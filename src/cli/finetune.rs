@@ -276,13 +276,13 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
                 pb.suspend(|| eprintln!("step {}: {what}; step skipped", step + 1));
                 None
             }
-            Err(Error::NonFinite(what)) => {
-                return Err(Error::NonFinite(format!(
-                    "step {}: {what}; run stopped, the last checkpoint kept (--on-nonfinite skip goes on past such steps)",
-                    step + 1
-                )))
+            Err(Error::NonFinite(what)) => return Err(Error::NonFinite(format!(
+                "step {}: {what}; run stopped, the last checkpoint kept (--on-nonfinite skip goes on past such steps)",
+                step + 1
+            ))),
+            Err(Error::Data { what, msg }) if what == "labels" => {
+                return Err(Error::data(format!("{}: labels", a.data), msg))
             }
-            Err(Error::Data { what, msg }) if what == "labels" => return Err(Error::data(format!("{}: labels", a.data), msg)),
             Err(e) => return Err(e),
         };
         pb.inc(1);
@@ -343,7 +343,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         None => data.batch(&(0..data.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
     };
     let diff = verify_export(&a.output, &mut trainer, probe, &pool)?;
-    println!("wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})", a.output.display());
+    println!(
+        "wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})",
+        a.output.display()
+    );
     Ok(())
 }
 
@@ -394,7 +397,12 @@ fn validate(
 /// Loads the written model as any user would (a fresh import, the inference plan with its
 /// fusions) and checks that its class probabilities on `probe` are the trained ones; returns the
 /// largest difference.
-fn verify_export(path: &std::path::Path, trainer: &mut Trainer, probe: Tensor, pool: &rayon::ThreadPool) -> Result<f32> {
+fn verify_export(
+    path: &std::path::Path,
+    trainer: &mut Trainer,
+    probe: Tensor,
+    pool: &rayon::ThreadPool,
+) -> Result<f32> {
     let graph = crate::onnx::load(path)?.graph;
     let output = graph.outputs[0].0;
     let ends_in_softmax = graph.nodes.iter().any(|n| n.op_type == "Softmax" && n.outputs.contains(&output));

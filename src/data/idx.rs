@@ -29,10 +29,8 @@ fn read_idx(path: &Path, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     if header[..3] != [0, 0, 8] || header[3] as usize != dims {
         return Err(bad(format!("not an idx file of u8 with {dims} dimension(s)")));
     }
-    let shape: Vec<usize> = header[4..]
-        .chunks_exact(4)
-        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
-        .collect();
+    let shape: Vec<usize> =
+        header[4..].chunks_exact(4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize).collect();
     let n = crate::tensor::checked_numel(&shape).ok_or_else(|| bad(format!("dims {shape:?} overflow")))?;
     // No allocation up front: the buffer grows with the bytes actually there.
     let mut body = Vec::new();

@@ -13,13 +13,32 @@ fn read_err(path: &Path, e: ReadNpyError) -> Error {
     Error::data(path.display().to_string(), format!("not a readable float32 .npy array: {e}"))
 }
 
+/// The bytes of an `.npy` file whose header fits in them. (ndarray-npy allocates the header
+/// length the file states before reading it: a lying 4-byte length would cost gigabytes.)
+fn npy_bytes(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| Error::data(path.display().to_string(), msg);
+    if bytes.len() < 10 || !bytes.starts_with(b"\x93NUMPY") {
+        return Err(bad("not an .npy file (no \\x93NUMPY magic)".into()));
+    }
+    let (start, len) = match bytes[6] {
+        1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+        2 | 3 if bytes.len() >= 12 => (12, u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize),
+        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    };
+    if start + len > bytes.len() {
+        return Err(bad(format!("its header claims {len} bytes, the file holds {}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
 /// Reads a float32 (or float64, converted) `.npy` file.
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
-    let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
-    let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(open()?) {
+    let bytes = npy_bytes(path)?;
+    let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(&bytes[..]) {
         Ok(a) => a,
         Err(ReadNpyError::WrongDescriptor(_)) => {
-            ArrayD::<f64>::read_npy(open()?).map_err(|e| read_err(path, e))?.mapv(|v| v as f32)
+            ArrayD::<f64>::read_npy(&bytes[..]).map_err(|e| read_err(path, e))?.mapv(|v| v as f32)
         }
         Err(e) => return Err(read_err(path, e)),
     };
@@ -44,14 +63,14 @@ pub fn write_tensor(path: &Path, t: &Tensor) -> Result<()> {
 
 /// Reads integer class labels from a `.npy` (int64, int32, uint8, or floats holding integers).
 pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
-    let open = || std::fs::File::open(path).map_err(|e| Error::io(path, e));
-    if let Ok(a) = ArrayD::<i64>::read_npy(open()?) {
+    let bytes = npy_bytes(path)?;
+    if let Ok(a) = ArrayD::<i64>::read_npy(&bytes[..]) {
         return Ok(a.iter().copied().collect());
     }
-    if let Ok(a) = ArrayD::<i32>::read_npy(open()?) {
+    if let Ok(a) = ArrayD::<i32>::read_npy(&bytes[..]) {
         return Ok(a.iter().map(|&v| v.into()).collect());
     }
-    if let Ok(a) = ArrayD::<u8>::read_npy(open()?) {
+    if let Ok(a) = ArrayD::<u8>::read_npy(&bytes[..]) {
         return Ok(a.iter().map(|&v| v.into()).collect());
     }
     let floats = read_tensor(path)
