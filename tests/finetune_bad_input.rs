@@ -24,6 +24,13 @@ fn refused(data: &str, extra: &[&str], needle: &str) {
     assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 1, "{data}: a file was left beside the output");
 }
 
+/// `npz:` data of two grey 32x32 RGB images with these labels, in `dir`.
+fn two_images(dir: &Path, labels: &[i64]) -> String {
+    let p = dir.join("train.npz");
+    write_xy_npz(&p, &edgetune::Tensor::from_vec([2, 3, 32, 32], vec![0.5; 2 * 3 * 32 * 32]), labels);
+    format!("npz:{}", p.display())
+}
+
 fn write_png(path: &Path, value: u8) {
     image::GrayImage::from_pixel(8, 8, image::Luma([value])).save(path).unwrap();
 }
@@ -53,23 +60,17 @@ fn an_unreadable_image_is_named() {
 #[test]
 fn labels_that_do_not_fit_the_classes() {
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("train.npz");
-    let x = edgetune::Tensor::from_vec([2, 3, 32, 32], vec![0.5; 2 * 3 * 32 * 32]);
-    write_xy_npz(&p, &x, &[3, 12]);
-    let spec = format!("npz:{}", p.display());
+    let spec = two_images(d.path(), &[3, 12]);
     refused(&spec, &[], "label 12"); // the model's own 10 classes
     refused(&spec, &["--num-classes", "5"], "label 12");
-    write_xy_npz(&p, &x, &[3, -1]);
+    let spec = two_images(d.path(), &[3, -1]);
     refused(&spec, &[], "label -1");
 }
 
 #[test]
 fn an_output_that_is_a_folder_or_not_writable() {
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("train.npz");
-    let x = edgetune::Tensor::from_vec([2, 3, 32, 32], vec![0.5; 2 * 3 * 32 * 32]);
-    write_xy_npz(&p, &x, &[3, 4]);
-    let spec = format!("npz:{}", p.display());
+    let spec = two_images(d.path(), &[3, 4]);
     let folder = d.path().join("a_folder");
     std::fs::create_dir(&folder).unwrap();
     assert_bad_input(&["finetune", MODEL, "--data", &spec, "--output", folder.to_str().unwrap()], "directory");

@@ -11,7 +11,8 @@ use std::path::Path;
 #[test]
 fn every_kept_input_is_handled() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    type Target = fn(&[u8]);
+    let targets: [(&str, Target); 6] = [
         ("onnx_import", targets::onnx_import),
         ("npy", targets::npy),
         ("idx", targets::idx),

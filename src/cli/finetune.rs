@@ -276,10 +276,12 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
                 pb.suspend(|| eprintln!("step {}: {what}; step skipped", step + 1));
                 None
             }
-            Err(Error::NonFinite(what)) => return Err(Error::NonFinite(format!(
+            Err(Error::NonFinite(what)) => {
+                return Err(Error::NonFinite(format!(
                 "step {}: {what}; run stopped, the last checkpoint kept (--on-nonfinite skip goes on past such steps)",
                 step + 1
-            ))),
+            )))
+            }
             Err(Error::Data { what, msg }) if what == "labels" => {
                 return Err(Error::data(format!("{}: labels", a.data), msg))
             }
