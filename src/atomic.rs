@@ -19,7 +19,10 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
     let name = path.file_name().ok_or_else(|| Error::data(path.display().to_string(), "not a file name"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let file = File::create(&tmp)?;
+        // A file already at the temporary name (left by a killed run, or a planted symlink) is
+        // removed, never written through: `create_new` does not follow symlinks.
+        let _ = fs::remove_file(&tmp);
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
         let mut w = BufWriter::new(file);
         fill(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -30,4 +33,35 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_not_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim.txt");
+        fs::write(&victim, b"keep me").unwrap();
+        let out = d.path().join("out.bin");
+        let tmp = d.path().join(format!(".out.bin.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&out, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(fs::read(&out).unwrap(), b"new");
+        assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn a_named_symlink_is_replaced_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim.txt");
+        fs::write(&victim, b"keep me").unwrap();
+        let out = d.path().join("out.bin");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_atomic(&out, |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert!(!fs::symlink_metadata(&out).unwrap().file_type().is_symlink());
+    }
 }
