@@ -1,12 +1,12 @@
 //! Crash safety: finetune killed with SIGKILL at 20 moments spread over a run (during steps, during
 //! the checkpoint written after every step, during export). After each kill the output is absent
 //! or complete, the checkpoint is absent or resumes the run to the uninterrupted result byte for
-//! byte, and the input model is unchanged.
+//! byte, and the input model is unchanged. Two runs writing one output leave one complete file.
 
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::*;
@@ -50,7 +50,8 @@ fn twenty_kills_leave_complete_files() {
     for k in 0..20u32 {
         let dir = d.path().join(format!("kill{k}"));
         std::fs::create_dir(&dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args(&dir)).spawn().unwrap();
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args(&dir)).stdout(Stdio::null()).spawn().unwrap();
         // Kill moments spread evenly over 5%..115% of the uninterrupted run's duration.
         std::thread::sleep(span.mul_f64(0.05 + 1.1 * k as f64 / 19.0));
         child.kill().ok();
@@ -73,4 +74,54 @@ fn twenty_kills_leave_complete_files() {
     }
     println!("20 kills over {span:?}: {resumed} resumed from a checkpoint, {outputs_seen} had finished");
     assert!(resumed >= 5, "too few kills landed mid-run to test resuming ({resumed})");
+}
+
+#[test]
+fn two_runs_writing_one_output_leave_one_complete_file() {
+    let d = tempfile::tempdir().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/pretrained/resnet20_fashion.onnx");
+    let n = 16;
+    let x = edgetune::Tensor::from_vec([n, 3, 32, 32], edgetune::tensor::lcg_values(n * 3 * 32 * 32, 9));
+    let data = d.path().join("d.npz");
+    write_xy_npz(&data, &x, &(0..n as i64).map(|i| i % 10).collect::<Vec<_>>());
+    let spec = format!("npz:{}", data.display());
+    let args = |seed: &'static str, out: &Path| -> Vec<String> {
+        ["finetune", model, "--data", &spec, "--output", out.to_str().unwrap(), "--steps", "4", "--batch", "4"]
+            .into_iter()
+            .chain(["--seed", seed, "--threads", "1", "--quiet"])
+            .map(String::from)
+            .collect()
+    };
+    // Each seed alone, for the two possible results.
+    let alone: Vec<Vec<u8>> = ["1", "2"]
+        .iter()
+        .map(|seed| {
+            let out = d.path().join(format!("alone{seed}.onnx"));
+            let a = args(seed, &out);
+            let (code, _, err) = edgetune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(code, 0, "{err}");
+            std::fs::read(&out).unwrap()
+        })
+        .collect();
+    assert_ne!(alone[0], alone[1], "the two seeds must give different models");
+    let shared = d.path().join("shared.onnx");
+    for round in 0..3 {
+        let children: Vec<_> = ["1", "2"]
+            .iter()
+            .map(|seed| {
+                Command::new(env!("CARGO_BIN_EXE_edgetune"))
+                    .args(args(seed, &shared))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success(), "round {round}");
+        }
+        let got = std::fs::read(&shared).unwrap();
+        assert!(got == alone[0] || got == alone[1], "round {round}: a mix of the two runs");
+    }
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 4, "no temporary files left: {left:?}"); // d.npz, alone1, alone2, shared
 }
