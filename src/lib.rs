@@ -26,6 +26,7 @@ pub mod fold;
 pub mod graph;
 pub mod inspect;
 pub mod kernels;
+pub mod memory;
 pub mod onnx;
 pub mod ops;
 pub mod tensor;
@@ -36,7 +37,6 @@ pub use exec::Session;
 pub use graph::Graph;
 pub use tensor::Tensor;
 
-/// mimalloc keeps freed pages for reuse: every plan step allocates activation-sized buffers, and
-/// with the system allocator each one became a fresh mmap with page faults and kernel zeroing.
+/// mimalloc, counted and capped by `--max-memory` (see `memory`).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: memory::Capped = memory::Capped;

@@ -21,6 +21,30 @@ use crate::inspect::Report;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Cap on heap memory, e.g. 800M or 4G: past it, a clear error (exit 2) instead of an
+    /// out-of-memory kill.
+    #[arg(long, global = true, value_parser = parse_bytes)]
+    pub max_memory: Option<usize>,
+}
+
+/// `800M`, `4G`, `512K` or a plain byte count.
+fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
+    let (num, unit) = match s.trim().char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("'{s}': expected a size such as 800M or 4G")),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("'{s}': expected a size such as 800M or 4G"))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("'{s}': the size must be positive"));
+    }
+    Ok((n * (1u64 << shift) as f64) as usize)
 }
 
 #[derive(Subcommand, Debug)]
@@ -44,6 +68,9 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(cap) = cli.max_memory {
+        crate::memory::set_cap(cap);
+    }
     match cli.command {
         Command::Inspect { model, json } => {
             let m = crate::onnx::load(&model)?;
