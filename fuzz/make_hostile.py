@@ -76,6 +76,9 @@ def main() -> None:
         "checkpoint/hostile-not-a-zip": b"PK\x03\x04 truncated",
         "checkpoint/hostile-wrong-meta": npz({"meta": np.frombuffer(b'{"step": 1}', np.uint8).astype(np.float32)}),
         "checkpoint/hostile-huge-array": zip_with("meta.npy", npy_bytes("<f4", (1 << 40,), bytes(8))),
+        # A version-3 .npy inside the archive whose header length field says 2 GB.
+        "checkpoint/hostile-lying-header": zip_with("meta.npy", b"\x93NUMPY\x03\x00" + struct.pack("<I", 2 << 30) + b"{}"),
+        "npy/hostile-npz-lying-header": zip_with("x.npy", b"\x93NUMPY\x03\x00" + struct.pack("<I", 2 << 30) + b"{}"),
     }
     for name, data in files.items():
         path = OUT / name

@@ -45,5 +45,14 @@ fn an_npy_header_longer_than_the_file_is_refused_before_allocating_it() {
     let p =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/npy/oom-5b31004e45285aef1d32f9bb7868a1cd2b1d82aa");
     let err = edgetune::data::npy::read_tensor(&p).unwrap_err().to_string();
-    assert!(err.contains("header claims 2130408963 bytes, the file holds 42"), "{err}");
+    assert!(err.contains("header claims 2130408963 bytes, only 42 are there"), "{err}");
+}
+
+#[test]
+fn an_npz_entry_whose_npy_header_is_longer_than_the_entry_is_refused() {
+    // fuzz/make_hostile.py: a stored "meta.npy" whose version-3 header length field says 2 GiB.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/checkpoint/hostile-lying-header");
+    let mut npz = edgetune::data::npy::Npz::open(&p).unwrap();
+    let err = npz.array::<f32>("meta").unwrap_err().to_string();
+    assert!(err.contains("its header claims 2147483648 bytes, only 14 are there"), "{err}");
 }

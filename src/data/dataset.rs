@@ -9,11 +9,9 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
-use ndarray::ArrayD;
-use ndarray_npy::{NpzReader, ReadableElement};
 
 use super::image::{preprocess, Layout, Preprocess};
-use super::npy::from_array;
+use super::npy::{from_array, Npz};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -173,25 +171,21 @@ pub fn load(spec: &str, test: bool) -> Result<Dataset> {
     Ok(ds)
 }
 
-fn array<T: ReadableElement>(npz: &mut NpzReader<std::fs::File>, name: &str) -> Option<ArrayD<T>> {
-    npz.by_name(name).ok()
-}
-
 fn load_npz(path: &Path) -> Result<Dataset> {
     let what = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut npz = NpzReader::new(file).map_err(|e| Error::data(&what, format!("not an .npz archive: {e}")))?;
-    let x = match array::<f32>(&mut npz, "x") {
-        Some(a) => a,
-        None => array::<f64>(&mut npz, "x")
+    let mut npz = Npz::open(path)?;
+    let x = match npz.array::<f32>("x") {
+        Ok(a) => a,
+        Err(_) => npz
+            .array::<f64>("x")
             .map(|a| a.mapv(|v| v as f32))
-            .ok_or_else(|| Error::data(&what, "needs a float array 'x' (N×C×H×W)"))?,
+            .map_err(|_| Error::data(&what, "needs a float array 'x' (N×C×H×W)"))?,
     };
-    let y: Vec<i64> = if let Some(a) = array::<i64>(&mut npz, "y") {
+    let y: Vec<i64> = if let Ok(a) = npz.array::<i64>("y") {
         a.iter().copied().collect()
-    } else if let Some(a) = array::<i32>(&mut npz, "y") {
+    } else if let Ok(a) = npz.array::<i32>("y") {
         a.iter().map(|&v| v.into()).collect()
-    } else if let Some(a) = array::<u8>(&mut npz, "y") {
+    } else if let Ok(a) = npz.array::<u8>("y") {
         a.iter().map(|&v| v.into()).collect()
     } else {
         return Err(Error::data(&what, "needs an integer array 'y' of labels"));

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use std::io::Read;
+
+use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyExt};
 
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
@@ -13,11 +15,17 @@ fn read_err(path: &Path, e: ReadNpyError) -> Error {
     Error::data(path.display().to_string(), format!("not a readable float32 .npy array: {e}"))
 }
 
-/// The bytes of an `.npy` file whose header fits in them. (ndarray-npy allocates the header
-/// length the file states before reading it: a lying 4-byte length would cost gigabytes.)
+/// The bytes of an `.npy` file whose header fits in them.
 fn npy_bytes(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::data(path.display().to_string(), msg);
+    check_npy_header(&bytes, &path.display().to_string())?;
+    Ok(bytes)
+}
+
+/// Checks that the header of the `.npy` in `bytes` fits in them. (ndarray-npy allocates the
+/// header length the file states before reading it: a lying 4-byte length would cost gigabytes.)
+fn check_npy_header(bytes: &[u8], what: &str) -> Result<()> {
+    let bad = |msg: String| Error::data(what, msg);
     if bytes.len() < 10 || !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad("not an .npy file (no \\x93NUMPY magic)".into()));
     }
@@ -27,9 +35,47 @@ fn npy_bytes(path: &Path) -> Result<Vec<u8>> {
         v => return Err(bad(format!("unsupported .npy version {v}"))),
     };
     if start + len > bytes.len() {
-        return Err(bad(format!("its header claims {len} bytes, the file holds {}", bytes.len())));
+        return Err(bad(format!("its header claims {len} bytes, only {} are there", bytes.len())));
     }
-    Ok(bytes)
+    Ok(())
+}
+
+/// An `.npz` archive whose entries are read with checked sizes: an entry is read no further than
+/// the size the archive states for it (+1 byte, to catch a lie), and its `.npy` header must fit
+/// in what was read, before ndarray-npy parses it.
+pub struct Npz {
+    what: String,
+    zip: zip::ZipArchive<std::fs::File>,
+}
+
+impl Npz {
+    pub fn open(path: &Path) -> Result<Npz> {
+        let what = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let zip = zip::ZipArchive::new(file).map_err(|e| Error::data(&what, format!("not an .npz archive: {e}")))?;
+        Ok(Npz { what, zip })
+    }
+
+    /// The checked bytes of entry `name` (`name.npy` in the archive).
+    fn entry(&mut self, name: &str) -> Result<Vec<u8>> {
+        let what = format!("{} entry '{name}'", self.what);
+        let mut f = self.zip.by_name(&format!("{name}.npy")).map_err(|e| Error::data(&what, e.to_string()))?;
+        let size = f.size();
+        let mut bytes = Vec::new();
+        (&mut f).take(size.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| Error::data(&what, e.to_string()))?;
+        if bytes.len() as u64 != size {
+            return Err(Error::data(&what, format!("holds {} bytes, the archive says {size}", bytes.len())));
+        }
+        check_npy_header(&bytes, &what)?;
+        Ok(bytes)
+    }
+
+    /// Entry `name` as an array of `T` (an error when it is missing or of another type).
+    pub fn array<T: ReadableElement>(&mut self, name: &str) -> Result<ArrayD<T>> {
+        let bytes = self.entry(name)?;
+        ArrayD::<T>::read_npy(&bytes[..])
+            .map_err(|e| Error::data(format!("{} entry '{name}'", self.what), e.to_string()))
+    }
 }
 
 /// Reads a float32 (or float64, converted) `.npy` file.

@@ -7,12 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayD;
-use ndarray_npy::NpzReader;
 use serde_json::json;
 
 use super::trainer::Trainer;
-use crate::data::npy::{from_array, write_npz};
+use crate::data::npy::{from_array, write_npz, Npz};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -43,12 +41,8 @@ pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Opti
     }
     let what = p.display().to_string();
     let bad = |msg: String| Error::data(&what, msg);
-    let file = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
-    let mut npz = NpzReader::new(file).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
-    let mut get = |name: &str| -> Result<Tensor> {
-        let a: ArrayD<f32> = npz.by_name(name).map_err(|e| bad(format!("entry '{name}': {e}")))?;
-        Ok(from_array(a))
-    };
+    let mut npz = Npz::open(&p).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+    let mut get = |name: &str| -> Result<Tensor> { Ok(from_array(npz.array::<f32>(name)?)) };
     let meta: String = get("meta")?.data().iter().map(|&v| v as u8 as char).collect();
     let meta: serde_json::Value = serde_json::from_str(&meta).map_err(|e| bad(format!("meta: {e}")))?;
     if meta["fingerprint"] != fingerprint {
