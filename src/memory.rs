@@ -26,13 +26,19 @@ pub fn in_use() -> usize {
 }
 
 impl Capped {
-    fn take(&self, size: usize) -> bool {
+    /// Counts `size` more bytes and runs `allocate`; past the cap, ends the process instead. A
+    /// failed allocation (null) gives its bytes back to the count.
+    fn counted(&self, size: usize, allocate: impl FnOnce() -> *mut u8) -> *mut u8 {
         let now = IN_USE.fetch_add(size, Ordering::Relaxed) + size;
         if now > CAP.load(Ordering::Relaxed) {
             IN_USE.fetch_sub(size, Ordering::Relaxed);
-            return false;
+            over_cap(size);
         }
-        true
+        let ptr = allocate();
+        if ptr.is_null() {
+            IN_USE.fetch_sub(size, Ordering::Relaxed);
+        }
+        ptr
     }
 }
 
@@ -40,17 +46,11 @@ impl Capped {
 // whether to forward.
 unsafe impl GlobalAlloc for Capped {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !self.take(layout.size()) {
-            over_cap(layout.size());
-        }
-        unsafe { MiMalloc.alloc(layout) }
+        self.counted(layout.size(), || unsafe { MiMalloc.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !self.take(layout.size()) {
-            over_cap(layout.size());
-        }
-        unsafe { MiMalloc.alloc_zeroed(layout) }
+        self.counted(layout.size(), || unsafe { MiMalloc.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -59,13 +59,12 @@ unsafe impl GlobalAlloc for Capped {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > layout.size() && !self.take(new_size - layout.size()) {
-            over_cap(new_size - layout.size());
+        let old = layout.size();
+        if new_size <= old {
+            IN_USE.fetch_sub(old - new_size, Ordering::Relaxed);
+            return unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         }
-        if new_size < layout.size() {
-            IN_USE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
-        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+        self.counted(new_size - old, || unsafe { MiMalloc.realloc(ptr, layout, new_size) })
     }
 }
 

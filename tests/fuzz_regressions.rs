@@ -53,6 +53,6 @@ fn an_npz_entry_whose_npy_header_is_longer_than_the_entry_is_refused() {
     // fuzz/make_hostile.py: a stored "meta.npy" whose version-3 header length field says 2 GiB.
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/checkpoint/hostile-lying-header");
     let mut npz = edgetune::data::npy::Npz::open(&p).unwrap();
-    let err = npz.array::<f32>("meta").unwrap_err().to_string();
+    let err = npz.floats("meta").unwrap_err().to_string();
     assert!(err.contains("its header claims 2147483648 bytes, only 14 are there"), "{err}");
 }

@@ -45,6 +45,15 @@ fn args<'a>(model: &'a str, data: &'a str, out: &'a str, steps: &'a str) -> Vec<
     ]
 }
 
+/// Waits until `ck` holds a checkpoint, or the child has exited.
+fn wait_for_checkpoint(child: &mut std::process::Child, ck: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !Path::new(ck).join("checkpoint.npz").exists() && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn killed_and_resumed_run_equals_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
@@ -69,14 +78,8 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     let mut a = args(model, &data, &resumed, "10");
     a.extend(["--checkpoint", &ck, "--checkpoint-every", "3"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune")).args(&a).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !Path::new(&ck).join("checkpoint.npz").exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        if child.try_wait().unwrap().is_some() {
-            break; // finished before we could kill it: the resume below then starts from its end
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // If it finishes before the kill, the resume below starts from its end.
+    wait_for_checkpoint(&mut child, &ck);
     child.kill().ok(); // SIGKILL on unix
     child.wait().unwrap();
     assert!(!Path::new(&resumed).exists(), "killed before the end: no output written");
@@ -109,17 +112,13 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
     // Checkpoints only at epoch ends (every 5 steps): the one after SIGINT is written on request.
     let mut a = args(model, &data, &resumed, "300");
     a.extend(["--checkpoint", &ck, "--checkpoint-every", "1000"]);
-    let child = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune"))
         .args(&a)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !Path::new(&ck).join("checkpoint.npz").exists() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_checkpoint(&mut child, &ck);
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
     let done = child.wait_with_output().unwrap();

@@ -288,29 +288,35 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             Err(e) => return Err(e),
         };
         pb.inc(1);
-        if let Some(s) = &s {
+        // A skipped step logs null loss, accuracy and speed.
+        let (loss, acc, ips) = match &s {
+            Some(s) => (
+                Some(s.loss),
+                Some(s.correct as f64 / s.total as f64),
+                Some(s.total as f64 / t.elapsed().as_secs_f64()),
+            ),
+            None => (None, None, None),
+        };
+        if let (Some(s), Some(acc), Some(ips)) = (&s, acc, ips) {
             seen += s.total;
-            let ips = s.total as f64 / t.elapsed().as_secs_f64();
-            let acc = s.correct as f64 / s.total as f64;
             pb.set_message(format!("loss {:.4} acc {:.3} {:.1} img/s", s.loss, acc, ips));
-            if let Some(w) = log.as_mut() {
-                w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": s.loss, "accuracy": acc, "lr": lr, "images_per_s": ips, "skipped": skipped}))?;
-            }
-        } else if let Some(w) = log.as_mut() {
-            w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": null, "accuracy": null, "lr": lr, "skipped": skipped}))?;
+        }
+        if let Some(w) = log.as_mut() {
+            w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": loss, "accuracy": acc, "lr": lr, "images_per_s": ips, "skipped": skipped}))?;
         }
         last = s.or(last);
         let epoch_end = (step + 1) % per_epoch == 0;
         let stop = super::interrupt::requested();
-        if let Some(dir) = &a.checkpoint {
-            if stop || epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0 {
-                log.as_mut().map(StepLog::flush).transpose()?;
-                crate::train::checkpoint::save(dir, &trainer, step + 1, &fingerprint)?;
-            }
+        let save = a.checkpoint.as_ref().filter(|_| stop || epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0);
+        if stop || save.is_some() {
+            // The rows of every step a checkpoint holds are on disk with it.
+            log.as_mut().map(StepLog::flush).transpose()?;
+        }
+        if let Some(dir) = save {
+            crate::train::checkpoint::save(dir, &trainer, step + 1, &fingerprint)?;
         }
         if stop {
             pb.finish_and_clear();
-            log.as_mut().map(StepLog::flush).transpose()?;
             return Err(Error::Interrupted(match &a.checkpoint {
                 Some(dir) => format!(
                     "interrupted after step {} of {total}; checkpoint saved in {} (the same command with --resume continues)",

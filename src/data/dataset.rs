@@ -174,22 +174,8 @@ pub fn load(spec: &str, test: bool) -> Result<Dataset> {
 fn load_npz(path: &Path) -> Result<Dataset> {
     let what = path.display().to_string();
     let mut npz = Npz::open(path)?;
-    let x = match npz.array::<f32>("x") {
-        Ok(a) => a,
-        Err(_) => npz
-            .array::<f64>("x")
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|_| Error::data(&what, "needs a float array 'x' (N×C×H×W)"))?,
-    };
-    let y: Vec<i64> = if let Ok(a) = npz.array::<i64>("y") {
-        a.iter().copied().collect()
-    } else if let Ok(a) = npz.array::<i32>("y") {
-        a.iter().map(|&v| v.into()).collect()
-    } else if let Ok(a) = npz.array::<u8>("y") {
-        a.iter().map(|&v| v.into()).collect()
-    } else {
-        return Err(Error::data(&what, "needs an integer array 'y' of labels"));
-    };
+    let x = npz.floats("x").map_err(|_| Error::data(&what, "needs a float array 'x' (N×C×H×W)"))?;
+    let y = npz.labels("y").map_err(|_| Error::data(&what, "needs an integer array 'y' of labels"))?;
     if x.ndim() != 4 {
         return Err(Error::data(&what, format!("'x' has shape {:?}; expected N×C×H×W", x.shape())));
     }

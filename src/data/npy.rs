@@ -2,17 +2,45 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn};
 use std::io::Read;
 
-use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WriteNpyExt};
+use ndarray::{ArrayD, IxDyn};
+
+use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-fn read_err(path: &Path, e: ReadNpyError) -> Error {
-    Error::data(path.display().to_string(), format!("not a readable float32 .npy array: {e}"))
+/// A float array from checked `.npy` bytes: float32, or float64 converted.
+fn floats_from(bytes: &[u8], what: &str) -> Result<ArrayD<f32>> {
+    let err = |e: ReadNpyError| Error::data(what, format!("not a readable float32 .npy array: {e}"));
+    match ArrayD::<f32>::read_npy(bytes) {
+        Ok(a) => Ok(a),
+        Err(ReadNpyError::WrongDescriptor(_)) => Ok(ArrayD::<f64>::read_npy(bytes).map_err(err)?.mapv(|v| v as f32)),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Integer class labels from checked `.npy` bytes: int64, int32, uint8, or floats holding integers.
+fn labels_from(bytes: &[u8], what: &str) -> Result<Vec<i64>> {
+    if let Ok(a) = ArrayD::<i64>::read_npy(bytes) {
+        return Ok(a.iter().copied().collect());
+    }
+    if let Ok(a) = ArrayD::<i32>::read_npy(bytes) {
+        return Ok(a.iter().map(|&v| v.into()).collect());
+    }
+    if let Ok(a) = ArrayD::<u8>::read_npy(bytes) {
+        return Ok(a.iter().map(|&v| v.into()).collect());
+    }
+    let floats = floats_from(bytes, what).map_err(|_| Error::data(what, "labels must be an integer .npy array"))?;
+    floats
+        .iter()
+        .map(|&v| match v.fract() == 0.0 && v.is_finite() {
+            true => Ok(v as i64),
+            false => Err(Error::data(what, format!("label {v} is not an integer"))),
+        })
+        .collect()
 }
 
 /// The bytes of an `.npy` file whose header fits in them.
@@ -70,25 +98,22 @@ impl Npz {
         Ok(bytes)
     }
 
-    /// Entry `name` as an array of `T` (an error when it is missing or of another type).
-    pub fn array<T: ReadableElement>(&mut self, name: &str) -> Result<ArrayD<T>> {
+    /// Entry `name` as floats (float32, or float64 converted).
+    pub fn floats(&mut self, name: &str) -> Result<ArrayD<f32>> {
         let bytes = self.entry(name)?;
-        ArrayD::<T>::read_npy(&bytes[..])
-            .map_err(|e| Error::data(format!("{} entry '{name}'", self.what), e.to_string()))
+        floats_from(&bytes, &format!("{} entry '{name}'", self.what))
+    }
+
+    /// Entry `name` as integer labels (see `read_labels`).
+    pub fn labels(&mut self, name: &str) -> Result<Vec<i64>> {
+        let bytes = self.entry(name)?;
+        labels_from(&bytes, &format!("{} entry '{name}'", self.what))
     }
 }
 
 /// Reads a float32 (or float64, converted) `.npy` file.
 pub fn read_tensor(path: &Path) -> Result<Tensor> {
-    let bytes = npy_bytes(path)?;
-    let arr: ArrayD<f32> = match ArrayD::<f32>::read_npy(&bytes[..]) {
-        Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => {
-            ArrayD::<f64>::read_npy(&bytes[..]).map_err(|e| read_err(path, e))?.mapv(|v| v as f32)
-        }
-        Err(e) => return Err(read_err(path, e)),
-    };
-    Ok(from_array(arr))
+    Ok(from_array(floats_from(&npy_bytes(path)?, &path.display().to_string())?))
 }
 
 pub fn from_array(arr: ArrayD<f32>) -> Tensor {
@@ -109,29 +134,7 @@ pub fn write_tensor(path: &Path, t: &Tensor) -> Result<()> {
 
 /// Reads integer class labels from a `.npy` (int64, int32, uint8, or floats holding integers).
 pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
-    let bytes = npy_bytes(path)?;
-    if let Ok(a) = ArrayD::<i64>::read_npy(&bytes[..]) {
-        return Ok(a.iter().copied().collect());
-    }
-    if let Ok(a) = ArrayD::<i32>::read_npy(&bytes[..]) {
-        return Ok(a.iter().map(|&v| v.into()).collect());
-    }
-    if let Ok(a) = ArrayD::<u8>::read_npy(&bytes[..]) {
-        return Ok(a.iter().map(|&v| v.into()).collect());
-    }
-    let floats = read_tensor(path)
-        .map_err(|_| Error::data(path.display().to_string(), "labels must be an integer .npy array"))?;
-    floats
-        .data()
-        .iter()
-        .map(|&v| {
-            if v.fract() == 0.0 && v.is_finite() {
-                Ok(v as i64)
-            } else {
-                Err(Error::data(path.display().to_string(), format!("label {v} is not an integer")))
-            }
-        })
-        .collect()
+    labels_from(&npy_bytes(path)?, &path.display().to_string())
 }
 
 /// Writes named float32 arrays (and 0-d scalars) to a `.npz`, atomically.

@@ -42,7 +42,7 @@ pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Opti
     let what = p.display().to_string();
     let bad = |msg: String| Error::data(&what, msg);
     let mut npz = Npz::open(&p).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
-    let mut get = |name: &str| -> Result<Tensor> { Ok(from_array(npz.array::<f32>(name)?)) };
+    let mut get = |name: &str| -> Result<Tensor> { Ok(from_array(npz.floats(name)?)) };
     let meta: String = get("meta")?.data().iter().map(|&v| v as u8 as char).collect();
     let meta: serde_json::Value = serde_json::from_str(&meta).map_err(|e| bad(format!("meta: {e}")))?;
     if meta["fingerprint"] != fingerprint {

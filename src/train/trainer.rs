@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::optim::{Optimizer, Rule};
 use super::transform::{self, GradNorm};
 use super::{loss, select};
@@ -115,7 +117,7 @@ impl Trainer {
         drop(overrides);
         // A non-finite gradient ends the step before anything changes (weights, moments, running
         // statistics), so that a run told to skip such steps goes on from the same state.
-        if let Some(i) = grads.iter().position(|g| !g.data().iter().all(|v| v.is_finite())) {
+        if let Some(i) = grads.par_iter().position_first(|g| !g.data().iter().all(|v| v.is_finite())) {
             return Err(Error::NonFinite(format!("the gradient of '{}' holds NaN or infinity", self.params[i].1)));
         }
         for (v, t) in updates {
