@@ -65,7 +65,23 @@ fn check_npy_header(bytes: &[u8], what: &str) -> Result<()> {
     if start + len > bytes.len() {
         return Err(bad(format!("its header claims {len} bytes, only {} are there", bytes.len())));
     }
-    Ok(())
+    // ndarray-npy also allocates the shape's element count before reading the data: every
+    // element takes at least a byte, so more elements than data bytes is a lie.
+    let header = String::from_utf8_lossy(&bytes[start..start + len]);
+    let shape = header.split("'shape':").nth(1).and_then(|r| r.split_once('(')).and_then(|(_, r)| r.split_once(')'));
+    let Some((dims, _)) = shape else { return Err(bad("its header has no 'shape'".into())) };
+    let dims: Option<Vec<usize>> =
+        dims.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().ok()).collect();
+    let numel = dims.as_deref().and_then(crate::tensor::checked_numel);
+    let data = bytes.len() - start - len;
+    match numel {
+        Some(n) if n <= data => Ok(()),
+        _ => Err(bad(format!("its shape {} holds more elements than its {data} data bytes", dims_text(&dims)))),
+    }
+}
+
+fn dims_text(dims: &Option<Vec<usize>>) -> String {
+    dims.as_ref().map_or("(unreadable)".into(), |d| format!("{d:?}"))
 }
 
 /// An `.npz` archive whose entries are read with checked sizes: an entry is read no further than
