@@ -148,6 +148,26 @@ impl GradPlan {
         Ok(GradPlan { plan, requires_grad, logits, params, param_shapes, names })
     }
 
+    /// The planned steps, in forward order.
+    pub fn steps(&self) -> &[plan::Step] {
+        &self.plan.steps
+    }
+
+    /// (node name, op type) of step `i`.
+    pub fn step_name(&self, i: usize) -> (&str, &str) {
+        (&self.names[i].0, &self.names[i].1)
+    }
+
+    /// Whether a gradient flows to value `v`.
+    pub fn requires_grad(&self, v: ValueId) -> bool {
+        self.requires_grad[v]
+    }
+
+    /// The graph inputs' value ids.
+    pub fn inputs(&self) -> &[ValueId] {
+        &self.plan.inputs
+    }
+
     /// Shape of the logits for these input shapes.
     pub fn logits_shape(&self) -> &[usize] {
         &self.plan.steps.last().expect("the logits' step").out_shape
@@ -199,6 +219,18 @@ impl GradPlan {
     /// The reverse walk from `dlogits` (the loss gradient at the logits). Returns the gradient
     /// of every trainable parameter, in `params` order (zeros where no path reaches one).
     pub fn backward(&self, tape: Tape, dlogits: Tensor) -> Result<Vec<Tensor>> {
+        self.backward_observed(tape, dlogits, |_, _, _| {})
+    }
+
+    /// `backward`, showing `observe(step, slot, dx)` each gradient that step `step` sends to its
+    /// input `slot`, before it is summed into that input's gradient (the grad-flow report
+    /// splits a block input's gradient by the paths it comes back through).
+    pub fn backward_observed(
+        &self,
+        tape: Tape,
+        dlogits: Tensor,
+        mut observe: impl FnMut(usize, usize, &Tensor),
+    ) -> Result<Vec<Tensor>> {
         let mut grads = GradStore::new(self.plan.n_values);
         grads.accumulate(self.logits, dlogits);
         let mut records = tape.records;
@@ -212,8 +244,9 @@ impl GradPlan {
             let need: Vec<bool> = step.inputs.iter().map(|&v| self.requires_grad[v]).collect();
             let dxs =
                 step.op.backward(&rec, &dy, &need).map_err(|e| Error::node(&self.names[i].0, &self.names[i].1, e))?;
-            for ((&v, dx), &n) in step.inputs.iter().zip(dxs).zip(&need) {
+            for (slot, ((&v, dx), &n)) in step.inputs.iter().zip(dxs).zip(&need).enumerate() {
                 if let (true, Some(dx)) = (n, dx) {
+                    observe(i, slot, &dx);
                     grads.accumulate(v, dx);
                 }
             }

@@ -23,12 +23,14 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod fold;
+pub mod gradflow;
 pub mod graph;
 pub mod inspect;
 pub mod kernels;
 pub mod memory;
 pub mod onnx;
 pub mod ops;
+pub mod plot;
 pub mod tensor;
 pub mod train;
 

@@ -4,6 +4,7 @@
 mod bench;
 mod finetune;
 mod grad;
+mod grad_flow;
 mod infer;
 pub(crate) mod input;
 mod interrupt;
@@ -60,6 +61,10 @@ pub enum Command {
     Infer(infer::InferArgs),
     /// Loss and gradients of every trainable initializer on one batch, to an .npz.
     Grad(grad::GradArgs),
+    /// The gradient-overlap report: at every residual Add, the gradient through the skip path
+    /// and through the branch, their cosine and their sum; each tensor's gradient before and
+    /// after ZNorm.
+    GradFlow(grad_flow::GradFlowArgs),
     /// Train on a dataset and write the updated model as ONNX.
     Finetune(Box<finetune::FinetuneArgs>),
     /// Measure throughput.
@@ -84,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Infer(args) => infer::run(args),
         Command::Grad(args) => grad::run(args),
+        Command::GradFlow(args) => grad_flow::run(args),
         Command::Finetune(args) => finetune::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
     }
