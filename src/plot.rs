@@ -84,7 +84,7 @@ fn draw(rgb: &mut [u8], size: (u32, u32), x_label: &str, panels: &[Panel]) -> st
         if panel.log_y {
             let (lo, hi) = (y0.max(f64::MIN_POSITIVE) / 1.5, y1 * 1.5);
             let c = chart.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(|e| e.to_string())?;
-            finish(c, panel, last.then_some(x_label), &|v| format!("{v:.0e}"))?;
+            finish(c, panel, last.then_some(x_label), &log_label)?;
         } else {
             let pad = ((y1 - y0) * 0.08).max(1e-9);
             let c = chart.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| e.to_string())?;
@@ -105,6 +105,7 @@ where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let mut mesh = c.configure_mesh();
+    mesh.light_line_style(RGBColor(235, 235, 235));
     // Whole x values (block numbers, steps) print without decimals.
     mesh.y_desc(&panel.y_label).y_labels(12).y_label_formatter(y_format).x_label_formatter(&|v| {
         if v.fract() == 0.0 {
@@ -132,6 +133,16 @@ where
         .label_font(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// Log-axis labels at 1, 2 and 5 times a power of ten only (the others would crowd).
+fn log_label(v: &f64) -> String {
+    let mantissa = (v / 10f64.powf(v.log10().floor())).round();
+    if [1.0, 2.0, 5.0].contains(&mantissa) {
+        format!("{v:.0e}")
+    } else {
+        String::new()
+    }
 }
 
 /// The range of `v`, widened when it is a single value (plotters needs a non-empty range).

@@ -69,6 +69,7 @@ fn finetune_on_idx_reports_validation_accuracy() {
     write_split(d.path(), "t10k", 32, true);
     let spec = format!("idx:{}", d.path().display());
     let out = d.path().join("tuned.onnx");
+    let log = d.path().join("log.jsonl");
     let model = fixtures().join("models/resnet20_cifar.onnx");
     let (code, stdout, err) = edgetune(&[
         "finetune",
@@ -85,11 +86,27 @@ fn finetune_on_idx_reports_validation_accuracy() {
         "16",
         "--lr",
         "2e-3",
+        "--val-every",
+        "3",
+        "--log",
+        log.to_str().unwrap(),
         "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("validation accuracy before"), "{stdout}");
-    assert_eq!(stdout.matches("validation accuracy").count(), 3, "before and after each of 2 epochs: {stdout}");
+    // 64 images in batches of 16: 4 steps per epoch, 8 in all. Validation before training,
+    // every 3 steps and at each epoch's end.
+    assert_eq!(stdout.matches("validation accuracy").count(), 5, "{stdout}");
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let val: Vec<&serde_json::Value> = rows.iter().filter(|r| r.get("val_accuracy").is_some()).collect();
+    let steps: Vec<u64> = val.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [0, 3, 4, 6, 8]);
+    for r in &val {
+        let shown = format!("validation accuracy {:.4}", r["val_accuracy"].as_f64().unwrap());
+        assert!(stdout.contains(&shown) || stdout.contains(&shown.replace("accuracy", "accuracy before:")), "{r}");
+    }
+    assert_eq!(rows.len() - val.len(), 8, "one row per step besides");
     // The written model loads and keeps the input's graph.
     let tuned = edgetune::onnx::load(&out).unwrap();
     let orig = edgetune::onnx::load(&model).unwrap();

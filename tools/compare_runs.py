@@ -20,6 +20,8 @@ def load(stem: str) -> tuple[dict, dict]:
     with open(stem + ".jsonl") as f:
         for line in f:
             r = json.loads(line)
+            if "loss" not in r:  # a validation row
+                continue
             rows[r["epoch"]].append((r["loss"], r["accuracy"]))
     train = {e: (sum(l for l, _ in v) / len(v), sum(a for _, a in v) / len(v), len(v)) for e, v in rows.items()}
     val = {}

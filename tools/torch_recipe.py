@@ -10,7 +10,8 @@ rate to zero at the last step. The random streams differ from edgetune's (shuffl
 so the curves agree within seed noise, not step by step.
 
 Writes the same JSON lines as `edgetune finetune --log` (step, epoch, loss, accuracy, lr,
-images_per_s) and prints the same "epoch N validation accuracy X" lines.
+images_per_s; step, epoch, val_accuracy per validation) and prints the same "epoch N validation
+accuracy X" lines. The depth (ResNet-20, -56, ...) is read off the ONNX file's initializer names.
 
   PY=$(tools/venv.sh torch)
   $PY tools/torch_recipe.py build/models/resnet20_cifar.onnx --data /usr/share/datasets/fashion-mnist \
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from cifar_resnet import resnet20  # noqa: E402
+from cifar_resnet import CifarResNet  # noqa: E402
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -61,8 +62,10 @@ def load_split(folder: pathlib.Path, prefix: str) -> tuple[torch.Tensor, torch.T
 
 
 def model_from_onnx(path: str) -> torch.nn.Module:
-    net = resnet20()
     weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(path).graph.initializer}
+    # ResNet-(6n+2): n blocks per stage.
+    n = sum(1 for k in weights if k.startswith("layer1.") and k.endswith(".conv1.weight"))
+    net = CifarResNet((n, n, n))
     missing = [k for k in net.state_dict() if k not in weights and not k.endswith("num_batches_tracked")]
     if missing:
         raise SystemExit(f"error: {path} lacks {missing[:3]}...")
@@ -70,14 +73,17 @@ def model_from_onnx(path: str) -> torch.nn.Module:
     return net
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, kinds: set[str]) -> torch.Tensor:
+    if "crop" not in kinds:
+        return x
     n, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
     dy = torch.randint(0, 9, (n,), generator=gen)
     dx = torch.randint(0, 9, (n,), generator=gen)
     out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    flip = torch.rand(n, generator=gen) < 0.5
-    out[flip] = out[flip].flip(-1)
+    if "flip" in kinds:
+        flip = torch.rand(n, generator=gen) < 0.5
+        out[flip] = out[flip].flip(-1)
     return out
 
 
@@ -106,6 +112,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--znorm-eps", type=float, default=1e-8)
     ap.add_argument("--no-znorm", action="store_true")
+    ap.add_argument("--augment", default="crop,flip", help="crop,flip (default), crop, or none")
+    ap.add_argument("--val-every", type=int, default=0, help="also validate every N steps, as edgetune's --val-every")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log", required=True)
@@ -120,14 +128,17 @@ def main() -> None:
     opt = torch.optim.Adam(params, lr=a.lr)
     per_epoch = math.ceil(len(y) / a.batch)
     total = a.epochs * per_epoch
-    print(f"validation accuracy before: {accuracy(net, vx, vy, a.batch):.4f}", flush=True)
-    started, step = time.perf_counter(), 0
+    kinds = set(a.augment.split(",")) - {"none", ""}
+    before = accuracy(net, vx, vy, a.batch)
+    print(f"validation accuracy before: {before:.4f}", flush=True)
+    started, step, val_secs = time.perf_counter(), 0, 0.0
     with open(a.log, "w") as log:
+        log.write(json.dumps({"step": 0, "epoch": 0, "val_accuracy": before}) + "\n")
         for epoch in range(a.epochs):
             order = torch.randperm(len(y), generator=gen)
             for pos in range(per_epoch):
                 idx = order[pos * a.batch:(pos + 1) * a.batch]
-                xb, yb = augment(x[idx], gen), y[idx]
+                xb, yb = augment(x[idx], gen, kinds), y[idx]
                 lr = a.lr * 0.5 * (1 + math.cos(math.pi * step / total))
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -145,8 +156,15 @@ def main() -> None:
                 row = {"step": step, "epoch": epoch + 1, "loss": loss.item(), "accuracy": acc, "lr": lr,
                        "images_per_s": ips}
                 log.write(json.dumps(row) + "\n")
-            print(f"epoch {epoch + 1} validation accuracy {accuracy(net, vx, vy, a.batch):.4f}", flush=True)
-    secs = time.perf_counter() - started
+                epoch_end = pos + 1 == per_epoch
+                if epoch_end or (a.val_every and step % a.val_every == 0):
+                    t = time.perf_counter()
+                    acc = accuracy(net, vx, vy, a.batch)
+                    val_secs += time.perf_counter() - t
+                    log.write(json.dumps({"step": step, "epoch": epoch + 1, "val_accuracy": acc}) + "\n")
+                    where = f"epoch {epoch + 1}" if epoch_end else f"step {step}"
+                    print(f"{where} validation accuracy {acc:.4f}", flush=True)
+    secs = time.perf_counter() - started - val_secs
     print(f"{total} steps ({a.epochs * len(y)} images) in {secs:.1f} s, {a.epochs * len(y) / secs:.1f} img/s; "
           f"torch {torch.__version__}, {a.threads} threads")
 

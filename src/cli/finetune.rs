@@ -33,6 +33,9 @@ pub struct FinetuneArgs {
     /// reads the t10k-* files, cifar:DIR test_batch.bin).
     #[arg(long)]
     pub val: Option<String>,
+    /// Also validate every N steps (learning curves; 0: only before training and per epoch).
+    #[arg(long, default_value_t = 0, requires = "val")]
+    pub val_every: usize,
     /// Input size HxW for image data (default: the model's declared size, else the images').
     #[arg(long, value_parser = super::input::parse_size)]
     pub size: Option<[usize; 2]>,
@@ -105,7 +108,8 @@ pub struct FinetuneArgs {
     /// first tensor that went non-finite) or skip the step and go on (counted in the log).
     #[arg(long, value_enum, default_value = "abort")]
     pub on_nonfinite: OnNonFinite,
-    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped).
+    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped), and one
+    /// per validation (step, epoch, val_accuracy; step 0 is before training).
     #[arg(long)]
     pub log: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
@@ -240,6 +244,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     if let Some(acc) = evaluate(&mut trainer)? {
         println!("validation accuracy before: {:.4}", acc);
+        if let Some(w) = log.as_mut() {
+            w.write(&json!({"step": start, "epoch": start / per_epoch, "val_accuracy": acc}))?;
+        }
     }
     super::interrupt::install();
     let pb = progress::bar(total as u64, "finetune", a.quiet);
@@ -326,9 +333,17 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
                 None => format!("interrupted after step {} of {total}; nothing written (--checkpoint DIR makes a run resumable)", step + 1),
             }));
         }
-        if epoch_end || step + 1 == total {
+        let every = a.val_every > 0 && (step + 1) % a.val_every == 0;
+        if epoch_end || step + 1 == total || every {
             if let Some(acc) = evaluate(&mut trainer)? {
-                pb.suspend(|| println!("epoch {} validation accuracy {:.4}", epoch + 1, acc));
+                if epoch_end || step + 1 == total {
+                    pb.suspend(|| println!("epoch {} validation accuracy {:.4}", epoch + 1, acc));
+                } else {
+                    pb.suspend(|| println!("step {} validation accuracy {:.4}", step + 1, acc));
+                }
+                if let Some(w) = log.as_mut() {
+                    w.write(&json!({"step": step + 1, "epoch": epoch + 1, "val_accuracy": acc}))?;
+                }
             }
         }
     }
