@@ -1,6 +1,8 @@
 //! `edgetune grad-flow`: on a hand-built two-block network the per-path gradients equal the ones
 //! derived by hand below (chain rule written out in f64), the sum at a block input equals what
-//! `edgetune grad` reports there, and on ResNet-20 every block is found with its kind.
+//! `edgetune grad` reports there; on ResNet-20 and ResNet-18 every block is found with its kind
+//! and its per-path norms and cosine match PyTorch's (models/grad_refs/gradflow-*.json, written by
+//! tools/gradflow_refs.py with torch 2.15.0, float64).
 
 mod common;
 
@@ -224,4 +226,48 @@ fn resnet20_blocks_and_the_law_of_cosines() {
         }
         assert_eq!(r["tensors"].as_array().unwrap().len(), 65, "every trainable tensor of ResNet-20");
     }
+}
+
+/// Largest relative difference allowed against PyTorch's float64 figure: 1e-4, or 3 × how far
+/// PyTorch's own float32 figure lands from it where that is larger.
+fn allowed(f64_ref: f64, f32_ref: f64) -> f64 {
+    1e-4_f64.max(3.0 * (f32_ref - f64_ref).abs() / f64_ref.abs())
+}
+
+#[test]
+fn per_path_norms_match_pytorch() {
+    let refs = root().join("models/grad_refs");
+    let mut cases = 0;
+    for entry in std::fs::read_dir(&refs).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(case) = path.file_name().unwrap().to_str().unwrap().strip_prefix("gradflow-") else { continue };
+        let case = case.trim_end_matches(".json").to_string();
+        let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (model, bn) = case.rsplit_once('-').unwrap();
+        let model_name = model.split("-b").next().unwrap();
+        let mut z = read_npz(&fixtures().join(format!("refs/grad/{case}.npz")));
+        let x = npz_tensor(&mut z, "x");
+        let labels: ndarray::ArrayD<i64> = z.by_name("labels.npy").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (xp, lp) = inputs(dir.path(), &x, labels.as_slice().unwrap());
+        let onnx = fixtures().join(format!("models/{model_name}.onnx"));
+        let got =
+            json_of(&["grad-flow", onnx.to_str().unwrap(), "--input", &xp, "--labels", &lp, "--bn", bn, "--json"]);
+        let (got, blocks, f32s) =
+            (got["adds"].as_array().unwrap(), want["blocks"].as_array().unwrap(), want["float32"].as_array().unwrap());
+        assert_eq!(got.len(), blocks.len(), "{case}: residual Adds found vs PyTorch's blocks");
+        for ((g, w), w32) in got.iter().zip(blocks).zip(f32s) {
+            assert_eq!(g["projection"], w["projection"], "{case}: {g}");
+            for key in ["skip_norm", "branch_norm", "sum_norm"] {
+                let (g, w, w32) = (g[key].as_f64().unwrap(), w[key].as_f64().unwrap(), w32[key].as_f64().unwrap());
+                assert!((g - w).abs() / w <= allowed(w, w32), "{case}: {key} {g} vs PyTorch {w}");
+            }
+            // A cosine near zero has no useful relative error: compare it absolutely.
+            let (gc, wc, wc32) =
+                (g["cosine"].as_f64().unwrap(), w["cosine"].as_f64().unwrap(), w32["cosine"].as_f64().unwrap());
+            assert!((gc - wc).abs() <= 1e-4_f64.max(3.0 * (wc32 - wc).abs()), "{case}: cosine {gc} vs PyTorch {wc}");
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 3, "the cases tools/gradflow_refs.py writes");
 }
