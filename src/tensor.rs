@@ -114,6 +114,11 @@ impl Tensor {
         Tensor { shape, data: self.data }
     }
 
+    /// True when the elements are read in place from a mapped file (not copied).
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.data, Storage::Mapped { .. })
+    }
+
     /// True when both tensors share one storage (an `Identity` or reshape of the other).
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.data, &other.data)

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""One gradient step (forward in train mode, mean cross-entropy, backward; no optimizer) of the
-same model, batch and size in PyTorch and in edgetune, each in its own process so that each
-process's peak resident memory (the figure the issue compares) is its own. Same run, same machine.
+"""One training step of the same model, batch and size in PyTorch and in edgetune, each in its own
+process so that each process's peak resident memory is its own. Same run, same machine.
 
-    PY=$(tools/venv.sh torch); $PY tools/bench_grad.py [--model resnet18] [--batch 32] [--size 112]
-        [--iters 5] [--threads 2]
+    PY=$(tools/venv.sh torch); $PY tools/bench_grad.py [--model resnet18|resnet50|resnet20]
+        [--batch 32] [--size 112] [--iters 5] [--threads 2] [--step train|grad]
 
+--step train (default): the whole finetune step: forward with BatchNorm in training mode, mean
+cross-entropy, backward, per-tensor ZNorm ((g - mean) / (population std + 1e-8)), Adam (lr 1e-3;
+torch.optim.Adam with its default multi-tensor implementation). edgetune: `bench train` with its
+defaults (the same step). --step grad: forward and backward only (`bench grad`).
 Prints a Markdown table and one JSON line per engine (also to build/bench/grad.jsonl).
-edgetune runs `target/release/edgetune bench grad build/models/<onnx> --json` (build it first);
-PyTorch runs torchvision's model with the same weights (loaded from the same ONNX initializers).
+PyTorch runs torchvision's model (or tools/cifar_resnet.py's ResNet-20) with the same weights
+(loaded from the same ONNX initializers); edgetune runs target/release/edgetune (build it first).
 """
 from __future__ import annotations
 
@@ -20,16 +23,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ONNX = {"resnet18": "resnet18_bn_op17", "resnet50": "resnet50_bn_op17"}
+ONNX = {"resnet18": "resnet18_bn_op17", "resnet50": "resnet50_bn_op17", "resnet20": "resnet20_cifar"}
 
 TORCH_STEP = r'''
 import json, resource, sys, time
 import numpy as np, onnx, torch, torchvision
 from onnx import numpy_helper
-name, onnx_path, batch, size, iters, threads = sys.argv[1:7]
-batch, size, iters, threads = int(batch), int(size), int(iters), int(threads)
+name, onnx_path, batch, size, iters, threads, full, tools = sys.argv[1:9]
+batch, size, iters, threads, full = int(batch), int(size), int(iters), int(threads), full == "train"
 torch.set_num_threads(threads)
-model = getattr(torchvision.models, name)(weights=None)
+if name == "resnet20":
+    sys.path.insert(0, tools)
+    from cifar_resnet import resnet20
+    model = resnet20()
+else:
+    model = getattr(torchvision.models, name)(weights=None)
 inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(onnx_path).graph.initializer}
 with torch.no_grad():
     for k, v in model.state_dict().items():
@@ -37,12 +45,21 @@ with torch.no_grad():
             v.copy_(torch.from_numpy(inits[k].copy()))
 model.train()
 x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-y = torch.arange(batch) * 7919 % 1000
+classes = model.fc.out_features
+y = torch.arange(batch) * 7919 % classes
+params = list(model.parameters())
+opt = torch.optim.Adam(params, lr=1e-3)
 def step():
-    for p in model.parameters():
+    for p in params:
         p.grad = None
     loss = torch.nn.functional.cross_entropy(model(x), y)
     loss.backward()
+    if full:
+        with torch.no_grad():
+            for p in params:
+                if p.grad.numel() > 1:
+                    p.grad.sub_(p.grad.mean()).div_(p.grad.std(unbiased=False) + 1e-8)
+        opt.step()
 step()
 times = []
 for _ in range(iters):
@@ -61,6 +78,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--step", choices=["train", "grad"], default="train")
     a = ap.parse_args()
     onnx_path = ROOT / "build" / "models" / f"{ONNX[a.model]}.onnx"
     if not onnx_path.exists():
@@ -70,9 +88,9 @@ def main() -> None:
         sys.exit("bench_grad: build edgetune first: cargo build --release")
     rows = []
     torch_out = subprocess.run([sys.executable, "-c", TORCH_STEP, a.model, str(onnx_path), str(a.batch),
-                                str(a.size), str(a.iters), str(a.threads)], check=True, capture_output=True, text=True)
+                                str(a.size), str(a.iters), str(a.threads), a.step, str(ROOT / "tools")], check=True, capture_output=True, text=True)
     rows.append(json.loads(torch_out.stdout.strip().splitlines()[-1]))
-    et = subprocess.run([str(binary), "bench", "grad", str(onnx_path), "--batch", str(a.batch), "--size",
+    et = subprocess.run([str(binary), "bench", a.step, str(onnx_path), "--batch", str(a.batch), "--size",
                          f"{a.size}x{a.size}", "--iters", str(a.iters), "--threads", str(a.threads), "--json"],
                         check=True, capture_output=True, text=True)
     rows.append({"engine": "edgetune", **json.loads(et.stdout.strip().splitlines()[-1])})
@@ -81,13 +99,14 @@ def main() -> None:
     with out.open("a") as f:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for r in rows:
-            f.write(json.dumps({"time": stamp, "model": a.model, "batch": a.batch, "size": a.size, **r}) + "\n")
+            f.write(json.dumps({"time": stamp, "model": a.model, "step": a.step, "batch": a.batch, "size": a.size, **r})
+                    + "\n")
     pt, et_row = rows
     print(f"| engine | threads | median step ms | img/s | peak RSS MiB |")
     print(f"|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['engine']} | {r['threads']} | {r['median_step_ms']:.0f} | {r['img_per_s']:.1f} | {r['peak_rss_mib']:.0f} |")
-    print(f"\n{a.model} batch {a.batch} at {a.size}x{a.size}: edgetune/PyTorch time "
+    print(f"\n{a.model} {a.step} step, batch {a.batch} at {a.size}x{a.size}: edgetune/PyTorch time "
           f"{et_row['median_step_ms'] / pt['median_step_ms']:.2f}x, peak RSS "
           f"{et_row['peak_rss_mib'] / pt['peak_rss_mib']:.2f}x")
     for r in rows:

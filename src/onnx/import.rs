@@ -5,11 +5,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message;
 use tract_onnx::pb::{self, attribute_proto::AttributeType, type_proto, ModelProto};
 
 use super::external::ExternalFiles;
+use super::inline::{self, InlineData};
 use super::tensor_data;
 use crate::attrs::{Attr, Attrs};
 use crate::error::{Error, Result};
@@ -42,10 +44,13 @@ pub fn load(path: &Path) -> Result<Model> {
         return Err(Error::invalid_model(path, "the file is empty"));
     }
     // SAFETY: read-only map of a file we only decode from; see ExternalFiles::map.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let mut proto = ModelProto::decode(&bytes[..])
+    let bytes = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    // Raw tensor data stays in the map (see `inline`): the decode skips it.
+    let located = inline::locate(&file, &bytes);
+    let to_decode: &[u8] = located.as_ref().map_or(&bytes[..], |(hidden, _)| &hidden[..]);
+    let mut proto = ModelProto::decode(to_decode)
         .map_err(|e| Error::invalid_model(path, format!("not an ONNX protobuf (truncated or another format): {e}")))?;
-    drop(bytes);
+    let inline = located.map(|(_, data)| data);
     let opset = default_opset(&proto).ok_or_else(|| {
         Error::invalid_model(path, "no default-domain opset_import (not an ONNX model, or a truncated one)")
     })?;
@@ -56,7 +61,7 @@ pub fn load(path: &Path) -> Result<Model> {
         ));
     }
     let mut gp = proto.graph.take().ok_or_else(|| Error::invalid_model(path, "the model has no graph"))?;
-    let graph = build_graph(&mut gp, opset, path).map_err(|e| match e {
+    let graph = build_graph(&mut gp, opset, path, inline.as_ref()).map_err(|e| match e {
         Fail::Model(reason) => Error::invalid_model(path, reason),
         Fail::Other(e) => e,
     })?;
@@ -97,13 +102,14 @@ impl From<String> for Fail {
     }
 }
 
-fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path) -> Result<Graph, Fail> {
+fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path, inline: Option<&InlineData>) -> Result<Graph, Fail> {
     let mut external = ExternalFiles::new(path);
     let mut values = Values::default();
 
     let mut initializers = Vec::with_capacity(gp.initializer.len());
-    for t in gp.initializer.iter_mut() {
-        let data = tensor_data::decode(t, &mut external).map_err(|e| format!("initializer: {e}"))?;
+    for (i, t) in gp.initializer.iter_mut().enumerate() {
+        let in_file = inline.and_then(|d| d.get(i));
+        let data = tensor_data::decode(t, &mut external, in_file).map_err(|e| format!("initializer: {e}"))?;
         let value = values.declare(&t.name, Source::Initializer(initializers.len()))?;
         initializers.push(Initializer { name: t.name.clone(), value, data });
     }
@@ -238,7 +244,7 @@ fn convert_attrs(list: &mut [pb::AttributeProto], external: &mut ExternalFiles) 
             AttributeType::Floats => Attr::Floats(a.floats.clone()),
             AttributeType::String => Attr::Str(String::from_utf8_lossy(&a.s).into_owned()),
             AttributeType::Tensor => match a.t.as_mut() {
-                Some(t) => Attr::Tensor(tensor_data::decode(t, external)?),
+                Some(t) => Attr::Tensor(tensor_data::decode(t, external, None)?),
                 None => Attr::Other,
             },
             // IR < 2 files leave the type out: infer it from the populated field.

@@ -4,6 +4,7 @@
 mod export;
 mod external;
 mod import;
+mod inline;
 mod tensor_data;
 
 pub use export::save;

@@ -2,6 +2,10 @@
 //! untrusted file: element counts use checked arithmetic and are compared with the bytes present
 //! before anything is allocated.
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::TensorProto;
 
@@ -9,8 +13,14 @@ use super::external::ExternalFiles;
 use crate::graph::{Const, IntTensor};
 use crate::tensor::{checked_numel, Tensor};
 
-/// Decodes `t`, taking its embedded bytes (the proto keeps its dims and name only).
-pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const, String> {
+/// Decodes `t`, taking its embedded bytes (the proto keeps its dims and name only). `in_map`:
+/// where its raw data lies in the mapped model file, when the import located it there (then the
+/// proto's own `raw_data` is empty, or holds an earlier occurrence the last one overrides).
+pub fn decode(
+    t: &mut TensorProto,
+    external: &mut ExternalFiles,
+    in_map: Option<(&Arc<Mmap>, Range<usize>)>,
+) -> Result<Const, String> {
     let name = if t.name.is_empty() { "<unnamed>".to_string() } else { t.name.clone() };
     let shape = t
         .dims
@@ -32,6 +42,10 @@ pub fn decode(t: &mut TensorProto, external: &mut ExternalFiles) -> Result<Const
 
     if t.data_location == Some(DataLocation::External as i32) {
         return decode_external(t, &name, shape, dtype, need, external);
+    }
+    if let Some((map, range)) = in_map {
+        t.raw_data = Vec::new();
+        return raw_in_map(&name, &t.dims, map, range, shape, dtype, need);
     }
     if !t.raw_data.is_empty() || n == 0 {
         let raw = std::mem::take(&mut t.raw_data);
@@ -69,6 +83,27 @@ fn take_exact<T>(v: &mut Vec<T>, n: usize, name: &str) -> Result<Vec<T>, String>
         return Err(format!("tensor '{name}' holds {} values, its dims need {n}", v.len()));
     }
     Ok(std::mem::take(v))
+}
+
+/// `need` bytes of `dtype` at `range` of a mapped file: floats viewed in place where aligned.
+fn raw_in_map(
+    name: &str,
+    dims: &[i64],
+    map: &Arc<Mmap>,
+    range: Range<usize>,
+    shape: Vec<usize>,
+    dtype: DataType,
+    need: usize,
+) -> Result<Const, String> {
+    if range.len() != need {
+        return Err(format!("tensor '{name}' holds {} bytes of data, its dims {dims:?} need {need}", range.len()));
+    }
+    if dtype == DataType::Float {
+        if let Some(t) = Tensor::from_mapped(shape.clone(), map.clone(), range.start, need / 4) {
+            return Ok(Const::F32(t));
+        }
+    }
+    Ok(from_le_bytes(&map[range], shape, dtype))
 }
 
 fn decode_external(
