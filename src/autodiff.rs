@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::exec::plan::{self, Plan};
+use crate::exec::StepTimer;
 use crate::graph::{Graph, Source, ValueId};
 use crate::kernels::simd::{self, Arith};
 use crate::ops::{BatchNorm, Record, Softmax};
@@ -189,7 +190,9 @@ impl GradPlan {
         for (i, step) in plan.steps.iter().enumerate() {
             let args: Vec<&Tensor> =
                 step.inputs.iter().map(|&v| values[v].as_ref().expect("computed before use")).collect();
+            let t = StepTimer::start();
             let fwd = step.op.forward_train(&args, &step.out_shape);
+            t.report("forward", i, step);
             for (slot, t) in fwd.updates {
                 updates.push((step.inputs[slot], t));
             }
@@ -242,8 +245,10 @@ impl GradPlan {
                 continue;
             };
             let need: Vec<bool> = step.inputs.iter().map(|&v| self.requires_grad[v]).collect();
+            let t = StepTimer::start();
             let dxs =
                 step.op.backward(&rec, &dy, &need).map_err(|e| Error::node(&self.names[i].0, &self.names[i].1, e))?;
+            t.report("backward", i, step);
             for (slot, ((&v, dx), &n)) in step.inputs.iter().zip(dxs).zip(&need).enumerate() {
                 if let (true, Some(dx)) = (n, dx) {
                     observe(i, slot, &dx);

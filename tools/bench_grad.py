@@ -7,7 +7,7 @@ process so that each process's peak resident memory is its own. Same run, same m
 
 --step train (default): the whole finetune step: forward with BatchNorm in training mode, mean
 cross-entropy, backward, per-tensor ZNorm ((g - mean) / (population std + 1e-8)), Adam (lr 1e-3;
-torch.optim.Adam with its default multi-tensor implementation). edgetune: `bench train` with its
+torch.optim.Adam(fused=True)). edgetune: `bench train` with its
 defaults (the same step). --step grad: forward and backward only (`bench grad`).
 Prints a Markdown table and one JSON line per engine (also to build/bench/grad.jsonl).
 PyTorch runs torchvision's model (or tools/cifar_resnet.py's ResNet-20) with the same weights
@@ -48,7 +48,7 @@ x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)
 classes = model.fc.out_features
 y = torch.arange(batch) * 7919 % classes
 params = list(model.parameters())
-opt = torch.optim.Adam(params, lr=1e-3)
+opt = torch.optim.Adam(params, lr=1e-3, fused=True)
 def step():
     for p in params:
         p.grad = None

@@ -14,7 +14,9 @@ All three engines get the same input: the bench's fixed LCG in [-1, 1) (reproduc
 NCHW, or NHWC when the model's input is declared NHWC.
 
 Prints a Markdown table (median ms per batch and ratios; a ratio below 1 means edgetune is
-faster) and writes every raw JSON line to build/bench/infer.jsonl.
+faster), then model load to first output at batch 1 for each model (onnxruntime: session
+creation + first run; edgetune: `target/release/edgetune bench infer --iters 1`, build it first),
+and writes every raw JSON line to build/bench/infer.jsonl.
 """
 
 import argparse
@@ -87,6 +89,30 @@ def bench_ort(model, batch, size, iters):
             "img_per_s": batch / (med / 1e3), "load_ms": load_ms, "version": ort.__version__}
 
 
+def first_output(model, size, repeats=3):
+    """Model load to first output, batch 1, median of `repeats` (file in the page cache):
+    onnxruntime session creation + first run in this process; edgetune's `bench infer`
+    first_output_ms (import, plan, weight packing, first run) in a fresh process each time."""
+    ort_ms, et_ms = [], []
+    for _ in range(repeats):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = ORT_THREADS
+        t = time.perf_counter()
+        sess = ort.InferenceSession(str(ROOT / model), opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        x = lcg_input(input_shape(inp.shape, 1, size))
+        sess.run(None, {inp.name: x})
+        ort_ms.append((time.perf_counter() - t) * 1e3)
+        del sess
+        out = subprocess.run([str(ROOT / "target" / "release" / "edgetune"), "bench", "infer", model, "--batch", "1",
+                              "--size", f"{size[0]}x{size[1]}", "--iters", "1", "--threads", "2", "--json"],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
+        et_ms.append(json.loads(out.stdout.strip().splitlines()[-1])["first_output_ms"])
+    return {"engine": "first_output", "model": model, "onnxruntime_ms": statistics.median(ort_ms),
+            "edgetune_ms": statistics.median(et_ms)}
+
+
 def build_bench():
     """Builds the infer_peers bench once and returns its executable."""
     out = subprocess.run(
@@ -152,6 +178,8 @@ def main():
             by = {r["engine"]: r for r in peers}
             rows.append((model, batch, o, by.get("edgetune"), by.get("tract")))
 
+    firsts = [first_output(model, size) for model in a.models]
+    raw += firsts
     out = ROOT / a.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in raw))
@@ -166,6 +194,12 @@ def main():
     for model, batch, o, e, t in rows:
         print(f"| {Path(model).stem} | {batch} | {fmt_ms(o)} | {fmt_ms(e)} | {fmt_ms(t)} "
               f"| {fmt_ratio(e, o)} | {fmt_ratio(e, t)} |")
+    print("\nmodel load to first output, batch 1 (median of 3; edgetune: target/release/edgetune "
+          "bench infer, a fresh process each time)\n")
+    print("| model | onnxruntime ms | edgetune ms |")
+    print("|---|---:|---:|")
+    for f in firsts:
+        print(f"| {Path(f['model']).stem} | {f['onnxruntime_ms']:.0f} | {f['edgetune_ms']:.0f} |")
     print(f"\nraw JSON lines: {os.path.relpath(out, ROOT)}")
 
 

@@ -49,7 +49,7 @@ TRAIN, TEST = 2000, 1000
 METHODS = ["none", "znorm", "gc", "clip:1"]
 SEEDS = [1, 2, 3]
 # "Steps to" thresholds: roughly what the slowest method reaches by the end.
-TARGET = {"fashion": 0.75, "mnist": 0.90}
+TARGET = {"fashion": 0.70, "mnist": 0.90}
 COMMON = ["--batch", "32", "--optimizer", "adam", "--schedule", "cosine", "--augment", "crop", "--val-every", "25"]
 SCRATCH = ["--epochs", "2", "--lr", "1e-3"]
 FINETUNE = ["--steps", "150", "--lr", "1e-4", "--warmup", "20", "--num-classes", "10", "--size", "32x32",
@@ -113,6 +113,12 @@ def run(name: str, cmd: list[str]) -> Path:
     out.with_suffix(".tmp").rename(out)
     print(f" {time.perf_counter() - t:.0f} s", flush=True)
     return log
+
+
+def finished(name: str) -> Path | None:
+    """The log of a run that completed (its .out is renamed into place only then)."""
+    runs = EXP / "runs"
+    return runs / f"{name}.jsonl" if (runs / f"{name}.out").exists() else None
 
 
 def edgetune(model: Path, data: Path, method: str, seed: int, extra: list[str], name: str) -> Path:
@@ -209,31 +215,28 @@ def main() -> None:
             for method in METHODS:
                 for seed in SEEDS:
                     name = f"{setting}-{method.replace(':', '')}-s{seed}"
-                    log = EXP / "runs" / f"{name}.jsonl"
                     if "scratch" in parts:
-                        log = edgetune(make_model(depth, seed), data, method, seed, SCRATCH, name)
-                    if log.exists():
-                        groups[setting][method].append(log)
+                        edgetune(make_model(depth, seed), data, method, seed, SCRATCH, name)
+                    if finished(name):
+                        groups[setting][method].append(finished(name))
     fashion = make_data("fashion")
     r50 = ROOT / "build" / "models" / "resnet50_imagenet.onnx"
-    targets["fashion-resnet50-finetune"] = 0.75
+    targets["fashion-resnet50-finetune"] = 0.80
     for method in ("none", "znorm"):
         for seed in SEEDS:
             name = f"fashion-resnet50ft-{method}-s{seed}"
-            log = EXP / "runs" / f"{name}.jsonl"
             if "finetune" in parts:
                 if not r50.exists():
                     raise SystemExit(f"error: {r50}: missing (bash tools/fixtures.sh fetches it)")
-                log = edgetune(r50, fashion, method, seed, FINETUNE, name)
-            if log.exists():
-                groups["fashion-resnet50-finetune"][method].append(log)
+                edgetune(r50, fashion, method, seed, FINETUNE, name)
+            if finished(name):
+                groups["fashion-resnet50-finetune"][method].append(finished(name))
     for seed in SEEDS:
         name = f"fashion-resnet20-znorm-s{seed}-torch"
-        log = EXP / "runs" / f"{name}.jsonl"
         if "torch" in parts:
-            log = torch_run(make_model(20, seed), fashion, seed, name)
-        if log.exists():
-            groups["fashion-resnet20"]["znorm (PyTorch)"].append(log)
+            torch_run(make_model(20, seed), fashion, seed, name)
+        if finished(name):
+            groups["fashion-resnet20"]["znorm (PyTorch)"].append(finished(name))
     if "report" in parts:
         report(Path(a.report), groups, targets)
 

@@ -106,22 +106,37 @@ pub fn execute(plan: &Plan, inputs: Vec<Tensor>) -> Vec<Tensor> {
     for (&v, t) in plan.inputs.iter().zip(inputs) {
         values[v] = Some(t);
     }
-    // EDGETUNE_PROFILE=1 prints each step's time to stderr (op, output shape, ms).
-    let profile = std::env::var_os("EDGETUNE_PROFILE").is_some();
     for (i, step) in plan.steps.iter().enumerate() {
-        let t = profile.then(std::time::Instant::now);
+        let t = StepTimer::start();
         let out = {
             let args: Vec<&Tensor> =
                 step.inputs.iter().map(|&v| values[v].as_ref().expect("value computed before use")).collect();
             step.op.forward(&args, &step.out_shape)
         };
-        if let Some(t) = t {
-            eprintln!("profile\t{i}\t{:?}\t{:?}\t{:.3}", step.op, step.out_shape, t.elapsed().as_secs_f64() * 1e3);
-        }
+        t.report("infer", i, step);
         values[step.output] = Some(out);
         for &v in &plan.free_after[i] {
             values[v] = None;
         }
     }
     plan.outputs.iter().map(|&v| values[v].clone().expect("graph output computed")).collect()
+}
+
+/// `EDGETUNE_PROFILE=1` prints each step's time to stderr, one tab-separated line per step:
+/// `profile`, the pass (infer, forward, backward), step index, op, output shape, ms.
+pub struct StepTimer(Option<std::time::Instant>);
+
+impl StepTimer {
+    pub fn start() -> StepTimer {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *ON.get_or_init(|| std::env::var_os("EDGETUNE_PROFILE").is_some());
+        StepTimer(on.then(std::time::Instant::now))
+    }
+
+    pub fn report(self, pass: &str, i: usize, step: &plan::Step) {
+        if let Some(t) = self.0 {
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            eprintln!("profile\t{pass}\t{i}\t{:?}\t{:?}\t{ms:.3}", step.op, step.out_shape);
+        }
+    }
 }
