@@ -1,7 +1,7 @@
 //! `edgetune grad-flow`: on a hand-built two-block network the per-path gradients equal the ones
 //! derived by hand below (chain rule written out in f64), the sum at a block input equals what
 //! `edgetune grad` reports there; on ResNet-20 and ResNet-18 every block is found with its kind
-//! and its per-path norms and cosine match PyTorch's (models/grad_refs/gradflow-*.json, written by
+//! and its per-path norms and cosine match PyTorch's (models/gradflow_refs/*.json, written by
 //! tools/gradflow_refs.py with torch 2.15.0, float64).
 
 mod common;
@@ -236,12 +236,11 @@ fn allowed(f64_ref: f64, f32_ref: f64) -> f64 {
 
 #[test]
 fn per_path_norms_match_pytorch() {
-    let refs = root().join("models/grad_refs");
+    let refs = root().join("models/gradflow_refs");
     let mut cases = 0;
     for entry in std::fs::read_dir(&refs).unwrap() {
         let path = entry.unwrap().path();
-        let Some(case) = path.file_name().unwrap().to_str().unwrap().strip_prefix("gradflow-") else { continue };
-        let case = case.trim_end_matches(".json").to_string();
+        let case = path.file_stem().unwrap().to_str().unwrap().to_string();
         let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (model, bn) = case.rsplit_once('-').unwrap();
         let model_name = model.split("-b").next().unwrap();

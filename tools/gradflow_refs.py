@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch references for `edgetune grad-flow` (run by hand; torch venv; needs tools/fixtures.sh's
-models; its outputs in models/grad_refs/gradflow-<case>.json are committed).
+models; its outputs in models/gradflow_refs/<case>.json are committed).
 
     PY=$(tools/venv.sh torch) && $PY tools/gradflow_refs.py
 
@@ -28,7 +28,7 @@ import fixture_data  # noqa: E402
 from grad_refs import BUILD_MODELS, build_model, load_onnx_weights  # noqa: E402
 
 CASES = ["resnet20_cifar-b8-32x32-train", "resnet20_cifar-b8-32x32-frozen", "resnet18_bn_op17-b4-64x64-train"]
-OUT = Path(__file__).resolve().parent.parent / "models" / "grad_refs"
+OUT = Path(__file__).resolve().parent.parent / "models" / "gradflow_refs"
 
 
 def split_forward(block: torch.nn.Module, captured: list) -> None:
@@ -81,7 +81,7 @@ def main() -> None:
         out = {"case": case, "torch": torch.__version__, "generated_by": "tools/gradflow_refs.py",
                "generated_at": time.strftime("%Y-%m-%d"), "blocks": run(case, torch.float64),
                "float32": run(case, torch.float32)}
-        path = OUT / f"gradflow-{case}.json"
+        path = OUT / f"{case}.json"
         path.write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {path} ({len(out['blocks'])} blocks)")
 
