@@ -29,6 +29,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -40,7 +41,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 EXP = ROOT / "build" / "exp"
-BIN = ROOT / "target" / "release" / "edgetune"
+BUILT = ROOT / "target" / "release" / "edgetune"
+# Each invocation runs a copy of the built binary, so a rebuild while it runs changes nothing.
+BIN = EXP / "bin" / f"edgetune-{os.getpid()}"
 sys.path.insert(0, str(ROOT / "tools"))
 from cifar_resnet_onnx import resnet  # noqa: E402
 
@@ -204,8 +207,10 @@ def main() -> None:
     ap.add_argument("--report", default=str(ROOT / "docs" / "znorm"), help="where results.md and the PNGs go")
     a = ap.parse_args()
     parts = set(a.only or ["scratch", "finetune", "torch", "report"])
-    if not BIN.exists():
-        raise SystemExit(f"error: {BIN}: missing (cargo build --release)")
+    if not BUILT.exists():
+        raise SystemExit(f"error: {BUILT}: missing (cargo build --release)")
+    BIN.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUILT, BIN)
     depths = [int(d) for d in a.depths.split(",")]
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     targets: dict[str, float] = {}
