@@ -175,27 +175,30 @@ pub fn measure(
 ) -> Result<Report> {
     let tape = plan.forward(vec![x], &[]);
     let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, labels)?;
-    let mut route = std::collections::HashMap::new();
+    // One edge can feed several Adds' block inputs (two Adds sharing readers of one value).
+    let mut route: std::collections::HashMap<(usize, usize), Vec<(usize, usize)>> = Default::default();
     for (k, add) in adds.iter().enumerate() {
         for &(step, slot, skip) in &add.edges {
-            route.insert((step, slot), (k, skip as usize));
+            route.entry((step, slot)).or_default().push((k, skip as usize));
         }
     }
     // sides[k] = [branch, skip] gradient at add k's input.
     let mut sides: Vec<[Option<Tensor>; 2]> = vec![[None, None]; adds.len()];
     let grads = plan.backward_observed(tape, dlogits, |step, slot, dx| {
-        if let Some(&(k, side)) = route.get(&(step, slot)) {
+        for &(k, side) in route.get(&(step, slot)).into_iter().flatten() {
             match &mut sides[k][side] {
                 Some(acc) => simd::arith_inplace(Arith::Add, acc.data_mut(), dx.data()),
                 empty => *empty = Some(dx.clone()),
             }
         }
     })?;
+    // An Add the loss does not depend on (a dead branch, an auxiliary output) gets no gradient
+    // on one side or both: it has nothing to report.
     let adds = adds
         .iter()
         .zip(sides)
-        .map(|(add, [branch, skip])| {
-            let (skip, branch) = (skip.expect("a skip edge"), branch.expect("a branch edge"));
+        .filter_map(|(add, [branch, skip])| Some((add, skip?, branch?)))
+        .map(|(add, skip, branch)| {
             let (s, b) = (skip.data(), branch.data());
             let dot = |p: &[f32], q: &[f32]| p.iter().zip(q).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>();
             let (ss, bb, sb) = (dot(s, s), dot(b, b), dot(s, b));

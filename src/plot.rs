@@ -82,7 +82,13 @@ fn draw(rgb: &mut [u8], size: (u32, u32), x_label: &str, panels: &[Panel]) -> st
         chart.x_label_area_size(if k + 1 == panels.len() { 40 } else { 25 });
         let last = k + 1 == panels.len();
         if panel.log_y {
-            let (lo, hi) = (y0.max(f64::MIN_POSITIVE) / 1.5, y1 * 1.5);
+            // The raw range widened by factors, not offsets (the panel holds positive values
+            // only), so a single value still sits inside; an empty panel shows 0.1..1.
+            let ys = || points().map(|p| p.1).filter(|y| y.is_finite());
+            let (lo, hi) = match (ys().reduce(f64::min), ys().reduce(f64::max)) {
+                (Some(lo), Some(hi)) => (lo / 1.5, hi * 1.5),
+                _ => (0.1, 1.0),
+            };
             let c = chart.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(|e| e.to_string())?;
             finish(c, panel, last.then_some(x_label), &log_label)?;
         } else {
@@ -153,5 +159,31 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
         (false, _) => (0.0, 1.0),
         (true, true) => (lo, hi),
         (true, false) => (lo - 0.5 * lo.abs().max(1.0), hi + 0.5 * hi.abs().max(1.0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panel(log_y: bool, points: Vec<(f64, f64)>) -> Panel {
+        Panel { title: "t".into(), y_label: "y".into(), log_y, series: vec![Series { name: "s".into(), points }] }
+    }
+
+    #[test]
+    fn degenerate_panels_still_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            vec![panel(true, vec![(1.0, 0.05)])],
+            vec![panel(true, vec![(1.0, 0.0), (2.0, -1.0)])],
+            vec![panel(false, vec![(1.0, 3.0)])],
+            vec![panel(false, vec![]), panel(true, vec![(1.0, 2.0), (2.0, 2.0)])],
+        ];
+        for (i, panels) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("{i}.png"));
+            write_png(&path, "x", panels, 300, 200).unwrap();
+            let img = image::open(&path).unwrap();
+            assert_eq!((img.width(), img.height()), (300, 200 * panels.len() as u32));
+        }
     }
 }

@@ -169,6 +169,30 @@ fn two_blocks_match_the_chain_rule_and_grad() {
 }
 
 #[test]
+fn a_residual_add_the_loss_does_not_reach_is_left_out() {
+    // A second output with its own residual block on a2, placed before the head: it is planned
+    // and requires gradients, but the loss (on the first output) sends it none.
+    let dir = tempfile::tempdir().unwrap();
+    let path = two_blocks(dir.path());
+    let mut m: tract_onnx::pb::ModelProto = prost::Message::decode(&std::fs::read(&path).unwrap()[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let head = g.node.pop().unwrap();
+    g.node.push(node("Relu", "aux_relu", &["a2"], &["ax"]));
+    g.node.push(node("MatMul", "aux_branch", &["ax", "W1"], &["ab"]));
+    g.node.push(node("Add", "aux_add", &["ax", "ab"], &["aux"]));
+    g.node.push(head);
+    g.output.push(value("aux", &[1, 3]));
+    save(&m, &path);
+    let x1 = Tensor::from_vec([1, 3], X.map(|v| v as f32).to_vec());
+    let (x, l) = inputs(dir.path(), &x1, &[LABEL as i64]);
+    let report = json_of(&["grad-flow", path.to_str().unwrap(), "--input", &x, "--labels", &l, "--json"]);
+    let nodes: Vec<&str> = report["adds"].as_array().unwrap().iter().map(|a| a["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["add1", "add2"]);
+    let want = by_hand();
+    close(&report["adds"][1]["sum_norm"], norm(&add(&want[1].0, &want[1].1)), "add2 sum_norm");
+}
+
+#[test]
 fn table_plot_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let m = two_blocks(dir.path());

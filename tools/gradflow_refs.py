@@ -70,7 +70,8 @@ def run(case: str, dtype: torch.dtype) -> list[dict]:
         s, b = c["skip"].double().flatten(), c["branch"].double().flatten()
         sn, bn = float(s.norm()), float(b.norm())
         rows.append({"block": i + 1, "projection": c["projection"], "skip_norm": sn, "branch_norm": bn,
-                     "cosine": float(s @ b) / (sn * bn), "sum_norm": float((s + b).norm())})
+                     "cosine": float(s @ b) / (sn * bn) if sn > 0 and bn > 0 else 0.0,
+                     "sum_norm": float((s + b).norm())})
     return rows
 
 

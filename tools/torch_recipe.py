@@ -74,13 +74,13 @@ def model_from_onnx(path: str) -> torch.nn.Module:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, kinds: set[str]) -> torch.Tensor:
-    if "crop" not in kinds:
-        return x
     n, _, h, w = x.shape
-    padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), generator=gen)
-    dx = torch.randint(0, 9, (n,), generator=gen)
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out = x.clone()
+    if "crop" in kinds:
+        padded = F.pad(x, (4, 4, 4, 4))
+        dy = torch.randint(0, 9, (n,), generator=gen)
+        dx = torch.randint(0, 9, (n,), generator=gen)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
     if "flip" in kinds:
         flip = torch.rand(n, generator=gen) < 0.5
         out[flip] = out[flip].flip(-1)

@@ -25,6 +25,7 @@ under build/exp/data. Runs go to build/exp/runs (a finished run is not repeated)
 from __future__ import annotations
 
 import argparse
+import atexit
 import gzip
 import json
 import math
@@ -211,6 +212,7 @@ def main() -> None:
         raise SystemExit(f"error: {BUILT}: missing (cargo build --release)")
     BIN.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUILT, BIN)
+    atexit.register(BIN.unlink, missing_ok=True)
     depths = [int(d) for d in a.depths.split(",")]
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     targets: dict[str, float] = {}

@@ -106,7 +106,8 @@ fn to_text(r: &Report, model: &std::path::Path) -> String {
             "#", "node", "‖skip‖", "‖branch‖", "cosine", "‖sum‖", "sum/max"
         );
         for (i, f) in r.adds.iter().enumerate() {
-            let ratio = f.sum_norm / f.skip_norm.max(f.branch_norm);
+            let larger = f.skip_norm.max(f.branch_norm);
+            let ratio = if larger > 0.0 { f.sum_norm / larger } else { 0.0 };
             let kind = if f.projection { "projection" } else { "identity" };
             let _ = writeln!(
                 s,

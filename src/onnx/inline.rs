@@ -76,6 +76,11 @@ pub fn locate(file: &File, map: &Arc<Mmap>) -> Option<(MmapMut, InlineData)> {
         .map(|t| {
             let start = (t.raw_data.as_ptr() as usize).checked_sub(base)?;
             let range = start..start + t.raw_data.len();
+            // Always inside the map (prost slices it); checked so that a prost that copied
+            // instead could never make us index past it.
+            if range.end > map.len() {
+                return None;
+            }
             (!t.raw_data.is_empty() && key_offset(map, &range).is_some()).then_some(range)
         })
         .collect();
