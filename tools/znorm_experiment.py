@@ -230,7 +230,7 @@ def main() -> None:
                         groups[setting][method].append(finished(name))
     fashion = make_data("fashion")
     r50 = ROOT / "build" / "models" / "resnet50_imagenet.onnx"
-    targets["fashion-resnet50-finetune"] = 0.80
+    targets["fashion-resnet50-finetune"] = 0.60
     for method in ("none", "znorm"):
         for seed in FINETUNE_SEEDS:
             name = f"fashion-resnet50ft-{method}-s{seed}"
