@@ -19,7 +19,7 @@ use crate::kernels::moments::moments;
 use crate::kernels::simd::{self, Arith};
 use crate::tensor::Tensor;
 use crate::train::loss;
-use crate::train::transform::znorm_affine;
+use crate::train::transform::znorm_map;
 
 /// A residual Add found in a plan.
 #[derive(Clone, Debug)]
@@ -220,17 +220,11 @@ pub fn measure(
         .zip(param_names)
         .map(|(g, name)| {
             let (mean, var) = moments(g.data());
-            let a = znorm_affine(g.data(), eps);
-            let normed: Vec<f32> = g.data().iter().map(|&v| v * a.scale + a.shift).collect();
-            let (znorm_mean, znorm_var) = moments(&normed);
-            TensorFlow {
-                name: name.clone(),
-                numel: g.len(),
-                mean,
-                std: var.sqrt(),
-                znorm_mean,
-                znorm_std: znorm_var.sqrt(),
-            }
+            // ZNorm is affine: the statistics after it follow from those before.
+            let a = znorm_map(g.len(), (mean, var), eps);
+            let (scale, shift) = (a.scale as f64, a.shift as f64);
+            let (znorm_mean, znorm_std) = (mean * scale + shift, var.sqrt() * scale.abs());
+            TensorFlow { name: name.clone(), numel: g.len(), mean, std: var.sqrt(), znorm_mean, znorm_std }
         })
         .collect();
     Ok(Report { loss, adds, tensors })

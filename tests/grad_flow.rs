@@ -117,6 +117,11 @@ fn inputs(dir: &Path, x: &Tensor, labels: &[i64]) -> (String, String) {
     (xp.display().to_string(), lp.display().to_string())
 }
 
+/// X with its label: the batch every two-block test runs.
+fn the_batch(dir: &Path) -> (String, String) {
+    inputs(dir, &Tensor::from_vec([1, 3], X.map(|v| v as f32).to_vec()), &[LABEL as i64])
+}
+
 fn json_of(args: &[&str]) -> serde_json::Value {
     let (code, out, err) = edgetune(args);
     assert_eq!(code, 0, "{err}");
@@ -133,8 +138,7 @@ fn close(got: &serde_json::Value, want: f64, what: &str) {
 fn two_blocks_match_the_chain_rule_and_grad() {
     let dir = tempfile::tempdir().unwrap();
     let m = two_blocks(dir.path());
-    let x1 = Tensor::from_vec([1, 3], X.map(|v| v as f32).to_vec());
-    let (x, l) = inputs(dir.path(), &x1, &[LABEL as i64]);
+    let (x, l) = the_batch(dir.path());
     let report = json_of(&["grad-flow", m.to_str().unwrap(), "--input", &x, "--labels", &l, "--json"]);
     let adds = report["adds"].as_array().unwrap();
     // input_plus_p adds a parameter, not a computed skip path: not a residual Add.
@@ -183,8 +187,7 @@ fn a_residual_add_the_loss_does_not_reach_is_left_out() {
     g.node.push(head);
     g.output.push(value("aux", &[1, 3]));
     save(&m, &path);
-    let x1 = Tensor::from_vec([1, 3], X.map(|v| v as f32).to_vec());
-    let (x, l) = inputs(dir.path(), &x1, &[LABEL as i64]);
+    let (x, l) = the_batch(dir.path());
     let report = json_of(&["grad-flow", path.to_str().unwrap(), "--input", &x, "--labels", &l, "--json"]);
     let nodes: Vec<&str> = report["adds"].as_array().unwrap().iter().map(|a| a["node"].as_str().unwrap()).collect();
     assert_eq!(nodes, ["add1", "add2"]);
@@ -196,8 +199,7 @@ fn a_residual_add_the_loss_does_not_reach_is_left_out() {
 fn table_plot_and_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let m = two_blocks(dir.path());
-    let x1 = Tensor::from_vec([1, 3], X.map(|v| v as f32).to_vec());
-    let (x, l) = inputs(dir.path(), &x1, &[LABEL as i64]);
+    let (x, l) = the_batch(dir.path());
     let png = dir.path().join("flow.png");
     let (code, out, err) =
         edgetune(&["grad-flow", m.to_str().unwrap(), "--input", &x, "--labels", &l, "--plot", png.to_str().unwrap()]);

@@ -47,6 +47,7 @@ BUILT = ROOT / "target" / "release" / "edgetune"
 BIN = EXP / "bin" / f"edgetune-{os.getpid()}"
 sys.path.insert(0, str(ROOT / "tools"))
 from cifar_resnet_onnx import resnet  # noqa: E402
+from torch_recipe import read_idx  # noqa: E402
 
 SOURCES = {"fashion": Path("/usr/share/datasets/fashion-mnist"), "mnist": ROOT / "models" / "data" / "mnist-slice"}
 TRAIN, TEST = 2000, 1000
@@ -60,15 +61,6 @@ COMMON = ["--batch", "32", "--optimizer", "adam", "--schedule", "cosine", "--aug
 SCRATCH = ["--epochs", "2", "--lr", "1e-3"]
 FINETUNE = ["--steps", "150", "--lr", "1e-4", "--warmup", "20", "--num-classes", "10", "--size", "32x32",
             "--preprocess", "caffe"]
-
-
-def read_idx(path: Path) -> np.ndarray:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    dims = raw[3]
-    shape = struct.unpack(f">{dims}I", raw[4:4 + 4 * dims])
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def write_idx(path: Path, a: np.ndarray) -> None:

@@ -11,8 +11,9 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::train::{loss, select};
 
+/// A model and one labelled batch: what `grad` and `grad-flow` run on.
 #[derive(Args, Debug)]
-pub struct GradArgs {
+pub struct BatchArgs {
     pub model: PathBuf,
     /// float32 .npy batch for the first graph input.
     #[arg(long)]
@@ -23,25 +24,47 @@ pub struct GradArgs {
     /// BatchNorm: batch statistics (train) or running statistics (frozen).
     #[arg(long, value_enum, default_value = "train")]
     pub bn: BnMode,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// What `BatchArgs` name, loaded: the model, the batch, its labels and the thread pool.
+pub struct Batch {
+    pub model: crate::onnx::Model,
+    pub x: Tensor,
+    pub labels: Vec<i64>,
+    pub pool: rayon::ThreadPool,
+}
+
+impl BatchArgs {
+    pub fn load(&self) -> Result<Batch> {
+        Ok(Batch {
+            model: crate::onnx::load(&self.model)?,
+            x: npy::read_tensor(&self.input)?,
+            labels: npy::read_labels(&self.labels)?,
+            pool: super::thread_pool(self.threads)?,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GradArgs {
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Which initializers get gradients: all, head (the classifier) or a regex on names.
     #[arg(long, default_value = "all")]
     pub train: String,
     /// The .npz to write: `loss` and one array per trainable initializer.
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
 }
 
 pub fn run(a: GradArgs) -> Result<()> {
-    let model = crate::onnx::load(&a.model)?;
-    let x = npy::read_tensor(&a.input)?;
-    let labels = npy::read_labels(&a.labels)?;
-    let pool = super::thread_pool(a.threads)?;
+    let Batch { model, x, labels, pool } = a.batch.load()?;
     let graph = &model.graph;
     let trainable = select::trainable(graph, &a.train)?;
     let (loss, grads, plan) = pool.install(|| -> Result<_> {
-        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.bn)?;
+        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
         let tape = plan.forward(vec![x], &[]);
         let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
         let grads = plan.backward(tape, dlogits)?;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use crate::autodiff::{BnMode, GradPlan};
-use crate::data::npy;
+use super::grad::{Batch, BatchArgs};
+use crate::autodiff::GradPlan;
 use crate::error::{Error, Result};
 use crate::gradflow::{self, Report};
 use crate::plot::{self, Panel, Series};
@@ -15,16 +15,8 @@ use crate::train::select;
 
 #[derive(Args, Debug)]
 pub struct GradFlowArgs {
-    pub model: PathBuf,
-    /// float32 .npy batch for the first graph input.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Integer class labels (.npy), one per batch entry.
-    #[arg(long)]
-    pub labels: PathBuf,
-    /// BatchNorm: batch statistics (train) or running statistics (frozen).
-    #[arg(long, value_enum, default_value = "train")]
-    pub bn: BnMode,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// One JSON object (`loss`, `adds`, `tensors`) instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -34,35 +26,30 @@ pub struct GradFlowArgs {
     /// ε of the ZNorm whose effect the tensor table shows.
     #[arg(long, default_value_t = 1e-8)]
     pub znorm_eps: f32,
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
 }
 
 pub fn run(a: GradFlowArgs) -> Result<()> {
-    let model = crate::onnx::load(&a.model)?;
-    let x = npy::read_tensor(&a.input)?;
-    let labels = npy::read_labels(&a.labels)?;
-    let pool = super::thread_pool(a.threads)?;
+    let Batch { model, x, labels, pool } = a.batch.load()?;
     let graph = &model.graph;
     let trainable = select::trainable(graph, "all")?;
     let param_names: Vec<String> =
         graph.initializers.iter().zip(&trainable).filter(|(_, &t)| t).map(|(i, _)| i.name.clone()).collect();
     let report = pool.install(|| -> Result<Report> {
-        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.bn)?;
+        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
         let adds = gradflow::residual_adds(&plan);
         if adds.is_empty() && a.plot.is_some() {
-            return Err(Error::data(a.model.display().to_string(), "has no residual Add: nothing to plot"));
+            return Err(Error::data(a.batch.model.display().to_string(), "has no residual Add: nothing to plot"));
         }
         let name = |v| graph.value_name(v).to_string();
         gradflow::measure(&plan, &adds, x, &labels, a.znorm_eps, name, &param_names)
     })?;
     if let Some(path) = &a.plot {
-        draw(path, &a.model, &report)?;
+        draw(path, &a.batch.model, &report)?;
     }
     if a.json {
         println!("{}", to_json(&report));
     } else {
-        print!("{}", to_text(&report, &a.model));
+        print!("{}", to_text(&report, &a.batch.model));
     }
     Ok(())
 }

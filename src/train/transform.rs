@@ -108,7 +108,7 @@ pub fn znorm_inplace(grads: &mut [Vec<f32>], eps: f32, use_simd: bool) {
 
 /// `(g − μ)/(σ + ε)` as `g·scale + shift`, with μ and σ rounded to f32 as torch computes them;
 /// the identity for one-element tensors.
-fn znorm_map(len: usize, (mean, var): (f64, f64), eps: f32) -> Affine {
+pub fn znorm_map(len: usize, (mean, var): (f64, f64), eps: f32) -> Affine {
     if len <= 1 {
         return Affine::IDENTITY;
     }
