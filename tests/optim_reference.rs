@@ -7,7 +7,8 @@
 //! float32 run; `f32_variants_rel_err`: its other float32 implementations; ZNorm and Adam amplify
 //! rounding in small gradient entries into whole steps of size lr): there the bound is 3 × that
 //! noise — edgetune must be as close to the exact trajectory as PyTorch's float32 is. The losses
-//! of the 3 steps within 1e-5 relative of PyTorch's.
+//! of the 3 steps likewise: within 1e-5 of PyTorch's float64 loss, or 3 × its float32 loss's
+//! distance from it where that is larger.
 //!
 //! The same comparison runs through the CLI (`edgetune finetune --steps 3 --no-shuffle`) for one
 //! case per optimizer, reading the weights back from the exported ONNX file.
@@ -24,14 +25,13 @@ use serde_json::Value;
 
 const TOL: f64 = 1e-5;
 
-/// Cases that do not meet the per-tensor bound (measured 2026-11-27; the test prints the figures):
-/// by step 3 a few tensors (BatchNorm biases' moments, some weights) are up to 2.3e-2 from float64,
-/// 1.25× (adam-none), 1.64× (adamw-none) and 91× (adam-gc, adamw-gc: the stem BatchNorm bias's
-/// moments) their bound. The worst tensor over the whole model is within what PyTorch's own float32
-/// implementations reach for adam-none, adamw-none and adamw-gc (README table), not for adam-gc.
-/// Adam's g/(|g| + 1e-8) turns the rounding of gradient entries that are zero up to rounding into
-/// whole ±lr steps. Held to a raw 5e-2 so that the test still catches a real regression.
-const KNOWN_GAP: &[&str] = &["adam-none", "adam-gc", "adamw-none", "adamw-gc"];
+/// Cases that do not meet the per-tensor bound (measured 2026-11-30; the test prints the figures,
+/// and with this list emptied, each case's worst tensor in units of its bound): adamw-none 1.64×
+/// (layer3.1.conv2.weight), adam-gc and adamw-gc 92× (exp_avg_sq of layer3.2.bn2.bias). Adam's
+/// g/(|g| + 1e-8) turns the rounding of gradient entries that are zero up to rounding into whole
+/// ±lr steps. Held to a raw 5e-2 so that the test still catches a real regression. (adam-none
+/// left this list when Adam's coefficients started to round as torch's do: 1.25× → 0.03×.)
+const KNOWN_GAP: &[&str] = &["adam-gc", "adamw-none", "adamw-gc"];
 const KNOWN_GAP_TOL: f64 = 5e-2;
 
 /// 1e-5, or 3 × how far float32 arithmetic alone moves this tensor: the larger of PyTorch's own
@@ -67,6 +67,12 @@ fn batch() -> (Tensor, Vec<i64>) {
     (x, labels.iter().copied().collect())
 }
 
+thread_local! {
+    /// The largest raw relative error from float64 that `judge` saw in the current case (the
+    /// README's table).
+    static RAW: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
+}
+
 /// Worst error over the named tensors, in units of its bound, and which tensor it was.
 fn judge(found: impl Iterator<Item = (String, Tensor)>, refs: &Value, case: &str) -> (String, f64) {
     let mut worst = (String::new(), 0.0);
@@ -74,6 +80,7 @@ fn judge(found: impl Iterator<Item = (String, Tensor)>, refs: &Value, case: &str
     for (name, t) in found {
         let Some(s) = refs.get(&name) else { continue };
         let rel = compare_summary(&name, &t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}"));
+        RAW.with(|r| r.set(r.get().max(rel)));
         let e = rel / allowed(s, case);
         if e > worst.1 {
             worst = (name, e);
@@ -96,17 +103,23 @@ fn three_steps_match_pytorch() {
         let cfg = TrainConfig { train: "all".into(), bn: BnMode::Train, norm, rule };
         let mut trainer = Trainer::new(model.graph.clone(), cfg).unwrap();
         let mut worst = ("loss".to_string(), 0.0f64);
-        for (step, want) in r["losses"].as_array().unwrap().iter().enumerate() {
+        RAW.with(|r| r.set(0.0));
+        let losses = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        for (step, (want, f32_loss)) in losses("losses_f64").into_iter().zip(losses("losses")).enumerate() {
             let got = trainer.step(x.clone(), &labels, lr).unwrap().loss as f64;
-            let tol = if KNOWN_GAP.contains(&case) { KNOWN_GAP_TOL } else { TOL };
-            let e = (got - want.as_f64().unwrap()).abs() / want.as_f64().unwrap().abs() / tol;
+            // As for the tensors: 1e-5 of the float64 loss, or 3 × PyTorch's own float32 error.
+            let noise = ((f32_loss - want) / want).abs();
+            let tol = if KNOWN_GAP.contains(&case) { KNOWN_GAP_TOL } else { TOL.max(3.0 * noise) };
+            let e = ((got - want) / want).abs() / tol;
             if e > worst.1 {
                 worst = (format!("loss of step {}", step + 1), e);
             }
         }
-        let values = trainer.values();
-        for w in [judge(values.clone().into_iter(), &r["params"], case), judge(values.into_iter(), &r["running"], case)]
-        {
+        let values = trainer.values().unwrap();
+        for w in [
+            judge(values.clone().into_iter(), &r["params"], case),
+            judge(values.clone().into_iter(), &r["running"], case),
+        ] {
             if w.1 > worst.1 {
                 worst = w;
             }
@@ -115,9 +128,9 @@ fn three_steps_match_pytorch() {
         let (first, second) =
             if name == OptimizerName::Sgd { ("momentum_buffer", "") } else { ("exp_avg", "exp_avg_sq") };
         for (key, pick_second) in [(first, false), (second, true)].into_iter().filter(|(k, _)| !k.is_empty()) {
-            let tensors = trainer.state().map(|(n, a, b)| {
-                let shape = trainer.values().into_iter().find(|(m, _)| m == n).unwrap().1.shape().to_vec();
-                (n.to_string(), Tensor::from_vec(shape, if pick_second { b } else { a }.to_vec()))
+            let tensors = trainer.state().unwrap().into_iter().map(|(n, a, b)| {
+                let shape = values.iter().find(|(m, _)| *m == n).unwrap().1.shape().to_vec();
+                (n, Tensor::from_vec(shape, if pick_second { b } else { a }))
             });
             let refs: serde_json::Map<String, Value> =
                 state.as_object().unwrap().iter().map(|(n, s)| (n.clone(), s[key].clone())).collect();
@@ -127,7 +140,8 @@ fn three_steps_match_pytorch() {
             }
         }
         let unit = if KNOWN_GAP.contains(&case) { "of 5e-2 (known gap)" } else { "of its bound" };
-        println!("{case}: worst {} at {:.2e} {unit}", worst.0, worst.1);
+        let raw = RAW.with(|r| r.get());
+        println!("{case}: worst {} at {:.2e} {unit}; largest error from float64 {raw:.1e}", worst.0, worst.1);
         if worst.1 > 1.0 {
             failures.push(format!("{case}: {} at {:.2} of its bound", worst.0, worst.1));
         }

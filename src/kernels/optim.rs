@@ -26,22 +26,49 @@ pub struct Sgd {
     pub nesterov: bool,
 }
 
-/// torch.optim.Adam (`decoupled` false, weight decay as L2) or AdamW (`decoupled` true).
+/// torch.optim.Adam (`decoupled` false, weight decay as L2) or AdamW (`decoupled` true). The betas
+/// are kept in f64, as torch's Python floats, so that the per-step coefficients round alike.
 #[derive(Clone, Copy, Debug)]
 pub struct Adam {
     pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
+    pub beta1: f64,
+    pub beta2: f64,
     pub eps: f32,
     pub weight_decay: f32,
     pub decoupled: bool,
 }
 
-/// Per-step constants of Adam at step `t` (1-based): (lr / (1 − β1ᵗ), √(1 − β2ᵗ)), as torch.
-pub fn adam_constants(h: &Adam, t: u64) -> (f32, f32) {
+/// The float32 coefficients of one Adam step, computed as torch.optim's single-tensor code does:
+/// in double from its Python-float hyperparameters, each rounded once to float32. (1 − β₂ taken
+/// in float32 from β₂ = 0.999f is 0.00099998713, 1.3e-5 below torch's 0.001f, and the second
+/// moments were off from PyTorch's by that much.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// 1 − β₁ (the weight of `exp_avg.lerp_`).
+    pub w1: f32,
+    pub b2: f32,
+    /// 1 − β₂ (`addcmul_`'s value).
+    pub w2: f32,
+    /// lr / (1 − β₁ᵗ).
+    pub step_size: f32,
+    /// √(1 − β₂ᵗ).
+    pub bc2_sqrt: f32,
+    /// AdamW's 1 − lr·λ.
+    pub decay: f32,
+}
+
+/// The coefficients at step `t` (1-based).
+pub fn adam_step(h: &Adam, t: u64) -> AdamStep {
     let bc1 = 1.0 - h.beta1.powi(t as i32);
     let bc2 = 1.0 - h.beta2.powi(t as i32);
-    (h.lr / bc1, bc2.sqrt())
+    AdamStep {
+        w1: (1.0 - h.beta1) as f32,
+        b2: h.beta2 as f32,
+        w2: (1.0 - h.beta2) as f32,
+        step_size: (h.lr as f64 / bc1) as f32,
+        bc2_sqrt: bc2.sqrt() as f32,
+        decay: (1.0 - h.lr as f64 * h.weight_decay as f64) as f32,
+    }
 }
 
 type V = f32x16;
@@ -89,15 +116,15 @@ pub fn sgd_scalar(h: &Sgd, aff: Affine, first: bool, p: &mut [f32], g: &[f32], b
     }
 }
 
-/// One Adam/AdamW step over a segment at step `t` (1-based).
+/// One Adam/AdamW step over a segment with the coefficients `c` of its step. Op order as
+/// torch's kernels: `m + w1·(d − m)` (lerp), `v·b2 + w2·d·d` (addcmul), `p + (−step_size·m)/denom`
+/// (addcdiv).
 #[allow(clippy::too_many_arguments)]
-pub fn adam(h: &Adam, aff: Affine, t: u64, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    let (step_size, bc2_sqrt) = adam_constants(h, t);
+pub fn adam(h: &Adam, c: &AdamStep, aff: Affine, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     let split = p.len() - p.len() % 16;
     let sp = |x: f32| V::splat(x);
-    let (sc, sh, wd, decay) = (sp(aff.scale), sp(aff.shift), sp(h.weight_decay), sp(1.0 - h.lr * h.weight_decay));
-    let (w1, b2, w2, eps, ss, bc2) =
-        (sp(1.0 - h.beta1), sp(h.beta2), sp(1.0 - h.beta2), sp(h.eps), sp(-step_size), sp(bc2_sqrt));
+    let (sc, sh, wd, decay) = (sp(aff.scale), sp(aff.shift), sp(h.weight_decay), sp(c.decay));
+    let (w1, b2, w2, eps, ss, bc2) = (sp(c.w1), sp(c.b2), sp(c.w2), sp(h.eps), sp(-c.step_size), sp(c.bc2_sqrt));
     for i in (0..split).step_by(16) {
         let r = i..i + 16;
         let mut x = ld(&p[r.clone()]);
@@ -110,35 +137,35 @@ pub fn adam(h: &Adam, aff: Affine, t: u64, p: &mut [f32], g: &[f32], m: &mut [f3
             }
         }
         let mo = ld(&m[r.clone()]);
-        let mn = mo + (d - mo) * w1;
-        let vn = ld(&v[r.clone()]) * b2 + d * d * w2;
+        let mn = mo + w1 * (d - mo);
+        let vn = ld(&v[r.clone()]) * b2 + w2 * d * d;
         let denom = vn.sqrt() / bc2 + eps;
-        x += (mn / denom) * ss;
+        x += ss * mn / denom;
         p[r.clone()].copy_from_slice(&x.to_array());
         m[r.clone()].copy_from_slice(&mn.to_array());
         v[r].copy_from_slice(&vn.to_array());
     }
-    adam_scalar(h, aff, t, &mut p[split..], &g[split..], &mut m[split..], &mut v[split..]);
+    adam_scalar(h, c, aff, &mut p[split..], &g[split..], &mut m[split..], &mut v[split..]);
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn adam_scalar(h: &Adam, aff: Affine, t: u64, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    let (step_size, bc2_sqrt) = adam_constants(h, t);
+pub fn adam_scalar(h: &Adam, c: &AdamStep, aff: Affine, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     for i in 0..p.len() {
         let mut x = p[i];
         let mut d = g[i] * aff.scale + aff.shift;
         if h.weight_decay != 0.0 {
             if h.decoupled {
-                x *= 1.0 - h.lr * h.weight_decay;
+                x *= c.decay;
             } else {
                 d += x * h.weight_decay;
             }
         }
-        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        m[i] += (d - m[i]) * (1.0 - h.beta1);
-        v[i] = v[i] * h.beta2 + d * d * (1.0 - h.beta2);
-        let denom = v[i].sqrt() / bc2_sqrt + h.eps;
-        p[i] = x + (m[i] / denom) * -step_size;
+        // torch: exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+        // param.addcdiv_(exp_avg, denom, value=-step_size)
+        m[i] += c.w1 * (d - m[i]);
+        v[i] = v[i] * c.b2 + c.w2 * d * d;
+        let denom = v[i].sqrt() / c.bc2_sqrt + h.eps;
+        p[i] = x + -c.step_size * m[i] / denom;
     }
 }
 
@@ -177,8 +204,9 @@ mod tests {
             let aff = Affine { scale: 0.7, shift: 0.1 };
             let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
             let (mut p2, mut m2, mut v2) = (p.clone(), m.clone(), v.clone());
-            adam(&h, aff, t, &mut p1, &g, &mut m1, &mut v1);
-            adam_scalar(&h, aff, t, &mut p2, &g, &mut m2, &mut v2);
+            let c = adam_step(&h, t);
+            adam(&h, &c, aff, &mut p1, &g, &mut m1, &mut v1);
+            adam_scalar(&h, &c, aff, &mut p2, &g, &mut m2, &mut v2);
             prop_assert_eq!(&p1, &p2);
             prop_assert_eq!(&m1, &m2);
             prop_assert_eq!(&v1, &v2);

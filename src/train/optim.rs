@@ -42,7 +42,7 @@ impl Rule {
         }
     }
 
-    fn with_lr(self, lr: f32) -> Rule {
+    pub fn with_lr(self, lr: f32) -> Rule {
         match self {
             Rule::Sgd(s) => Rule::Sgd(Sgd { lr, ..s }),
             Rule::Adam(a) => Rule::Adam(Adam { lr, ..a }),
@@ -77,6 +77,10 @@ impl Optimizer {
     pub fn step(&mut self, params: &mut [Tensor], grads: &[Tensor], affs: &[TensorAffine], lr: f32) {
         self.steps += 1;
         let (rule, t) = (self.rule.with_lr(lr), self.steps);
+        let adam = match rule {
+            Rule::Adam(h) => Some(optim::adam_step(&h, t)),
+            Rule::Sgd(_) => None,
+        };
         // Segments (param, start, len) that share one affine map; disjoint, so they run in parallel.
         let mut segments = Vec::new();
         for (i, g) in grads.iter().enumerate() {
@@ -107,7 +111,10 @@ impl Optimizer {
             };
             match rule {
                 Rule::Sgd(h) => optim::sgd(&h, aff, t == 1, slice(p, true), g, slice(a, h.momentum != 0.0)),
-                Rule::Adam(h) => optim::adam(&h, aff, t, slice(p, true), g, slice(a, true), slice(b, true)),
+                Rule::Adam(h) => {
+                    let c = adam.as_ref().expect("computed for Adam");
+                    optim::adam(&h, c, aff, slice(p, true), g, slice(a, true), slice(b, true))
+                }
             }
         });
     }
