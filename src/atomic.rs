@@ -9,6 +9,17 @@ use crate::error::{Error, Result};
 
 /// Writes `path` through `fill`; on any error the target is untouched and the temporary removed.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    write_checked(path, fill, |_| Ok(()))
+}
+
+/// `write_atomic`, with `check` run on the complete temporary file before it replaces `path`
+/// (so what is checked is what lands, even when another process writes `path` meanwhile); a
+/// failed check leaves `path` untouched.
+pub fn write_checked(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     if path.is_dir() {
         return Err(Error::data(path.display().to_string(), "is a directory; name a file to write"));
     }
@@ -18,21 +29,23 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
     };
     let name = path.file_name().ok_or_else(|| Error::data(path.display().to_string(), "not a file name"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let io = |e| Error::io(path, e);
     let result = (|| {
         // A file already at the temporary name (left by a killed run, or a planted symlink) is
         // removed, never written through: `create_new` does not follow symlinks.
         let _ = fs::remove_file(&tmp);
-        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let file = File::options().write(true).create_new(true).open(&tmp).map_err(io)?;
         let mut w = BufWriter::new(file);
-        fill(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        fill(&mut w).map_err(io)?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        check(&tmp)?;
+        fs::rename(&tmp, path).map_err(io)
     })();
-    result.map_err(|e| {
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    }
+    result
 }
 
 #[cfg(all(test, unix))]

@@ -12,13 +12,19 @@ use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::StringStringEntryProto;
 
 use super::Model;
-use crate::atomic::write_atomic;
+use crate::atomic::{write_atomic, write_checked};
 use crate::error::{Error, Result};
 use crate::graph::Const;
 use crate::tensor::Tensor;
 
-/// Writes `model` to `path` with the initializers named in `values` replaced.
-pub fn save(model: &Model, values: &[(String, Tensor)], path: &Path) -> Result<()> {
+/// Writes `model` to `path` with the initializers named in `values` replaced; `check` sees the
+/// complete model file (under a temporary name, its data already in place) before it lands.
+pub fn save(
+    model: &Model,
+    values: &[(String, Tensor)],
+    path: &Path,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let updated: HashMap<&str, &Tensor> = values.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let loaded: HashMap<&str, &Const> = model.graph.initializers.iter().map(|i| (i.name.as_str(), &i.data)).collect();
     let mut proto = model.proto.clone();
@@ -60,7 +66,7 @@ pub fn save(model: &Model, values: &[(String, Tensor)], path: &Path) -> Result<(
         write_atomic(&path.with_file_name(&data_name), |w| w.write_all(&blob))?;
     }
     let bytes = proto.encode_to_vec();
-    write_atomic(path, |w| w.write_all(&bytes))
+    write_checked(path, |w| w.write_all(&bytes), check)
 }
 
 /// Floats in the tensor's own element type (f32, or f64 where the file had doubles).
