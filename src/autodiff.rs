@@ -64,7 +64,7 @@ pub struct GradPlan {
     logits: ValueId,
     /// Value ids of the trainable initializers, in initializer order, and their shapes.
     pub params: Vec<ValueId>,
-    param_shapes: Vec<Vec<usize>>,
+    pub param_shapes: Vec<Vec<usize>>,
     /// (node name, op type) of each step, for errors.
     names: Vec<(String, String)>,
 }
@@ -147,6 +147,16 @@ impl GradPlan {
             .map(|s| (graph.nodes[s.node].name.clone(), graph.nodes[s.node].op_type.clone()))
             .collect();
         Ok(GradPlan { plan, requires_grad, logits, params, param_shapes, names })
+    }
+
+    /// The plan itself (the GPU path walks the same steps).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The value the loss reads.
+    pub fn logits_value(&self) -> ValueId {
+        self.logits
     }
 
     /// The planned steps, in forward order.

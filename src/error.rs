@@ -39,6 +39,10 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
 
+    /// `--device cuda` where CUDA cannot run (not built in, no driver, no GPU).
+    #[error("{0}")]
+    Device(String),
+
     /// The user stopped a run (Ctrl-C); the message says what was saved.
     #[error("{0}")]
     Interrupted(String),

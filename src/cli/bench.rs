@@ -10,8 +10,8 @@ use super::input::{image_input, parse_size};
 use super::progress;
 use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
-use crate::error::Result;
-use crate::exec::Session;
+use crate::device::{Device, Runner};
+use crate::error::{Error, Result};
 use crate::tensor::{lcg_values, Tensor};
 use crate::train::optim::{OptimizerName, Rule};
 use crate::train::trainer::{TrainConfig, Trainer};
@@ -89,6 +89,10 @@ pub struct RunOpts {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Where to run: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU). `bench
+    /// znorm` adds the GPU's rows to the CPU's.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +111,15 @@ pub struct InferBench {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
+    let opts = match &cmd {
+        BenchCommand::Infer(b) => &b.out,
+        BenchCommand::Grad(b) | BenchCommand::Train(b) => &b.out,
+        BenchCommand::Znorm(b) => &b.out,
+    };
+    crate::device::check(opts.device)?;
+    if let (BenchCommand::Grad(_), Device::Cuda) = (&cmd, opts.device) {
+        return Err(Error::Usage("bench grad runs on the CPU; `bench train --device cuda` times the GPU step".into()));
+    }
     match cmd {
         BenchCommand::Infer(b) => infer(b),
         BenchCommand::Grad(b) => grad(b, false),
@@ -173,7 +186,9 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     let mut stepper = if full {
         let rule = Rule::new(b.optimizer, b.lr, 0.9, 0.0, false);
         let cfg = TrainConfig { train: b.train.clone(), bn: b.bn, norm: b.grad_norm, rule };
-        Stepper::Train(Box::new(Trainer::new(graph.clone(), cfg)?))
+        let mut trainer = Trainer::new(graph.clone(), cfg)?;
+        trainer.set_device(b.out.device)?;
+        Stepper::Train(Box::new(trainer))
     } else {
         Stepper::Grad(Box::new(GradPlan::new(graph, std::slice::from_ref(&shape), &trainable, b.bn)?))
     };
@@ -208,19 +223,24 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     let med = median(times.clone());
     let ips = b.batch as f64 / (med / 1e3);
     let rss = peak_rss_mib();
+    let on = match &stepper {
+        Stepper::Train(t) => t.device_name(),
+        Stepper::Grad(_) => None,
+    }
+    .unwrap_or_else(|| format!("{} threads", pool.current_num_threads()));
     if b.out.json {
         println!(
             "{}",
             json!({"bench": what, "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
-                   "threads": pool.current_num_threads(), "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
+                   "threads": pool.current_num_threads(), "device": device_name(b.out.device), "on": on,
+                   "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
                    "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
         );
     } else {
         println!(
-            "{what} {} batch {} at {h}x{w}, {} threads: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
+            "{what} {} batch {} at {h}x{w}, {on}: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
             b.model.display(),
             b.batch,
-            pool.current_num_threads(),
             rss.unwrap_or(f64::NAN)
         );
     }
@@ -303,15 +323,24 @@ fn znorm(b: ZnormBench) -> Result<()> {
         rows.push(json!({"bench": "znorm+adam", "what": label, "params": total, "threads": threads, "median_ms": ms,
             "gbps": 32.0 * total as f64 / ms / 1e6, "floor_ms": floor}));
     }
+    if b.out.device == Device::Cuda {
+        let t = crate::device::znorm_bench_cuda(&sizes, b.iters)?;
+        let row = |bench: &str, variant: &str, ms: f64, bytes: f64| {
+            json!({"bench": bench, "variant": variant, "what": label, "params": total, "device": "cuda", "gpu": t.gpu,
+                "median_ms": ms, "gbps": bytes * total as f64 / ms / 1e6, "floor_ms": t.floor_ms, "ratio_to_floor": ms / t.floor_ms})
+        };
+        rows.push(row("znorm", "cuda", t.znorm_ms, 12.0));
+        rows.push(row("znorm+adam", "cuda", t.znorm_adam_ms, 32.0));
+    }
     for r in rows {
         if b.out.json {
             println!("{r}");
         } else {
             println!(
-                "{:<10} {:<6} {} threads: {:.2} ms, {:.1} GB/s (floor {:.2} ms)",
+                "{:<10} {:<6} {}: {:.2} ms, {:.1} GB/s (floor {:.2} ms)",
                 r["bench"].as_str().unwrap_or(""),
                 r["variant"].as_str().unwrap_or(""),
-                r["threads"],
+                r["gpu"].as_str().map_or(format!("{} threads", r["threads"]), str::to_string),
                 r["median_ms"].as_f64().unwrap_or(0.0),
                 r["gbps"].as_f64().unwrap_or(0.0),
                 r["floor_ms"].as_f64().unwrap_or(0.0)
@@ -324,17 +353,17 @@ fn znorm(b: ZnormBench) -> Result<()> {
 fn infer(b: InferBench) -> Result<()> {
     let t0 = Instant::now();
     let model = crate::onnx::load(&b.model)?;
-    let session = Session::new(model.graph, b.out.threads)?;
-    let (shape, [h, w]) = batch_shape(session.graph(), b.batch, b.size)?;
+    let mut runner = Runner::new(model.graph, b.out.device, b.out.threads)?;
+    let (shape, [h, w]) = batch_shape(runner.graph(), b.batch, b.size)?;
     let x = input(shape);
-    session.run(vec![x.clone()])?;
+    runner.run(vec![x.clone()])?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
-    session.run(vec![x.clone()])?;
+    runner.run(vec![x.clone()])?;
     let pb = progress::bar(b.iters as u64, "bench infer", b.out.quiet || b.out.json);
     let mut times = Vec::with_capacity(b.iters);
     for _ in 0..b.iters.max(1) {
         let t = Instant::now();
-        session.run(vec![x.clone()])?;
+        runner.run(vec![x.clone()])?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         pb.inc(1);
     }
@@ -342,20 +371,27 @@ fn infer(b: InferBench) -> Result<()> {
     let med = median(times.clone());
     let min = times.iter().copied().fold(f64::INFINITY, f64::min);
     let ips = b.batch as f64 / (med / 1e3);
+    let on = runner.describe();
     if b.out.json {
         println!(
             "{}",
             json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
-                   "threads": session.threads(), "iters": times.len(), "median_ms": med, "min_ms": min,
+                   "device": device_name(b.out.device), "on": on, "iters": times.len(), "median_ms": med, "min_ms": min,
                    "img_per_s": ips, "first_output_ms": first_ms})
         );
     } else {
         println!(
-            "infer {} batch {} at {h}x{w}, {} threads: median {med:.2} ms (min {min:.2}), {ips:.1} img/s; load to first output {first_ms:.0} ms",
+            "infer {} batch {} at {h}x{w}, {on}: median {med:.2} ms (min {min:.2}), {ips:.1} img/s; load to first output {first_ms:.0} ms",
             b.model.display(),
             b.batch,
-            session.threads()
         );
     }
     Ok(())
+}
+
+fn device_name(d: Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda => "cuda",
+    }
 }

@@ -114,6 +114,9 @@ pub struct FinetuneArgs {
     pub log: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where to train: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: crate::device::Device,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -190,6 +193,7 @@ fn check_writable(output: &std::path::Path) -> Result<()> {
 }
 
 pub fn run(a: FinetuneArgs) -> Result<()> {
+    crate::device::check(a.device)?;
     check_writable(&a.output)?;
     if a.batch == 0 {
         return Err(Error::Usage("--batch must be at least 1".into()));
@@ -215,6 +219,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let rule = Rule::new(a.optimizer, a.lr, a.momentum, a.weight_decay, a.nesterov);
     let pool = super::thread_pool(a.threads)?;
     let mut trainer = Trainer::new(model.graph.clone(), TrainConfig { train: a.train.clone(), bn: a.bn, norm, rule })?;
+    trainer.set_device(a.device)?;
+    if let Some(name) = trainer.device_name() {
+        println!("training on {name}");
+    }
     let per_epoch = data.len().div_ceil(a.batch);
     let total = a.steps.unwrap_or(a.epochs * per_epoch);
     // Everything that shapes the trajectory: a checkpoint only resumes the same run.
@@ -349,7 +357,16 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     }
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64() - val_secs.get();
-    crate::onnx::save(&model, &trainer.values(), &a.output)?;
+    // The written model is checked before it takes the output's name (`verify_export`).
+    let (probe, _) = match &val {
+        Some(v) => v.batch(&(0..v.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
+        None => data.batch(&(0..data.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
+    };
+    let mut diff = 0.0;
+    crate::onnx::save(&model, &trainer.values()?, &a.output, |written| {
+        diff = verify_export(written, &a.output, &mut trainer, probe, &pool)?;
+        Ok(())
+    })?;
     if let Some(s) = last {
         println!(
             "{total} steps ({seen} images) in {secs:.1} s of training, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}",
@@ -361,11 +378,6 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if skipped > 0 {
         println!("{skipped} step(s) skipped for non-finite values");
     }
-    let (probe, _) = match &val {
-        Some(v) => v.batch(&(0..v.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
-        None => data.batch(&(0..data.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
-    };
-    let diff = verify_export(&a.output, &mut trainer, probe, &pool)?;
     println!(
         "wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})",
         a.output.display()
@@ -417,18 +429,19 @@ fn validate(
     Ok(correct as f64 / seen as f64)
 }
 
-/// Loads the written model as any user would (a fresh import, the inference plan with its
-/// fusions) and checks that its class probabilities on `probe` are the trained ones; returns the
-/// largest difference.
+/// Loads the written model (`written`, about to become `output`) as any user would (a fresh
+/// import, the inference plan with its fusions) and checks that its class probabilities on
+/// `probe` are the trained ones; returns the largest difference.
 fn verify_export(
-    path: &std::path::Path,
+    written: &std::path::Path,
+    output: &std::path::Path,
     trainer: &mut Trainer,
     probe: Tensor,
     pool: &rayon::ThreadPool,
 ) -> Result<f32> {
-    let graph = crate::onnx::load(path)?.graph;
-    let output = graph.outputs[0].0;
-    let ends_in_softmax = graph.nodes.iter().any(|n| n.op_type == "Softmax" && n.outputs.contains(&output));
+    let graph = crate::onnx::load(written)?.graph;
+    let first = graph.outputs[0].0;
+    let ends_in_softmax = graph.nodes.iter().any(|n| n.op_type == "Softmax" && n.outputs.contains(&first));
     let session = crate::exec::Session::new(graph, pool.current_num_threads())?;
     let out = session.run(vec![probe.clone()])?.swap_remove(0);
     // Training stops at the logits, before a trailing Softmax.
@@ -440,7 +453,7 @@ fn verify_export(
     if got.len() != want.len() || diff.is_nan() || diff > 1e-4 {
         return Err(Error::Runtime(format!(
             "{}: the written model's outputs differ from the trained model's (max difference {diff:e})",
-            path.display()
+            output.display()
         )));
     }
     Ok(diff)

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::autodiff::{BnMode, GradPlan};
 use crate::data::npy;
+use crate::device::Device;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::train::{loss, select};
@@ -57,23 +58,29 @@ pub struct GradArgs {
     /// The .npz to write: `loss` and one array per trainable initializer.
     #[arg(long)]
     pub output: PathBuf,
+    /// Where to run: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 pub fn run(a: GradArgs) -> Result<()> {
+    crate::device::check(a.device)?;
     let Batch { model, x, labels, pool } = a.batch.load()?;
     let graph = &model.graph;
     let trainable = select::trainable(graph, &a.train)?;
-    let (loss, grads, plan) = pool.install(|| -> Result<_> {
-        let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
-        let tape = plan.forward(vec![x], &[]);
-        let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
-        let grads = plan.backward(tape, dlogits)?;
-        Ok((loss, grads, plan))
-    })?;
+    let (loss, grads) = match a.device {
+        Device::Cpu => pool.install(|| -> Result<_> {
+            let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
+            let tape = plan.forward(vec![x], &[]);
+            let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
+            Ok((loss, plan.backward(tape, dlogits)?))
+        })?,
+        Device::Cuda => crate::device::gradients_cuda(graph, x, &labels, &trainable, a.batch.bn)?,
+    };
     let names = graph.initializers.iter().zip(&trainable).filter(|(_, &t)| t).map(|(i, _)| i.name.clone());
     let mut arrays = vec![("loss".to_string(), Tensor::scalar(loss))];
     arrays.extend(names.zip(grads));
     npy::write_npz(&a.output, &arrays)?;
-    println!("loss {loss:.6}; {} gradients written to {}", plan.params.len(), a.output.display());
+    println!("loss {loss:.6}; {} gradients written to {}", arrays.len() - 1, a.output.display());
     Ok(())
 }

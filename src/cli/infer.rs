@@ -8,8 +8,8 @@ use clap::Args;
 use super::input::{image_input, parse_size};
 use crate::data::image::{load_batch, read_labels, Preprocess};
 use crate::data::npy;
+use crate::device::{Device, Runner};
 use crate::error::{Error, Result};
-use crate::exec::Session;
 use crate::ops::softmax_rows;
 use crate::tensor::Tensor;
 
@@ -40,11 +40,14 @@ pub struct InferArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Where to run: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
 }
 
 pub fn run(a: InferArgs) -> Result<()> {
+    crate::device::check(a.device)?;
     let model = crate::onnx::load(&a.model)?;
-    let session = Session::new(model.graph, a.threads)?;
     let (x, names): (Tensor, Vec<String>) = match &a.input {
         Some(path) => {
             let x = npy::read_tensor(path)?;
@@ -52,13 +55,13 @@ pub fn run(a: InferArgs) -> Result<()> {
             (x, (0..n).map(|i| format!("{}[{i}]", path.display())).collect())
         }
         None => {
-            let info = image_input(session.graph())?;
+            let info = image_input(&model.graph)?;
             let size = a.size.unwrap_or(info.size);
             let x = load_batch(&a.image, size, info.channels, a.preprocess, info.layout)?;
             (x, a.image.iter().map(|p| p.display().to_string()).collect())
         }
     };
-    let y = session.run(vec![x])?.swap_remove(0);
+    let y = Runner::new(model.graph, a.device, a.threads)?.run(vec![x])?.swap_remove(0);
     if let Some(out) = &a.output {
         npy::write_tensor(out, &y)?;
     }

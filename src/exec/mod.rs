@@ -36,38 +36,12 @@ impl Session {
         self.pool.current_num_threads()
     }
 
-    /// Checks inputs against the declared ones: count, rank, and every fixed dim except the
-    /// batch (axis 0) and the spatial axes of an image (which only later nodes may constrain).
-    fn check_inputs(&self, shapes: &[Vec<usize>]) -> Result<()> {
-        let decl = &self.graph.inputs;
-        if shapes.len() != decl.len() {
-            return Err(Error::data(
-                "inputs",
-                format!("the model takes {} input(s), got {}", decl.len(), shapes.len()),
-            ));
-        }
-        for (shape, (_, d)) in shapes.iter().zip(decl) {
-            let Some(dims) = &d.dims else { continue };
-            let declared: Vec<String> = dims.iter().map(Dim::to_string).collect();
-            let msg = || format!("shape {shape:?} does not fit the declared [{}]", declared.join(", "));
-            if shape.len() != dims.len() {
-                return Err(Error::data(format!("input '{}'", d.name), msg()));
-            }
-            if let Some(c) = channel_axis(dims) {
-                if dims[c] != Dim::Fixed(shape[c]) {
-                    return Err(Error::data(format!("input '{}'", d.name), format!("{} (channel count)", msg())));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The plan for these input shapes (built once, then cached).
     pub fn plan(&self, shapes: &[Vec<usize>]) -> Result<Arc<Plan>> {
         if let Some(p) = self.plans.lock().expect("plan cache").get(shapes) {
             return Ok(p.clone());
         }
-        self.check_inputs(shapes)?;
+        check_inputs(&self.graph, shapes)?;
         let mut p = plan::plan(&self.graph, shapes)?;
         fuse::fuse_for_inference(&mut p);
         let p = Arc::new(p);
@@ -81,6 +55,29 @@ impl Session {
         let plan = self.plan(&shapes)?;
         Ok(self.pool.install(|| execute(&plan, inputs)))
     }
+}
+
+/// Checks inputs against the declared ones: count, rank, and every fixed dim except the
+/// batch (axis 0) and the spatial axes of an image (which only later nodes may constrain).
+pub fn check_inputs(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
+    let decl = &graph.inputs;
+    if shapes.len() != decl.len() {
+        return Err(Error::data("inputs", format!("the model takes {} input(s), got {}", decl.len(), shapes.len())));
+    }
+    for (shape, (_, d)) in shapes.iter().zip(decl) {
+        let Some(dims) = &d.dims else { continue };
+        let declared: Vec<String> = dims.iter().map(Dim::to_string).collect();
+        let msg = || format!("shape {shape:?} does not fit the declared [{}]", declared.join(", "));
+        if shape.len() != dims.len() {
+            return Err(Error::data(format!("input '{}'", d.name), msg()));
+        }
+        if let Some(c) = channel_axis(dims) {
+            if dims[c] != Dim::Fixed(shape[c]) {
+                return Err(Error::data(format!("input '{}'", d.name), format!("{} (channel count)", msg())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The channel axis of a declared image input: 1 for NCHW, 3 for NHWC (a fixed last dim of 1,

@@ -33,7 +33,12 @@ pub mod window;
 pub use batchnorm::BatchNorm;
 pub use binary::Binary;
 pub use conv::Conv;
+pub use gemm::Gemm;
+pub use global_pool::GlobalAveragePool;
+pub use identity::Identity;
+pub use pool::Pooling;
 pub use relu::Relu;
+pub use reshape::Reshape;
 pub use softmax::{softmax_2d, softmax_rows, Softmax};
 
 /// A node's computation once its attributes and constant inputs are resolved.

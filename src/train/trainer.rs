@@ -10,6 +10,7 @@ use super::optim::{Optimizer, Rule};
 use super::transform::{self, GradNorm};
 use super::{loss, select};
 use crate::autodiff::{running_stat_values, BnMode, GradPlan};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::graph::{Const, Graph, ValueId};
 use crate::tensor::Tensor;
@@ -41,6 +42,10 @@ pub struct Trainer {
     running: Vec<(ValueId, String, Tensor)>,
     pub optimizer: Optimizer,
     plans: HashMap<(Vec<usize>, bool), GradPlan>,
+    /// `--device cuda`: the device copies of params, running statistics and optimizer state,
+    /// which then are the current ones (the host copies above are refreshed when read).
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::cuda::GpuTrainer>,
 }
 
 fn float_init(graph: &Graph, v: ValueId) -> Option<(String, Tensor)> {
@@ -74,7 +79,32 @@ impl Trainer {
             params,
             running,
             plans: HashMap::new(),
+            #[cfg(feature = "cuda")]
+            gpu: None,
         })
+    }
+
+    /// Trains on `device` from here on: for CUDA, weights, running statistics and optimizer
+    /// state move to the GPU (a one-line error where CUDA cannot run).
+    pub fn set_device(&mut self, device: Device) -> Result<()> {
+        crate::device::check(device)?;
+        #[cfg(feature = "cuda")]
+        if device == Device::Cuda {
+            let o = &self.optimizer;
+            let gpu =
+                crate::cuda::GpuTrainer::new(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)?;
+            self.gpu = Some(gpu);
+        }
+        Ok(())
+    }
+
+    /// The GPU's name when training runs on one.
+    pub fn device_name(&self) -> Option<String> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return Some(g.gpu().name());
+        }
+        None
     }
 
     pub fn graph(&self) -> &Graph {
@@ -107,6 +137,10 @@ impl Trainer {
 
     /// One optimizer step on a batch at learning rate `lr`.
     pub fn step(&mut self, x: Tensor, labels: &[i64], lr: f32) -> Result<StepStats> {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            return self.step_gpu(&x, labels, lr);
+        }
         let overrides = self.overrides();
         let plan = self.plan(x.shape(), true)?;
         let tape = plan.forward(vec![x], &overrides);
@@ -137,6 +171,13 @@ impl Trainer {
 
     /// The logits with the current weights, BatchNorm on its running statistics (inference).
     pub fn logits(&mut self, x: Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.gpu.is_some() {
+            self.plan(x.shape(), false)?;
+            let ids = self.ids();
+            let (plan, gpu) = (&self.plans[&(x.shape().to_vec(), false)], self.gpu.as_mut().expect("checked"));
+            return gpu.logits(&self.graph, plan, (&ids.0, &ids.1), &x);
+        }
         let overrides = self.overrides();
         let plan = self.plan(x.shape(), false)?;
         Ok(plan.forward(vec![x], &overrides).logits)
@@ -150,8 +191,14 @@ impl Trainer {
     }
 
     /// Every initializer this trainer changes (weights and running statistics), by ONNX name.
-    pub fn values(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().chain(&self.running).map(|(_, n, t)| (n.clone(), t.clone())).collect()
+    pub fn values(&self) -> Result<Vec<(String, Tensor)>> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            let (p, r) = gpu.values()?;
+            let names = self.params.iter().chain(&self.running).map(|(_, n, _)| n.clone());
+            return Ok(names.zip(p.into_iter().chain(r)).collect());
+        }
+        Ok(self.params.iter().chain(&self.running).map(|(_, n, t)| (n.clone(), t.clone())).collect())
     }
 
     /// Puts back weights, statistics and optimizer state saved from `values` and `state`
@@ -178,17 +225,53 @@ impl Trainer {
             self.optimizer.second[i].clone_from(b);
         }
         self.optimizer.steps = steps;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &mut self.gpu {
+            let o = &self.optimizer;
+            gpu.load(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
     /// The optimizer state of every trainable tensor, by ONNX name: (first, second) moment or
     /// (momentum buffer, empty).
-    pub fn state(&self) -> impl Iterator<Item = (&str, &[f32], &[f32])> {
-        self.params
-            .iter()
-            .zip(self.optimizer.first.iter().zip(&self.optimizer.second))
-            .map(|((_, n, _), (a, b))| (n.as_str(), a.as_slice(), b.as_slice()))
+    pub fn state(&self) -> Result<Vec<(String, Vec<f32>, Vec<f32>)>> {
+        let names = self.params.iter().map(|(_, n, _)| n.clone());
+        let o = &self.optimizer;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            let used = (o.first.iter().any(|v| !v.is_empty()), o.second.iter().any(|v| !v.is_empty()));
+            return Ok(names.zip(gpu.state(used)?).map(|(n, (a, b))| (n, a, b)).collect());
+        }
+        Ok(names.zip(o.first.iter().zip(&o.second)).map(|(n, (a, b))| (n, a.clone(), b.clone())).collect())
     }
+
+    /// Value ids of the parameters and of the running statistics, in this trainer's order.
+    #[cfg(feature = "cuda")]
+    fn ids(&self) -> (Vec<ValueId>, Vec<ValueId>) {
+        (self.params.iter().map(|p| p.0).collect(), self.running.iter().map(|r| r.0).collect())
+    }
+
+    /// `step` on the GPU: the optimizer's step count moves only when the step went through.
+    #[cfg(feature = "cuda")]
+    fn step_gpu(&mut self, x: &Tensor, labels: &[i64], lr: f32) -> Result<StepStats> {
+        self.plan(x.shape(), true)?;
+        let ids = self.ids();
+        let names: Vec<&str> = self.params.iter().map(|p| p.1.as_str()).collect();
+        let plan = &self.plans[&(x.shape().to_vec(), true)];
+        let t = self.optimizer.steps + 1;
+        let how = (self.norm, self.optimizer.rule.with_lr(lr), t);
+        let gpu = self.gpu.as_mut().expect("checked by step");
+        let out = gpu.step(&self.graph, plan, (&ids.0, &ids.1), &names, x, labels, how)?;
+        self.optimizer.steps = t;
+        Ok(StepStats { loss: out.loss, correct: count_correct(&out.logits, labels), total: labels.len() })
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn tensors(v: &[(ValueId, String, Tensor)]) -> Vec<&Tensor> {
+    v.iter().map(|(_, _, t)| t).collect()
 }
 
 fn count_correct(logits: &Tensor, labels: &[i64]) -> usize {

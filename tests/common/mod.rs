@@ -8,6 +8,8 @@ use edgetune::Tensor;
 use ndarray::ArrayD;
 use ndarray_npy::NpzReader;
 
+pub mod one_node;
+
 /// The repository root (fixture paths in build/refs/index.json are relative to it).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

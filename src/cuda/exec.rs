@@ -1,0 +1,249 @@
+//! Walking plans on the GPU: inference over the unfused plan, and the recorded forward pass and
+//! reverse walk of a `GradPlan` (the CPU's `autodiff`, step for step, with device tensors).
+
+use std::collections::HashMap;
+
+use cudarc::driver::PushKernelArg;
+
+use super::ops::{GOp, GRecord};
+use super::{DTensor, Gpu};
+use crate::autodiff::{BnMode, GradPlan};
+use crate::error::{Error, Result};
+use crate::exec::plan::{self, Plan};
+use crate::graph::{Graph, ValueId};
+use crate::tensor::Tensor;
+use crate::train::loss;
+
+/// The GPU form of every step of `plan`, or an error naming the first node that has none.
+pub fn gpu_ops(graph: &Graph, plan: &Plan) -> Result<Vec<GOp>> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let node = &graph.nodes[s.node];
+            GOp::of(s.op.as_ref(), s.inputs.len()).map_err(|e| Error::node(&node.name, &node.op_type, e))
+        })
+        .collect()
+}
+
+/// What a recorded forward pass leaves on the device.
+pub struct GTape {
+    pub records: Vec<Option<GRecord>>,
+    pub logits: DTensor,
+    /// New values of parameters (BatchNorm running statistics), by value id.
+    pub updates: Vec<(ValueId, DTensor)>,
+}
+
+/// Runs `plan` from `values` (bound tensors and inputs already in place). With `record`
+/// (whether each value needs a gradient), keeps what each such step's backward rule reads.
+fn forward(
+    gpu: &Gpu,
+    plan: &Plan,
+    ops: &[GOp],
+    values: &mut [Option<DTensor>],
+    training: bool,
+    record: Option<&dyn Fn(ValueId) -> bool>,
+) -> Result<(Vec<Option<GRecord>>, Vec<(ValueId, DTensor)>)> {
+    let mut records = Vec::with_capacity(plan.steps.len());
+    let mut updates = Vec::new();
+    for (i, (step, op)) in plan.steps.iter().zip(ops).enumerate() {
+        let args: Vec<&DTensor> =
+            step.inputs.iter().map(|&v| values[v].as_ref().expect("computed before use")).collect();
+        let fwd = op.forward(gpu, &args, &step.out_shape, training)?;
+        for (slot, t) in fwd.updates {
+            updates.push((step.inputs[slot], t));
+        }
+        let keep = record.is_some_and(|r| r(step.output));
+        records.push(keep.then(|| GRecord::new(step.op.saves(), &args, &fwd.y, fwd.extra)));
+        values[step.output] = Some(fwd.y);
+        for &v in &plan.free_after[i] {
+            values[v] = None;
+        }
+    }
+    Ok((records, updates))
+}
+
+/// Inference on the GPU: plans per input shape, weights uploaded once per plan.
+pub struct Inference {
+    gpu: Gpu,
+    graph: Graph,
+    plans: HashMap<Vec<Vec<usize>>, Prepared>,
+}
+
+struct Prepared {
+    plan: Plan,
+    ops: Vec<GOp>,
+    bound: Vec<(ValueId, DTensor)>,
+}
+
+impl Inference {
+    /// Opens the GPU for `graph`; fails with a one-line error where CUDA is missing.
+    pub fn new(graph: Graph) -> Result<Inference> {
+        Ok(Inference { gpu: Gpu::open()?, graph, plans: HashMap::new() })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn prepared(&mut self, shapes: &[Vec<usize>]) -> Result<&Prepared> {
+        if !self.plans.contains_key(shapes) {
+            crate::exec::check_inputs(&self.graph, shapes)?;
+            let plan = plan::plan(&self.graph, shapes)?;
+            let ops = gpu_ops(&self.graph, &plan)?;
+            let bound = plan.bound.iter().map(|(v, t)| Ok((*v, self.gpu.upload(t)?))).collect::<Result<_>>()?;
+            self.plans.insert(shapes.to_vec(), Prepared { plan, ops, bound });
+        }
+        Ok(&self.plans[shapes])
+    }
+
+    /// Runs the model on device inputs; every graph output stays on the device.
+    pub fn run_device(&mut self, inputs: Vec<DTensor>) -> Result<Vec<DTensor>> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        self.prepared(&shapes)?;
+        let p = &self.plans[&shapes];
+        let mut values: Vec<Option<DTensor>> = vec![None; p.plan.n_values];
+        for (v, t) in &p.bound {
+            values[*v] = Some(t.clone());
+        }
+        for (&v, t) in p.plan.inputs.iter().zip(inputs) {
+            values[v] = Some(t);
+        }
+        forward(&self.gpu, &p.plan, &p.ops, &mut values, false, None)?;
+        Ok(p.plan.outputs.iter().map(|&v| values[v].clone().expect("graph output computed")).collect())
+    }
+
+    /// Runs the model on host inputs and returns every graph output.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let inputs = inputs.iter().map(|t| self.gpu.upload(t)).collect::<Result<_>>()?;
+        let outs = self.run_device(inputs)?;
+        outs.iter().map(|t| self.gpu.download(t)).collect()
+    }
+}
+
+/// The recorded forward pass of a training plan with `bound` values (weights, statistics)
+/// and the graph inputs, on the device.
+pub fn record(
+    gpu: &Gpu,
+    gp: &GradPlan,
+    ops: &[GOp],
+    bound: &[(ValueId, DTensor)],
+    inputs: Vec<DTensor>,
+) -> Result<GTape> {
+    let plan = gp.plan();
+    let mut values: Vec<Option<DTensor>> = vec![None; plan.n_values];
+    for (v, t) in bound {
+        values[*v] = Some(t.clone());
+    }
+    for (&v, t) in gp.inputs().iter().zip(inputs) {
+        values[v] = Some(t);
+    }
+    let needs = |v: ValueId| gp.requires_grad(v);
+    let (records, updates) = forward(gpu, plan, ops, &mut values, true, Some(&needs))?;
+    let logits = values[gp.logits_value()].take().expect("logits computed");
+    Ok(GTape { records, logits, updates })
+}
+
+/// The reverse walk from `dlogits`: the gradient of every trainable parameter, in `params`
+/// order (zeros where no path reaches one).
+pub fn backward(
+    gpu: &Gpu,
+    gp: &GradPlan,
+    ops: &[GOp],
+    mut records: Vec<Option<GRecord>>,
+    dlogits: DTensor,
+) -> Result<Vec<DTensor>> {
+    let plan = gp.plan();
+    let mut grads: Vec<Option<DTensor>> = vec![None; plan.n_values];
+    grads[gp.logits_value()] = Some(dlogits);
+    for (i, step) in plan.steps.iter().enumerate().rev() {
+        let (Some(rec), Some(dy)) = (records[i].take(), grads[step.output].take()) else {
+            continue;
+        };
+        let need: Vec<bool> = step.inputs.iter().map(|&v| gp.requires_grad(v)).collect();
+        let dxs = ops[i].backward(gpu, &rec, &dy, &need).map_err(|e| {
+            let (name, op) = gp.step_name(i);
+            Error::node(name, op, e.to_string())
+        })?;
+        for ((&v, dx), &n) in step.inputs.iter().zip(dxs).zip(&need) {
+            if let (true, Some(dx)) = (n, dx) {
+                // The one place gradients add up (skip connections), as `GradStore::accumulate`.
+                grads[v] = Some(match grads[v].take() {
+                    None => dx,
+                    Some(acc) => gpu.add(&acc, &dx)?,
+                });
+            }
+        }
+    }
+    gp.params
+        .iter()
+        .zip(&gp.param_shapes)
+        .map(|(&p, shape)| match grads[p].take() {
+            Some(g) => Ok(g),
+            None => Ok(gpu.tensor(shape, gpu.zeros::<f32>(shape.iter().product())?)),
+        })
+        .collect()
+}
+
+/// Mean softmax cross-entropy of device logits and its gradient (design.md's contract, as
+/// `train::loss`): labels checked on the host, per-row terms and the gradient on the device.
+pub fn cross_entropy(gpu: &Gpu, logits: &DTensor, labels: &[i64]) -> Result<(f32, DTensor)> {
+    if logits.shape.len() != 2 {
+        return Err(Error::data(
+            "logits",
+            format!("the first output has shape {:?}; the loss needs [batch, classes]", logits.shape),
+        ));
+    }
+    let (n, k) = (logits.shape[0], logits.shape[1]);
+    loss::check_labels(labels, n, k)?;
+    let labels32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+    let labels_d = gpu.to_device(&labels32)?;
+    let (mut rows, mut grad) = (gpu.zeros::<f64>(n)?, gpu.zeros::<f32>(n * k)?);
+    let (ni, ki) = (n as i32, k as i32);
+    let mut l = gpu.launch("cross_entropy");
+    l.arg(&*logits.buf).arg(&labels_d).arg(&mut rows).arg(&mut grad).arg(&ni).arg(&ki);
+    gpu.go(l, n, "cross-entropy")?;
+    let total: f64 = gpu.to_host(&rows)?.iter().sum();
+    let loss = (total / n as f64) as f32;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite(format!("the loss is {loss} (logits contain NaN or infinity)")));
+    }
+    Ok((loss, gpu.tensor(&logits.shape, grad)))
+}
+
+/// `edgetune grad --device cuda`: loss and the gradient of every trainable initializer
+/// (`trainable` in initializer order) on one batch.
+pub fn gradients(
+    graph: &Graph,
+    x: Tensor,
+    labels: &[i64],
+    trainable: &[bool],
+    bn: BnMode,
+) -> Result<(f32, Vec<Tensor>)> {
+    let gpu = Gpu::open()?;
+    let gp = GradPlan::new(graph, &[x.shape().to_vec()], trainable, bn)?;
+    let ops = gpu_ops(graph, gp.plan())?;
+    let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<Vec<_>>>()?;
+    let tape = record(&gpu, &gp, &ops, &bound, vec![gpu.upload(&x)?])?;
+    let (loss, dlogits) = cross_entropy(&gpu, &tape.logits, labels)?;
+    let grads = backward(&gpu, &gp, &ops, tape.records, dlogits)?;
+    let grads = grads.iter().map(|g| gpu.download(g)).collect::<Result<_>>()?;
+    Ok((loss, grads))
+}
+
+/// The vector-Jacobian product of a training plan on the GPU: its output (the logits) for
+/// `inputs`, and the gradient of every trainable parameter when the output's gradient is `seed`
+/// (what the tests compare with the CPU's `GradPlan::forward` and `backward`).
+pub fn vjp(graph: &Graph, gp: &GradPlan, inputs: &[Tensor], seed: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    let gpu = Gpu::open()?;
+    let ops = gpu_ops(graph, gp.plan())?;
+    let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<Vec<_>>>()?;
+    let inputs = inputs.iter().map(|t| gpu.upload(t)).collect::<Result<_>>()?;
+    let tape = record(&gpu, gp, &ops, &bound, inputs)?;
+    let y = gpu.download(&tape.logits)?;
+    let grads = backward(&gpu, gp, &ops, tape.records, gpu.upload(seed)?)?;
+    Ok((y, grads.iter().map(|g| gpu.download(g)).collect::<Result<_>>()?))
+}

@@ -1,0 +1,352 @@
+//! The training step on the GPU: weights, running statistics and optimizer state live on the
+//! device; a step records the forward pass, takes the loss, walks back, checks the gradients
+//! are finite, computes the gradient transform's affine maps on the device (ZNorm's reduction
+//! included) and runs the fused optimizer kernels. `train::Trainer` owns the loop and calls this
+//! when `--device cuda` is chosen; the host copies are refreshed only when asked for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+use super::exec::{backward, cross_entropy, gpu_ops, record};
+use super::ops::GOp;
+use super::{DTensor, Gpu};
+use crate::autodiff::GradPlan;
+use crate::device::ZnormTimes;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, ValueId};
+use crate::kernels::optim::adam_step;
+use crate::tensor::Tensor;
+use crate::train::optim::Rule;
+use crate::train::transform::GradNorm;
+
+/// Device state of a `Trainer`: tensors in the trainer's order.
+pub struct GpuTrainer {
+    gpu: Gpu,
+    params: Vec<DTensor>,
+    running: Vec<DTensor>,
+    /// Momentum buffer / first moment, second moment (one-element placeholders where unused).
+    first: Vec<CudaSlice<f32>>,
+    second: Vec<CudaSlice<f32>>,
+    /// Per plan (input shape, training): the ops and the constants bound besides the weights.
+    plans: HashMap<(Vec<usize>, bool), (Vec<GOp>, Vec<(ValueId, DTensor)>)>,
+}
+
+/// What a step reports: the loss and the logits (on the host, for the accuracy).
+pub struct GpuStep {
+    pub loss: f32,
+    pub logits: Tensor,
+}
+
+impl GpuTrainer {
+    /// Uploads weights, running statistics and optimizer state (`first`/`second` may be empty
+    /// vectors where the rule keeps none).
+    pub fn new(params: &[&Tensor], running: &[&Tensor], first: &[Vec<f32>], second: &[Vec<f32>]) -> Result<GpuTrainer> {
+        let gpu = Gpu::open()?;
+        let mut t = GpuTrainer {
+            gpu,
+            params: Vec::new(),
+            running: Vec::new(),
+            first: Vec::new(),
+            second: Vec::new(),
+            plans: HashMap::new(),
+        };
+        t.load(params, running, first, second)?;
+        Ok(t)
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Current weights and running statistics, downloaded.
+    pub fn values(&self) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        let down = |ts: &[DTensor]| ts.iter().map(|t| self.gpu.download(t)).collect::<Result<Vec<_>>>();
+        Ok((down(&self.params)?, down(&self.running)?))
+    }
+
+    /// Optimizer state, downloaded (`used[i]`: whether the rule keeps that buffer, else empty).
+    pub fn state(&self, used: (bool, bool)) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+        let down = |s: &CudaSlice<f32>, on: bool| if on { self.gpu.to_host(s) } else { Ok(Vec::new()) };
+        self.first.iter().zip(&self.second).map(|(a, b)| Ok((down(a, used.0)?, down(b, used.1)?))).collect()
+    }
+
+    /// Replaces every device tensor (at the start, and after `--resume`).
+    pub fn load(
+        &mut self,
+        params: &[&Tensor],
+        running: &[&Tensor],
+        first: &[Vec<f32>],
+        second: &[Vec<f32>],
+    ) -> Result<()> {
+        let gpu = &self.gpu;
+        let up = |ts: &[&Tensor]| ts.iter().map(|t| gpu.upload(t)).collect::<Result<Vec<_>>>();
+        let state = |v: &[Vec<f32>]| {
+            v.iter().map(|s| gpu.to_device(if s.is_empty() { &[0.0][..] } else { s })).collect::<Result<Vec<_>>>()
+        };
+        (self.params, self.running, self.first, self.second) =
+            (up(params)?, up(running)?, state(first)?, state(second)?);
+        Ok(())
+    }
+
+    /// The forward pass (recorded when `train`), with the current weights; `ids` are the value
+    /// ids of the parameters and running statistics, in the trainer's order.
+    fn tape(
+        &mut self,
+        graph: &Graph,
+        gp: &GradPlan,
+        train: bool,
+        ids: (&[ValueId], &[ValueId]),
+        x: &Tensor,
+    ) -> Result<super::exec::GTape> {
+        let key = (x.shape().to_vec(), train);
+        if !self.plans.contains_key(&key) {
+            let ops = gpu_ops(graph, gp.plan())?;
+            let consts = gp
+                .plan()
+                .bound
+                .iter()
+                .filter(|(v, _)| !ids.0.contains(v) && !ids.1.contains(v))
+                .map(|(v, t)| Ok((*v, self.gpu.upload(t)?)))
+                .collect::<Result<Vec<_>>>()?;
+            self.plans.insert(key.clone(), (ops, consts));
+        }
+        let (ops, consts) = &self.plans[&key];
+        let mut bound = consts.clone();
+        bound.extend(ids.0.iter().copied().zip(self.params.iter().cloned()));
+        bound.extend(ids.1.iter().copied().zip(self.running.iter().cloned()));
+        record(&self.gpu, gp, ops, &bound, vec![self.gpu.upload(x)?])
+    }
+
+    /// The logits with the current weights under an inference-mode plan.
+    pub fn logits(
+        &mut self,
+        graph: &Graph,
+        gp: &GradPlan,
+        ids: (&[ValueId], &[ValueId]),
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        let tape = self.tape(graph, gp, false, ids, x)?;
+        self.gpu.download(&tape.logits)
+    }
+
+    /// One training step at optimizer step `t` (1-based) with `rule` (its learning rate set).
+    /// `names` name the parameters in errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        graph: &Graph,
+        gp: &GradPlan,
+        ids: (&[ValueId], &[ValueId]),
+        names: &[&str],
+        x: &Tensor,
+        labels: &[i64],
+        (norm, rule, t): (GradNorm, Rule, u64),
+    ) -> Result<GpuStep> {
+        let tape = self.tape(graph, gp, true, ids, x)?;
+        let (loss, dlogits) = cross_entropy(&self.gpu, &tape.logits, labels)?;
+        let logits = self.gpu.download(&tape.logits)?;
+        let ops = &self.plans[&(x.shape().to_vec(), true)].0;
+        let grads = backward(&self.gpu, gp, ops, tape.records, dlogits)?;
+        // Everything below changes state: first make sure the gradients are finite.
+        let (affs, bad) = self.transform(norm, &grads)?;
+        if let Some(i) = bad {
+            return Err(Error::NonFinite(format!("the gradient of '{}' holds NaN or infinity", names[i])));
+        }
+        for (v, t) in tape.updates {
+            if let Some(i) = ids.1.iter().position(|&id| id == v) {
+                self.running[i] = t;
+            }
+        }
+        for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
+            self.update(i, g, &aff, cols, rule, t)?;
+        }
+        Ok(GpuStep { loss, logits })
+    }
+
+    /// Strided partial sums of one tensor (mode as `tensor_partials`), summed in order and
+    /// scaled; sets `bad` when an element is not finite.
+    fn tensor_sum(
+        &self,
+        g: &DTensor,
+        mode: i32,
+        mean: Option<&CudaSlice<f64>>,
+        scale: f64,
+        bad: &mut CudaSlice<i32>,
+    ) -> Result<CudaSlice<f64>> {
+        let n = g.len();
+        let parts = (n / 1024).clamp(1, 1 << 16);
+        let mut part = self.gpu.zeros::<f64>(parts)?;
+        let dummy = self.gpu.zeros::<f64>(1)?;
+        let (nn, pi) = (n as i64, parts as i32);
+        let mut l = self.gpu.launch("tensor_partials");
+        l.arg(&*g.buf).arg(&nn).arg(mean.unwrap_or(&dummy)).arg(&mode).arg(&mut part).arg(&pi).arg(bad);
+        self.gpu.go(l, parts, "gradient statistics")?;
+        let mut out = self.gpu.zeros::<f64>(1)?;
+        let one = 1i32;
+        let mut l = self.gpu.launch("sum_parts");
+        l.arg(&part).arg(&mut out).arg(&scale).arg(&one).arg(&pi);
+        self.gpu.go(l, 1, "gradient statistics")?;
+        Ok(out)
+    }
+
+    /// The transform's affine map of each gradient, `[scale, shift per row…]` and the row
+    /// length, computed on the device; and the first gradient holding NaN or infinity.
+    #[allow(clippy::type_complexity)]
+    fn transform(&self, norm: GradNorm, grads: &[DTensor]) -> Result<(Vec<(CudaSlice<f32>, usize)>, Option<usize>)> {
+        let gpu = &self.gpu;
+        let mut flags: Vec<CudaSlice<i32>> = Vec::with_capacity(grads.len());
+        let mut affs = Vec::with_capacity(grads.len());
+        let mut squares = Vec::new();
+        for g in grads {
+            let n = g.len();
+            let mut bad = gpu.zeros::<i32>(1)?;
+            let whole = n.max(1);
+            let aff = match norm {
+                GradNorm::ZNorm { eps, matrices_only } => {
+                    let mean = self.tensor_sum(g, 0, None, 1.0 / n.max(1) as f64, &mut bad)?;
+                    if n <= 1 || (matrices_only && g.shape.len() <= 1) {
+                        (gpu.to_device(&[1.0f32, 0.0])?, whole)
+                    } else {
+                        let var = self.tensor_sum(g, 1, Some(&mean), 1.0 / n as f64, &mut bad)?;
+                        let mut aff = gpu.zeros::<f32>(2)?;
+                        let mut l = gpu.launch("znorm_map");
+                        l.arg(&mean).arg(&var).arg(&eps).arg(&mut aff);
+                        gpu.go(l, 1, "ZNorm")?;
+                        (aff, whole)
+                    }
+                }
+                GradNorm::Gc if g.shape.len() > 1 && n > 0 => {
+                    self.tensor_sum(g, 0, None, 1.0, &mut bad)?;
+                    let (rows, cols) = (g.shape[0], n / g.shape[0]);
+                    let mut aff = gpu.zeros::<f32>(1 + rows)?;
+                    let (r, c) = (rows as i32, cols as i64);
+                    let mut l = gpu.launch("gc_map");
+                    l.arg(&*g.buf).arg(&mut aff).arg(&r).arg(&c);
+                    gpu.go(l, rows, "Gradient Centralization")?;
+                    (aff, cols)
+                }
+                GradNorm::Clip { .. } => {
+                    squares.push(self.tensor_sum(g, 2, None, 1.0, &mut bad)?);
+                    (gpu.zeros::<f32>(2)?, whole)
+                }
+                GradNorm::None | GradNorm::Gc => {
+                    self.tensor_sum(g, 0, None, 1.0, &mut bad)?;
+                    (gpu.to_device(&[1.0f32, 0.0])?, whole)
+                }
+            };
+            affs.push(aff);
+            flags.push(bad);
+        }
+        let mut first_bad = None;
+        for (i, f) in flags.iter().enumerate() {
+            if gpu.to_host(f)?[0] != 0 {
+                first_bad = Some(i);
+                break;
+            }
+        }
+        if let (GradNorm::Clip { max_norm }, None) = (norm, first_bad) {
+            // As `transform::plan`: the squares added in tensor order, in double.
+            let mut total = 0.0f64;
+            for s in &squares {
+                total += gpu.to_host(s)?[0];
+            }
+            let coef = (max_norm as f64 / (total.sqrt() + 1e-6)).min(1.0) as f32;
+            for (aff, _) in &mut affs {
+                *aff = gpu.to_device(&[coef, 0.0])?;
+            }
+        }
+        Ok((affs, first_bad))
+    }
+
+    /// The fused optimizer kernel over parameter `i`.
+    fn update(&mut self, i: usize, g: &DTensor, aff: &CudaSlice<f32>, cols: usize, rule: Rule, t: u64) -> Result<()> {
+        let n = g.len();
+        let (nn, cl) = (n as i64, cols as i64);
+        let p = unique(&self.gpu, &mut self.params[i])?;
+        let (a, b) = (&mut self.first[i], &mut self.second[i]);
+        match rule {
+            Rule::Sgd(h) => {
+                let (nesterov, first) = (h.nesterov as i32, (t == 1) as i32);
+                let mut l = self.gpu.launch("sgd_step");
+                l.arg(p).arg(&*g.buf).arg(a).arg(aff).arg(&cl).arg(&h.lr).arg(&h.momentum).arg(&h.weight_decay);
+                l.arg(&nesterov).arg(&first).arg(&nn);
+                self.gpu.go(l, n, "SGD step")
+            }
+            Rule::Adam(h) => {
+                let (decoupled, c) = (h.decoupled as i32, adam_step(&h, t));
+                let mut l = self.gpu.launch("adam_step");
+                l.arg(p).arg(&*g.buf).arg(a).arg(b).arg(aff).arg(&cl).arg(&h.eps).arg(&h.weight_decay).arg(&decoupled);
+                l.arg(&c.w1).arg(&c.b2).arg(&c.w2).arg(&c.step_size).arg(&c.bc2_sqrt).arg(&c.decay).arg(&nn);
+                self.gpu.go(l, n, "Adam step")
+            }
+        }
+    }
+}
+
+/// The tensor's buffer, copied first if anything else still holds it.
+fn unique<'a>(gpu: &Gpu, t: &'a mut DTensor) -> Result<&'a mut CudaSlice<f32>> {
+    if Arc::get_mut(&mut t.buf).is_none() {
+        let copy = gpu.stream.clone_dtod(&*t.buf).map_err(|e| super::fail("copy")(&e))?;
+        t.buf = Arc::new(copy);
+    }
+    Ok(Arc::get_mut(&mut t.buf).expect("unique after the copy"))
+}
+
+/// Times ZNorm on the GPU over tensors of `sizes` (pseudo-random values).
+pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
+    use crate::kernels::optim::Adam;
+    use std::time::Instant;
+
+    let host = |seed: u32| -> Vec<Tensor> {
+        let v = |(i, &n): (usize, &usize)| Tensor::from_vec([n], crate::tensor::lcg_values(n, seed + i as u32));
+        sizes.iter().enumerate().map(v).collect()
+    };
+    let (p, g) = (host(4), host(3));
+    let zeros: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
+    let mut t = GpuTrainer::new(&p.iter().collect::<Vec<_>>(), &[], &zeros, &zeros)?;
+    let grads = g.iter().map(|x| t.gpu.upload(x)).collect::<Result<Vec<_>>>()?;
+    let mut out = sizes.iter().map(|&n| t.gpu.zeros::<f32>(n)).collect::<Result<Vec<_>>>()?;
+    let identity = t.gpu.to_device(&[1.0f32, 0.0])?;
+    // x·aff[0] + aff[1] of every gradient into `out`.
+    let sweep = |gpu: &Gpu, affs: &[&CudaSlice<f32>], out: &mut [CudaSlice<f32>]| -> Result<()> {
+        for ((g, aff), o) in grads.iter().zip(affs).zip(out.iter_mut()) {
+            let (one, n) = (1i32, g.len() as i64);
+            let (scale, shift) = (aff.slice(0..1), aff.slice(1..2));
+            let mut l = gpu.launch("channel_affine");
+            l.arg(&*g.buf).arg(o).arg(&scale).arg(&shift).arg(&one).arg(&n).arg(&n);
+            gpu.go(l, g.len(), "sweep")?;
+        }
+        Ok(())
+    };
+    let median_ms = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut times = Vec::with_capacity(iters.max(1));
+        for _ in 0..iters.max(1) {
+            let s = Instant::now();
+            f()?;
+            times.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(crate::cli::median(times))
+    };
+    let norm = GradNorm::ZNorm { eps: 1e-8, matrices_only: false };
+    let floor_ms = median_ms(&mut || {
+        sweep(&t.gpu, &vec![&identity; grads.len()], &mut out)?;
+        t.gpu.sync()
+    })?;
+    let znorm_ms = median_ms(&mut || {
+        let (affs, _) = t.transform(norm, &grads)?;
+        sweep(&t.gpu, &affs.iter().map(|a| &a.0).collect::<Vec<_>>(), &mut out)?;
+        t.gpu.sync()
+    })?;
+    let rule = Rule::Adam(Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false });
+    let znorm_adam_ms = median_ms(&mut || {
+        let (affs, _) = t.transform(norm, &grads)?;
+        for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
+            t.update(i, g, &aff, cols, rule, 1)?;
+        }
+        t.gpu.sync()
+    })?;
+    Ok(ZnormTimes { gpu: t.gpu.name(), floor_ms, znorm_ms, znorm_adam_ms })
+}
