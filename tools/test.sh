@@ -12,4 +12,6 @@ cargo test --release --lib --bins --tests
 cargo test --release --doc
 cargo build --release --benches
 cargo test --release --features cuda --lib --bins --tests
+# The GPU tests again, uncaptured: each says whether it ran on a GPU or why it skipped.
+cargo test --release --features cuda --test cuda -- --nocapture
 cargo build --release --features cuda --benches

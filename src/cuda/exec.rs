@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use cudarc::driver::PushKernelArg;
 
 use super::ops::{GOp, GRecord};
-use super::{DTensor, Gpu};
+use super::{Bound, DTensor, Gpu};
 use crate::autodiff::{BnMode, GradPlan};
 use crate::error::{Error, Result};
 use crate::exec::plan::{self, Plan};
@@ -30,7 +30,7 @@ pub struct GTape {
     pub records: Vec<Option<GRecord>>,
     pub logits: DTensor,
     /// New values of parameters (BatchNorm running statistics), by value id.
-    pub updates: Vec<(ValueId, DTensor)>,
+    pub updates: Bound,
 }
 
 /// Runs `plan` from `values` (bound tensors and inputs already in place). With `record`
@@ -42,7 +42,7 @@ fn forward(
     values: &mut [Option<DTensor>],
     training: bool,
     record: Option<&dyn Fn(ValueId) -> bool>,
-) -> Result<(Vec<Option<GRecord>>, Vec<(ValueId, DTensor)>)> {
+) -> Result<(Vec<Option<GRecord>>, Bound)> {
     let mut records = Vec::with_capacity(plan.steps.len());
     let mut updates = Vec::new();
     for (i, (step, op)) in plan.steps.iter().zip(ops).enumerate() {
@@ -72,7 +72,7 @@ pub struct Inference {
 struct Prepared {
     plan: Plan,
     ops: Vec<GOp>,
-    bound: Vec<(ValueId, DTensor)>,
+    bound: Bound,
 }
 
 impl Inference {

@@ -135,6 +135,16 @@ extern "C" __global__ void batchnorm_stats(const double* mean, const double* var
     }
 }
 
+// The inference form (`BatchNorm::folded`): scale = γ/√(var + ε), shift = β − mean·scale.
+extern "C" __global__ void batchnorm_fold(const float* gamma, const float* beta, const float* mean, const float* var,
+                                          float eps, float* scale, float* shift, int channels) {
+    GRID_STRIDE(c, channels) {
+        float s = gamma[c] / sqrtf(var[c] + eps);
+        scale[c] = s;
+        shift[c] = beta[c] - mean[c] * s;
+    }
+}
+
 // Frozen statistics: inv_std = 1/√(var + ε), shift = −mean·inv_std (f32, as the CPU).
 extern "C" __global__ void batchnorm_frozen(const float* run_mean, const float* run_var, float eps, float* inv_std,
                                             float* shift, int channels) {
@@ -205,17 +215,18 @@ extern "C" __global__ void maxpool_forward(const float* x, float* y, int* arg, G
     }
 }
 
-// Each input element gathers the gradient of the outputs whose maximum it was, in output order
-// (deterministic, no atomics); dx is overwritten.
+// Each input element gathers the gradient of the outputs whose maximum it was (deterministic,
+// no atomics); dx is overwritten.
 extern "C" __global__ void maxpool_backward(const float* dy, const int* arg, float* dx, Geo s, long long n) {
     GRID_STRIDE(i, n) {
         long long plane = i / ((long long)s.h * s.w);
         int at = (int)(i % ((long long)s.h * s.w)), y = at / s.w, x = at % s.w;
         float acc = 0.0f;
-        for (int ky = 0; ky < s.kh; ky++) {
+        // Taps from last to first: the outputs in ascending order, as the CPU adds them.
+        for (int ky = s.kh - 1; ky >= 0; ky--) {
             int ty = y + s.ph - ky * s.dh;
             if (ty < 0 || ty % s.sh != 0 || ty / s.sh >= s.oh) continue;
-            for (int kx = 0; kx < s.kw; kx++) {
+            for (int kx = s.kw - 1; kx >= 0; kx--) {
                 int tx = x + s.pw - kx * s.dw;
                 if (tx < 0 || tx % s.sw != 0 || tx / s.sw >= s.ow) continue;
                 long long o = (plane * s.oh + ty / s.sh) * s.ow + tx / s.sw;

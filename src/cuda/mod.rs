@@ -21,6 +21,7 @@ use cudarc::driver::{
 };
 
 use crate::error::{Error, Result};
+use crate::graph::ValueId;
 use crate::tensor::Tensor;
 pub use exec::{gradients, vjp, Inference};
 pub use train::{znorm_bench, GpuTrainer};
@@ -37,6 +38,7 @@ const KERNELS: &[&str] = &[
     "channel_partials",
     "sum_parts",
     "batchnorm_stats",
+    "batchnorm_fold",
     "batchnorm_frozen",
     "batchnorm_apply",
     "batchnorm_backward",
@@ -54,6 +56,9 @@ const KERNELS: &[&str] = &[
     "sgd_step",
     "adam_step",
 ];
+
+/// Device tensors bound to value ids (weights, constants, inputs).
+pub type Bound = Vec<(ValueId, DTensor)>;
 
 /// A device tensor: shape and a shared buffer (views such as Reshape share it).
 #[derive(Clone)]
@@ -130,6 +135,9 @@ impl Gpu {
         probe().map_err(Error::Device)?;
         let ctx =
             CudaContext::new(0).map_err(|e| Error::Device(format!("CUDA was not found: no usable GPU ({e:?})")))?;
+        // One stream: cudarc's per-buffer events (for ordering across streams) are not needed.
+        // SAFETY: every launch and copy goes to the default stream, so work is ordered anyway.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).or_fail("cuBLAS handle")?;
         let opts = cudarc::nvrtc::CompileOptions { fmad: Some(false), ..Default::default() };

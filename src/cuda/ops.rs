@@ -79,11 +79,14 @@ impl GOp {
     }
 }
 
+/// A device buffer kept for the backward pass.
+type Shared = Arc<CudaSlice<f32>>;
+
 /// What a forward pass leaves for the backward rule, beyond the saved inputs and output.
 #[derive(Default)]
 pub struct Extra {
     /// BatchNorm in training: inv_std and shift per channel.
-    pub stats: Option<(Arc<CudaSlice<f32>>, Arc<CudaSlice<f32>>)>,
+    pub stats: Option<(Shared, Shared)>,
     /// MaxPool: the index of each output's maximum in its plane.
     pub argmax: Option<Arc<CudaSlice<i32>>>,
 }
@@ -164,9 +167,11 @@ impl Geo {
         }
     }
 
-    /// A 1×1 window with stride 1 and no padding: the columns are the input itself.
+    /// A 1×1 window with stride 1 and no padding on any side (the output is the input's size):
+    /// the columns are the input itself.
     fn pointwise(&self) -> bool {
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
+            && (self.oh, self.ow) == (self.h, self.w)
     }
 }
 
@@ -431,7 +436,7 @@ fn conv_backward(
     let mut dx = if need[0] { Some(gpu.zeros::<f32>(x.len())?) } else { None };
     let mut dw = if need[1] { Some(gpu.zeros::<f32>(w.len())?) } else { None };
     let chunk = if geo.pointwise() { n } else { (COLS_BUDGET / (k * p).max(1)).clamp(1, n) };
-    let mut cols = if geo.pointwise() { None } else { Some(gpu.zeros::<f32>(chunk * k * p)?) };
+    let mut cols = if geo.pointwise() || dw.is_none() { None } else { Some(gpu.zeros::<f32>(chunk * k * p)?) };
     let mut dcols = if geo.pointwise() || dx.is_none() { None } else { Some(gpu.zeros::<f32>(chunk * k * p)?) };
     for n0 in (0..n).step_by(chunk) {
         let cnt = chunk.min(n - n0);
@@ -534,8 +539,19 @@ fn batchnorm_forward(gpu: &Gpu, bn: &BatchNorm, x: &[&DTensor], batch_stats: boo
         let updates = vec![(3, gpu.tensor(&[c], new_mean)), (4, gpu.tensor(&[c], new_var))];
         (inv, shift, updates)
     } else {
-        let (inv, shift) = gpu.batchnorm_frozen(bn, x[3], x[4])?;
-        (inv, shift, Vec::new())
+        // The running statistics folded into one scale and shift, as the CPU's inference form.
+        let (mut scale, mut shift) = (gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?);
+        let ci = c as i32;
+        let mut l = gpu.launch("batchnorm_fold");
+        l.arg(&*x[1].buf).arg(&*x[2].buf).arg(&*x[3].buf).arg(&*x[4].buf).arg(&bn.epsilon);
+        l.arg(&mut scale).arg(&mut shift).arg(&ci);
+        gpu.go(l, c, "BatchNorm")?;
+        let mut y = gpu.zeros::<f32>(n)?;
+        let nn = n as i64;
+        let mut l = gpu.launch("channel_affine");
+        l.arg(&*x[0].buf).arg(&mut y).arg(&scale).arg(&shift).arg(&ci).arg(&plane).arg(&nn);
+        gpu.go(l, n, "BatchNorm")?;
+        return Ok(GForward { y: gpu.tensor(shape, y), extra: Extra::default(), updates: Vec::new() });
     };
     let mut y = gpu.zeros::<f32>(n)?;
     let (ci, nn) = (c as i32, n as i64);
@@ -543,8 +559,8 @@ fn batchnorm_forward(gpu: &Gpu, bn: &BatchNorm, x: &[&DTensor], batch_stats: boo
     l.arg(&*x[0].buf).arg(&mut y).arg(&inv).arg(&shift).arg(&*x[1].buf).arg(&*x[2].buf);
     l.arg(&ci).arg(&plane).arg(&nn);
     gpu.go(l, n, "BatchNorm")?;
-    let stats = batch_stats.then(|| (Arc::new(inv), Arc::new(shift)));
-    Ok(GForward { y: gpu.tensor(shape, y), extra: Extra { stats, argmax: None }, updates })
+    let extra = Extra { stats: Some((Arc::new(inv), Arc::new(shift))), argmax: None };
+    Ok(GForward { y: gpu.tensor(shape, y), extra, updates })
 }
 
 /// dβ = Σdy, dγ = Σdy·x̂ (x̂ recomputed from the saved x), dx as the CPU rule.
@@ -583,17 +599,24 @@ fn batchnorm_backward(
     Ok(vec![dx, need[1].then(|| gpu.tensor(&[c], dgamma)), need[2].then(|| gpu.tensor(&[c], dbeta)), None, None])
 }
 
-/// How Gemm's C covers `[m, n]`: `y[i] = C[(i / div) % modulo]`; and, for its gradient, the
-/// `matrix_sums` call (rows, cols, rows_mode) that sums dY back onto C.
-fn gemm_c_layout(c: &[usize], m: usize, n: usize) -> Result<((usize, usize), (usize, usize, i32))> {
+/// How Gemm's C covers `[m, n]`: `y[i] = C[(i / div) % modulo]`; and the `matrix_sums` call
+/// (rows, cols, rows_mode) that sums dY back onto C.
+struct CLayout {
+    div: usize,
+    modulo: usize,
+    sums: (usize, usize, i32),
+}
+
+fn gemm_c_layout(c: &[usize], m: usize, n: usize) -> Result<CLayout> {
     let len: usize = c.iter().product();
-    Ok(match (len, c.len()) {
-        (1, _) => ((1, 1), (1, m * n, 1)),
-        (l, _) if l == m * n && c.last() == Some(&n) => ((1, m * n), (m * n, 1, 1)),
-        (l, _) if l == n && c.last() == Some(&n) => ((1, n), (m, n, 0)),
-        (l, 2) if l == m && c[1] == 1 => ((n, m), (m, n, 1)),
+    let (div, modulo, sums) = match (len, c.len()) {
+        (1, _) => (1, 1, (1, m * n, 1)),
+        (l, _) if l == m * n && c.last() == Some(&n) => (1, m * n, (m * n, 1, 1)),
+        (l, _) if l == n && c.last() == Some(&n) => (1, n, (m, n, 0)),
+        (l, 2) if l == m && c[1] == 1 => (n, m, (m, n, 1)),
         _ => return Err(Error::Runtime(format!("Gemm C of shape {c:?} for [{m}, {n}] does not run on the GPU"))),
-    })
+    };
+    Ok(CLayout { div, modulo, sums })
 }
 
 fn gemm_forward(gpu: &Gpu, g: &Gemm, x: &[&DTensor], out_shape: &[usize]) -> Result<DTensor> {
@@ -601,8 +624,8 @@ fn gemm_forward(gpu: &Gpu, g: &Gemm, x: &[&DTensor], out_shape: &[usize]) -> Res
     let mut y = gpu.zeros::<f32>(m * n)?;
     let beta = match x.get(2) {
         Some(c) => {
-            let ((div, modulo), _) = gemm_c_layout(&c.shape, m, n)?;
-            gpu.broadcast(&c.buf, &mut y, div, modulo, m * n)?;
+            let layout = gemm_c_layout(&c.shape, m, n)?;
+            gpu.broadcast(&c.buf, &mut y, layout.div, layout.modulo, m * n)?;
             g.beta
         }
         None => 0.0,
@@ -646,7 +669,7 @@ fn gemm_backward(gpu: &Gpu, g: &Gemm, rec: &GRecord, dy: &DTensor, need: &[bool]
     if rec.shapes.len() > 2 {
         out.push(if need[2] {
             let c_shape = &rec.shapes[2];
-            let (_, (rows, cols, rows_mode)) = gemm_c_layout(c_shape, m, n)?;
+            let (rows, cols, rows_mode) = gemm_c_layout(c_shape, m, n)?.sums;
             let len = c_shape.iter().product::<usize>();
             let mut dc = gpu.zeros::<f32>(len)?;
             let (r, cl) = (rows as i32, cols as i32);

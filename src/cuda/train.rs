@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::exec::{backward, cross_entropy, gpu_ops, record};
 use super::ops::GOp;
-use super::{DTensor, Gpu};
+use super::{Bound, DTensor, Gpu};
 use crate::autodiff::GradPlan;
 use crate::device::ZnormTimes;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ pub struct GpuTrainer {
     first: Vec<CudaSlice<f32>>,
     second: Vec<CudaSlice<f32>>,
     /// Per plan (input shape, training): the ops and the constants bound besides the weights.
-    plans: HashMap<(Vec<usize>, bool), (Vec<GOp>, Vec<(ValueId, DTensor)>)>,
+    plans: HashMap<(Vec<usize>, bool), (Vec<GOp>, Bound)>,
 }
 
 /// What a step reports: the loss and the logits (on the host, for the accuracy).

@@ -23,6 +23,9 @@ pub struct TrainConfig {
     pub rule: Rule,
 }
 
+/// One trainable tensor's optimizer state: ONNX name, first and second buffer.
+pub type TensorState = (String, Vec<f32>, Vec<f32>);
+
 /// Loss and correct predictions of one batch.
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
@@ -88,6 +91,14 @@ impl Trainer {
     /// state move to the GPU (a one-line error where CUDA cannot run).
     pub fn set_device(&mut self, device: Device) -> Result<()> {
         crate::device::check(device)?;
+        #[cfg(feature = "cuda")]
+        if device == Device::Cpu && self.gpu.is_some() {
+            // Back to the host: the device copies are the current ones.
+            let values: HashMap<String, Tensor> = self.values()?.into_iter().collect();
+            let state = self.state()?.into_iter().map(|(n, a, b)| (n, (a, b))).collect();
+            self.gpu = None;
+            self.restore(&values, &state, self.optimizer.steps).map_err(Error::Runtime)?;
+        }
         #[cfg(feature = "cuda")]
         if device == Device::Cuda {
             let o = &self.optimizer;
@@ -236,7 +247,7 @@ impl Trainer {
 
     /// The optimizer state of every trainable tensor, by ONNX name: (first, second) moment or
     /// (momentum buffer, empty).
-    pub fn state(&self) -> Result<Vec<(String, Vec<f32>, Vec<f32>)>> {
+    pub fn state(&self) -> Result<Vec<TensorState>> {
         let names = self.params.iter().map(|(_, n, _)| n.clone());
         let o = &self.optimizer;
         #[cfg(feature = "cuda")]

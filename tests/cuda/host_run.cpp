@@ -205,6 +205,18 @@ static void batchnorm() {
             }
     }
     expect("batchnorm forward", e_y, 1e-5);
+    // The inference form: running statistics folded into one scale and shift per channel.
+    std::vector<float> scale(channels), fshift(channels), yi(n);
+    launch(channels, [&] {
+        batchnorm_fold(gamma.data(), beta.data(), rm.data(), rv.data(), eps, scale.data(), fshift.data(), channels);
+    });
+    launch(n, [&] { channel_affine(x.data(), yi.data(), scale.data(), fshift.data(), channels, plane, n); });
+    double e_inf = 0;
+    for (long long i = 0; i < n; i++) {
+        int c = (int)(i / plane % channels);
+        e_inf = worst(e_inf, fabs(yi[i] - ((x[i] - rm[c]) / sqrt((double)rv[c] + eps) * gamma[c] + beta[c])));
+    }
+    expect("batchnorm inference (folded)", e_inf, 1e-5);
     expect("batchnorm backward", e_dx, 1e-5);
 }
 
