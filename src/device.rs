@@ -94,7 +94,7 @@ pub fn gradients_cuda(
 ) -> Result<(f32, Vec<crate::tensor::Tensor>)> {
     check(Device::Cuda)?;
     #[cfg(feature = "cuda")]
-    return crate::cuda::gradients(graph, x, labels, trainable, bn);
+    return crate::cuda::GradSession::new(graph, x.shape(), trainable, bn)?.gradients(&x, labels);
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (graph, x, labels, trainable, bn);

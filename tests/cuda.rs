@@ -172,7 +172,8 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
             let tape = plan.forward(vec![x.clone()], &[]);
             let (loss, dlogits) = edgetune::train::loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
             let want = plan.backward(tape, dlogits).unwrap();
-            let (gloss, got) = edgetune::cuda::gradients(&graph, x, &labels, &trainable, bn).unwrap();
+            let session = edgetune::cuda::GradSession::new(&graph, x.shape(), &trainable, bn).unwrap();
+            let (gloss, got) = session.gradients(&x, &labels).unwrap();
             assert!(((gloss - loss) / loss).abs() <= 1e-5, "{name} {bn:?}: loss {gloss} vs {loss}");
             let worst = got.iter().zip(&want).map(|(a, b)| rel(a, b)).fold(0.0, f64::max);
             assert!(worst <= 1e-3, "{name} {bn:?}: a gradient differs by {worst:.2e}");
@@ -272,6 +273,7 @@ fn the_cli_runs_on_the_gpu() {
     for (bench, extra) in [
         ("znorm", vec!["--params", "1000000"]),
         ("train", vec![m, "--batch", "8", "--size", "32x32"]),
+        ("grad", vec![m, "--batch", "8", "--size", "32x32"]),
         ("infer", vec![m, "--batch", "8"]),
     ] {
         let args = [&["bench", bench][..], &extra, &["--iters", "2", "--json", "--device", "cuda"]].concat();

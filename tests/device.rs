@@ -31,6 +31,7 @@ fn cuda_without_cuda_is_a_one_line_error() {
         vec!["grad", m, "--input", xs, "--labels", ys, "--output", out_npz.to_str().unwrap()],
         vec!["finetune", m, "--data", &npz, "--steps", "1", "--batch", "2", "--output", out_onnx.to_str().unwrap()],
         vec!["bench", "train", m, "--batch", "2", "--iters", "1"],
+        vec!["bench", "grad", m, "--batch", "2", "--iters", "1"],
         vec!["bench", "infer", m, "--iters", "1"],
         vec!["bench", "znorm", "--params", "1000", "--iters", "1"],
     ];

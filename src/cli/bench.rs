@@ -11,7 +11,7 @@ use super::progress;
 use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::device::{Device, Runner};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{lcg_values, Tensor};
 use crate::train::optim::{OptimizerName, Rule};
 use crate::train::trainer::{TrainConfig, Trainer};
@@ -117,9 +117,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Znorm(b) => &b.out,
     };
     crate::device::check(opts.device)?;
-    if let (BenchCommand::Grad(_), Device::Cuda) = (&cmd, opts.device) {
-        return Err(Error::Usage("bench grad runs on the CPU; `bench train --device cuda` times the GPU step".into()));
-    }
     match cmd {
         BenchCommand::Infer(b) => infer(b),
         BenchCommand::Grad(b) => grad(b, false),
@@ -182,6 +179,8 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     enum Stepper {
         Grad(Box<GradPlan>),
         Train(Box<Trainer>),
+        #[cfg(feature = "cuda")]
+        GpuGrad(Box<crate::cuda::GradSession>),
     }
     let mut stepper = if full {
         let rule = Rule::new(b.optimizer, b.lr, 0.9, 0.0, false);
@@ -189,12 +188,21 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         let mut trainer = Trainer::new(graph.clone(), cfg)?;
         trainer.set_device(b.out.device)?;
         Stepper::Train(Box::new(trainer))
+    } else if b.out.device == Device::Cuda {
+        #[cfg(feature = "cuda")]
+        {
+            Stepper::GpuGrad(Box::new(crate::cuda::GradSession::new(graph, &shape, &trainable, b.bn)?))
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("`device::check` refuses CUDA in a build without it")
     } else {
         Stepper::Grad(Box::new(GradPlan::new(graph, std::slice::from_ref(&shape), &trainable, b.bn)?))
     };
     let logits = match &mut stepper {
         Stepper::Grad(p) => p.logits_shape().to_vec(),
         Stepper::Train(t) => t.logits_shape(&shape)?,
+        #[cfg(feature = "cuda")]
+        Stepper::GpuGrad(s) => s.logits_shape().to_vec(),
     };
     let classes = *logits.last().unwrap_or(&1);
     let labels: Vec<i64> = (0..b.batch as i64).map(|i| (i * 7919) % classes as i64).collect();
@@ -205,6 +213,12 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
                 let tape = p.forward(vec![x.clone()], &[]);
                 let (l, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
                 p.backward(tape, dlogits)?;
+                Ok(l)
+            }
+            #[cfg(feature = "cuda")]
+            Stepper::GpuGrad(s) => {
+                let (l, _) = s.run(&x, &labels)?;
+                s.sync()?;
                 Ok(l)
             }
         }
@@ -226,6 +240,8 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     let on = match &stepper {
         Stepper::Train(t) => t.device_name(),
         Stepper::Grad(_) => None,
+        #[cfg(feature = "cuda")]
+        Stepper::GpuGrad(_) => Some("cuda".to_string()),
     }
     .unwrap_or_else(|| format!("{} threads", pool.current_num_threads()));
     if b.out.json {

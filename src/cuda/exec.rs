@@ -214,24 +214,47 @@ pub fn cross_entropy(gpu: &Gpu, logits: &DTensor, labels: &[i64]) -> Result<(f32
     Ok((loss, gpu.tensor(&logits.shape, grad)))
 }
 
-/// `edgetune grad --device cuda`: loss and the gradient of every trainable initializer
-/// (`trainable` in initializer order) on one batch.
-pub fn gradients(
-    graph: &Graph,
-    x: Tensor,
-    labels: &[i64],
-    trainable: &[bool],
-    bn: BnMode,
-) -> Result<(f32, Vec<Tensor>)> {
-    let gpu = Gpu::open()?;
-    let gp = GradPlan::new(graph, &[x.shape().to_vec()], trainable, bn)?;
-    let ops = gpu_ops(graph, gp.plan())?;
-    let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<Vec<_>>>()?;
-    let tape = record(&gpu, &gp, &ops, &bound, vec![gpu.upload(&x)?])?;
-    let (loss, dlogits) = cross_entropy(&gpu, &tape.logits, labels)?;
-    let grads = backward(&gpu, &gp, &ops, tape.records, dlogits)?;
-    let grads = grads.iter().map(|g| gpu.download(g)).collect::<Result<_>>()?;
-    Ok((loss, grads))
+/// A training plan on the GPU with its weights uploaded: `edgetune grad` and `bench grad`.
+pub struct GradSession {
+    gpu: Gpu,
+    gp: GradPlan,
+    ops: Vec<GOp>,
+    bound: Bound,
+}
+
+impl GradSession {
+    /// Plans `graph` for inputs of `shape`, differentiating the initializers with `trainable` set.
+    pub fn new(graph: &Graph, shape: &[usize], trainable: &[bool], bn: BnMode) -> Result<GradSession> {
+        let gpu = Gpu::open()?;
+        let gp = GradPlan::new(graph, &[shape.to_vec()], trainable, bn)?;
+        let ops = gpu_ops(graph, gp.plan())?;
+        let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<_>>()?;
+        Ok(GradSession { gpu, gp, ops, bound })
+    }
+
+    /// Loss and the gradients of the trainable initializers (in initializer order) on one batch,
+    /// left on the device.
+    pub fn run(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<DTensor>)> {
+        let tape = record(&self.gpu, &self.gp, &self.ops, &self.bound, vec![self.gpu.upload(x)?])?;
+        let (loss, dlogits) = cross_entropy(&self.gpu, &tape.logits, labels)?;
+        Ok((loss, backward(&self.gpu, &self.gp, &self.ops, tape.records, dlogits)?))
+    }
+
+    /// `run`, with the gradients downloaded.
+    pub fn gradients(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<Tensor>)> {
+        let (loss, grads) = self.run(x, labels)?;
+        Ok((loss, grads.iter().map(|g| self.gpu.download(g)).collect::<Result<_>>()?))
+    }
+
+    /// Shape of the logits for this plan's input shape.
+    pub fn logits_shape(&self) -> &[usize] {
+        self.gp.logits_shape()
+    }
+
+    /// Waits for the queued work (for timings).
+    pub fn sync(&self) -> Result<()> {
+        self.gpu.sync()
+    }
 }
 
 /// The vector-Jacobian product of a training plan on the GPU: its output (the logits) for

@@ -23,7 +23,7 @@ use cudarc::driver::{
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
 use crate::tensor::Tensor;
-pub use exec::{gradients, vjp, Inference};
+pub use exec::{vjp, GradSession, Inference};
 pub use train::{znorm_bench, GpuTrainer};
 
 /// Every kernel in `kernels.cu`, loaded once.
