@@ -21,7 +21,7 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 pub fn cuda_unavailable() -> Option<String> {
     #[cfg(feature = "cuda")]
     {
-        crate::cuda::probe().err()
+        crate::gpu::probe().err()
     }
     #[cfg(not(feature = "cuda"))]
     {
@@ -41,7 +41,7 @@ pub fn check(device: Device) -> Result<()> {
 pub enum Runner {
     Cpu(crate::exec::Session),
     #[cfg(feature = "cuda")]
-    Cuda(Box<crate::cuda::Inference>),
+    Cuda(Box<crate::gpu::Inference>),
 }
 
 impl Runner {
@@ -51,7 +51,7 @@ impl Runner {
         match device {
             Device::Cpu => Ok(Runner::Cpu(crate::exec::Session::new(graph, threads)?)),
             #[cfg(feature = "cuda")]
-            Device::Cuda => Ok(Runner::Cuda(Box::new(crate::cuda::Inference::new(graph)?))),
+            Device::Cuda => Ok(Runner::Cuda(Box::new(crate::gpu::Inference::new(graph)?))),
             #[cfg(not(feature = "cuda"))]
             Device::Cuda => unreachable!("`check` refuses CUDA in a build without it"),
         }
@@ -94,7 +94,7 @@ pub fn gradients_cuda(
 ) -> Result<(f32, Vec<crate::tensor::Tensor>)> {
     check(Device::Cuda)?;
     #[cfg(feature = "cuda")]
-    return crate::cuda::GradSession::new(graph, x.shape(), trainable, bn)?.gradients(&x, labels);
+    return crate::gpu::GradSession::new(graph, x.shape(), trainable, bn)?.gradients(&x, labels);
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (graph, x, labels, trainable, bn);
@@ -117,7 +117,7 @@ pub struct ZnormTimes {
 pub fn znorm_bench_cuda(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
     check(Device::Cuda)?;
     #[cfg(feature = "cuda")]
-    return crate::cuda::znorm_bench(sizes, iters);
+    return crate::gpu::znorm_bench(sizes, iters);
     #[cfg(not(feature = "cuda"))]
     {
         let _ = (sizes, iters);

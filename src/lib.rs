@@ -19,13 +19,13 @@ pub mod atomic;
 pub mod attrs;
 pub mod autodiff;
 pub mod cli;
-#[cfg(feature = "cuda")]
-pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod exec;
 pub mod fold;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod gradflow;
 pub mod graph;
 pub mod inspect;

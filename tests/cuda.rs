@@ -18,7 +18,7 @@ use edgetune::{onnx, train::select, Session, Tensor};
 
 /// Opens the GPU, or says why the test is skipped.
 fn gpu_here(test: &str) -> bool {
-    match edgetune::cuda::Gpu::open() {
+    match edgetune::gpu::Gpu::open() {
         Ok(g) => {
             eprintln!("{test}: running on {}", g.name());
             true
@@ -46,7 +46,7 @@ fn same_as_cpu(name: &str, case: Case) {
     let seed = Tensor::from_vec(tape.logits.shape(), values(tape.logits.len(), 99));
     let y = tape.logits.clone();
     let grads = plan.backward(tape, seed.clone()).unwrap();
-    let (gy, ggrads) = edgetune::cuda::vjp(&graph, &plan, &[], &seed).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (gy, ggrads) = edgetune::gpu::vjp(&graph, &plan, &[], &seed).unwrap_or_else(|e| panic!("{name}: {e}"));
     let e = rel(&gy, &y);
     assert!(e <= 1e-5, "{name}: output differs by {e:.2e}");
     for (k, (a, b)) in ggrads.iter().zip(&grads).enumerate() {
@@ -162,7 +162,7 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
             let (x, labels) = batch(&format!("{file}-{}", if bn == BnMode::Train { "train" } else { "frozen" }));
             if bn == BnMode::Train {
                 let want = Session::new(graph.clone(), 0).unwrap().run(vec![x.clone()]).unwrap();
-                let got = edgetune::cuda::Inference::new(graph.clone()).unwrap().run(vec![x.clone()]).unwrap();
+                let got = edgetune::gpu::Inference::new(graph.clone()).unwrap().run(vec![x.clone()]).unwrap();
                 let e = rel(&got[0], &want[0]);
                 assert!(e <= 1e-4, "{name}: inference output differs by {e:.2e}");
                 eprintln!("{name} inference: {e:.1e}");
@@ -172,7 +172,7 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
             let tape = plan.forward(vec![x.clone()], &[]);
             let (loss, dlogits) = edgetune::train::loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
             let want = plan.backward(tape, dlogits).unwrap();
-            let session = edgetune::cuda::GradSession::new(&graph, x.shape(), &trainable, bn).unwrap();
+            let session = edgetune::gpu::GradSession::new(&graph, x.shape(), &trainable, bn).unwrap();
             let (gloss, got) = session.gradients(&x, &labels).unwrap();
             assert!(((gloss - loss) / loss).abs() <= 1e-5, "{name} {bn:?}: loss {gloss} vs {loss}");
             let worst = got.iter().zip(&want).map(|(a, b)| rel(a, b)).fold(0.0, f64::max);

@@ -1,4 +1,4 @@
-//! src/cuda/kernels.cu on the host (tests/cuda/host_shim.h maps the CUDA qualifiers away), so the
+//! src/gpu/kernels.cu on the host (tests/cuda/host_shim.h maps the CUDA qualifiers away), so the
 //! kernels are checked on machines without a GPU or NVRTC: compiled with every warning as an
 //! error, then run one emulated thread at a time by tests/cuda/host_run.cpp against plain loops.
 //! Skips, saying so, where no C++ compiler is installed.

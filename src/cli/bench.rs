@@ -180,7 +180,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         Grad(Box<GradPlan>),
         Train(Box<Trainer>),
         #[cfg(feature = "cuda")]
-        GpuGrad(Box<crate::cuda::GradSession>),
+        GpuGrad(Box<crate::gpu::GradSession>),
     }
     let mut stepper = if full {
         let rule = Rule::new(b.optimizer, b.lr, 0.9, 0.0, false);
@@ -191,7 +191,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     } else if b.out.device == Device::Cuda {
         #[cfg(feature = "cuda")]
         {
-            Stepper::GpuGrad(Box::new(crate::cuda::GradSession::new(graph, &shape, &trainable, b.bn)?))
+            Stepper::GpuGrad(Box::new(crate::gpu::GradSession::new(graph, &shape, &trainable, b.bn)?))
         }
         #[cfg(not(feature = "cuda"))]
         unreachable!("`device::check` refuses CUDA in a build without it")

@@ -48,7 +48,7 @@ pub struct Trainer {
     /// `--device cuda`: the device copies of params, running statistics and optimizer state,
     /// which then are the current ones (the host copies above are refreshed when read).
     #[cfg(feature = "cuda")]
-    gpu: Option<crate::cuda::GpuTrainer>,
+    gpu: Option<crate::gpu::GpuTrainer>,
 }
 
 fn float_init(graph: &Graph, v: ValueId) -> Option<(String, Tensor)> {
@@ -103,7 +103,7 @@ impl Trainer {
         if device == Device::Cuda {
             let o = &self.optimizer;
             let gpu =
-                crate::cuda::GpuTrainer::new(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)?;
+                crate::gpu::GpuTrainer::new(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)?;
             self.gpu = Some(gpu);
         }
         Ok(())

@@ -1,10 +1,10 @@
-// Runs src/cuda/kernels.cu on the host, one emulated thread at a time (tests/cuda_kernels.rs
+// Runs src/gpu/kernels.cu on the host, one emulated thread at a time (tests/cuda_kernels.rs
 // compiles and runs this): each kernel against a plain loop written from its definition, so
 // indexing and formulas are checked where no GPU is. Launches use a small grid (at most 3 blocks
 // of 256) so the grid-stride loops wrap. The kernels share no memory and never synchronise,
 // which is what makes the serial emulation exact. Exit status 1 on any mismatch.
 #include "host_shim.h"
-#include "../../src/cuda/kernels.cu"
+#include "../../src/gpu/kernels.cu"
 
 #include <algorithm>
 #include <cstdio>

@@ -1,4 +1,4 @@
-// Lets a host C++ compiler read src/cuda/kernels.cu (tests/cuda_kernels.rs): the CUDA qualifiers
+// Lets a host C++ compiler read src/gpu/kernels.cu (tests/cuda_kernels.rs): the CUDA qualifiers
 // become nothing and the thread coordinates become globals. The kernels share no memory and
 // never synchronise, so they mean the same thing run one thread at a time.
 #include <math.h>

@@ -1,4 +1,4 @@
-// edgetune's CUDA kernels, compiled at run time by NVRTC (src/cuda/mod.rs) with contraction
+// edgetune's CUDA kernels, compiled at run time by NVRTC (src/gpu/mod.rs) with contraction
 // off (--fmad=false): every fused multiply-add below is written out, where the CPU kernels use
 // one too, so both paths round alike. Reductions never share memory between threads: each thread
 // sums a fixed, strided part in double, a second kernel adds the parts in order, so results do not
@@ -41,7 +41,7 @@ extern "C" __global__ void channel_affine(const float* x, float* y, const float*
 // ---------------------------------------------------------------- convolution (im2col + cuBLAS)
 
 // A sliding window over NCHW planes (Conv and MaxPool; the pools ignore `channels`). Mirrors
-// `cuda::ops::Geo`.
+// `gpu::ops::Geo`.
 struct Geo {
     int channels, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow;
 };
