@@ -134,6 +134,11 @@ fn every_gpu_op_matches_the_cpu() {
         "gemm transA, no C",
         Case::new("Gemm", vec![vec![4, 3], vec![4, 5]]).attrs(vec![attr::int("transA", 1)]),
     );
+    same_as_cpu(
+        "transpose NHWC to NCHW",
+        Case::new("Transpose", vec![vec![2, 3, 4, 5]]).attrs(vec![attr::ints("perm", &[0, 3, 1, 2])]),
+    );
+    same_as_cpu("pad", Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]));
     same_as_cpu("flatten", Case::new("Flatten", vec![vec![2, 3, 2]]).attrs(vec![attr::int("axis", 2)]));
     same_as_cpu("reshape", Case::new("Reshape", vec![vec![2, 3, 4]]).ints(vec![Some(vec![4, -1])]));
 }
@@ -154,6 +159,14 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
     if !gpu_here("inference_and_gradients_of_whole_resnets_match_the_cpu") {
         return;
     }
+    // The ImageNet ResNet-50 from npm: NHWC behind a Transpose, explicit Pads, a trailing Softmax.
+    let graph = model("resnet50_imagenet");
+    let x = Tensor::from_vec([2, 224, 224, 3], edgetune::tensor::lcg_values(2 * 224 * 224 * 3, 3));
+    let want = Session::new(graph.clone(), 0).unwrap().run(vec![x.clone()]).unwrap();
+    let got = edgetune::gpu::Inference::new(graph).unwrap().run(vec![x]).unwrap();
+    let e = rel(&got[0], &want[0]);
+    assert!(e <= 1e-4, "resnet50_imagenet: inference output differs by {e:.2e}");
+    eprintln!("resnet50_imagenet inference: {e:.1e}");
     for (name, file) in
         [("resnet20_cifar", "resnet20_cifar-b8-32x32"), ("resnet18_bn_op17", "resnet18_bn_op17-b4-64x64")]
     {

@@ -80,6 +80,35 @@ extern "C" __global__ void col2im(const float* cols, float* dx, Geo s, int n0, l
     }
 }
 
+// ---------------------------------------------------------------- layout (Transpose, Pad)
+
+#define MAX_RANK 6
+
+// An output of `rank` axes read from a strided source: output coordinate c_k reads the source at
+// c_k − begin_k along the source axis with stride `strides[k]` and length `src_dims[k]`. Mirrors
+// `gpu::ops::Nd`.
+struct Nd {
+    int rank;
+    long long dims[MAX_RANK], strides[MAX_RANK], begin[MAX_RANK], src_dims[MAX_RANK];
+};
+
+// y = x re-laid out by `s`, `value` where the source coordinate falls outside: a transpose
+// (permuted strides), a constant pad (begin = the pads before) or the pad's adjoint, a crop
+// (begin = minus the pads before).
+extern "C" __global__ void gather_nd(const float* x, float* y, Nd s, float value, long long n) {
+    GRID_STRIDE(i, n) {
+        long long rest = i, at = 0;
+        bool inside = true;
+        for (int k = s.rank - 1; k >= 0; k--) {
+            long long c = rest % s.dims[k] - s.begin[k];
+            rest /= s.dims[k];
+            inside = inside && c >= 0 && c < s.src_dims[k];
+            at += c * s.strides[k];
+        }
+        y[i] = inside ? x[at] : value;
+    }
+}
+
 // ---------------------------------------------------------------- per-channel reductions
 
 // Strided partial sums over one channel of NCHW data: part[c·parts + t] = Σ f(x) over the

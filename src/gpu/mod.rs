@@ -33,6 +33,7 @@ const KERNELS: &[&str] = &[
     "relu_forward",
     "relu_backward",
     "channel_affine",
+    "gather_nd",
     "im2col",
     "col2im",
     "channel_partials",

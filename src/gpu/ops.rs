@@ -14,7 +14,8 @@ use crate::kernels::pool::Pool;
 use crate::kernels::simd::Arith;
 use crate::ops::window::{Geometry, Window};
 use crate::ops::{
-    BatchNorm, Binary, Conv, Gemm, GlobalAveragePool, Identity, Op, Pooling, Relu, Reshape, Saves, Softmax,
+    BatchNorm, Binary, Conv, Gemm, GlobalAveragePool, Identity, Op, Pad, Pooling, Relu, Reshape, Saves, Softmax,
+    Transpose,
 };
 
 /// Columns of im2col kept at once (floats): 256 MiB, images processed in chunks below it.
@@ -36,10 +37,14 @@ pub enum GOp {
     Gemm(Gemm),
     /// Inference only, over the last axis.
     Softmax(Softmax),
+    Transpose(Transpose),
+    /// Constant padding.
+    Pad(Pad),
 }
 
 const SUPPORTED: &str =
-    "the GPU runs Conv (group 1), BatchNormalization, Relu, Add, MaxPool, GlobalAveragePool, Gemm, Softmax and the reshapes";
+    "the GPU runs Conv (group 1), BatchNormalization, Relu, Add, MaxPool, GlobalAveragePool, Gemm, \
+     Softmax, Transpose, Pad and the reshapes";
 
 impl GOp {
     /// The GPU form of a planned op, or why it has none.
@@ -74,6 +79,12 @@ impl GOp {
         }
         if let Some(s) = any.downcast_ref::<Softmax>() {
             return Ok(GOp::Softmax(s.clone()));
+        }
+        if let Some(t) = any.downcast_ref::<Transpose>() {
+            return Ok(GOp::Transpose(t.clone()));
+        }
+        if let Some(p) = any.downcast_ref::<Pad>() {
+            return Ok(GOp::Pad(p.clone()));
         }
         Err(format!("this op does not run on the GPU; {SUPPORTED}"))
     }
@@ -172,6 +183,71 @@ impl Geo {
     fn pointwise(&self) -> bool {
         (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
             && (self.oh, self.ow) == (self.h, self.w)
+    }
+}
+
+/// A strided re-layout as `gather_nd` takes it (`struct Nd` in kernels.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct Nd {
+    rank: i32,
+    dims: [i64; MAX_RANK],
+    strides: [i64; MAX_RANK],
+    begin: [i64; MAX_RANK],
+    src_dims: [i64; MAX_RANK],
+}
+
+// SAFETY: #[repr(C)], an i32 and i64 arrays, laid out as `struct Nd` in kernels.cu.
+unsafe impl DeviceRepr for Nd {}
+
+const MAX_RANK: usize = 6;
+
+impl DTensor {
+    /// Row-major element strides.
+    fn strides(&self) -> Vec<usize> {
+        let mut s = vec![1; self.shape.len()];
+        for k in (0..self.shape.len().saturating_sub(1)).rev() {
+            s[k] = s[k + 1] * self.shape[k + 1];
+        }
+        s
+    }
+}
+
+impl Gpu {
+    /// A tensor of `shape` whose coordinate c_k reads `x` at c_k − begin_k along a source axis
+    /// of `strides[k]` and length `src_dims[k]`, `value` outside it.
+    fn gather(
+        &self,
+        x: &DTensor,
+        shape: &[usize],
+        strides: &[usize],
+        begin: &[i64],
+        src_dims: &[usize],
+        value: f32,
+    ) -> Result<DTensor> {
+        if shape.len() > MAX_RANK {
+            return Err(Error::Runtime(format!("rank {} over {MAX_RANK} does not run on the GPU", shape.len())));
+        }
+        let mut nd = Nd { rank: shape.len() as i32, ..Nd::default() };
+        for k in 0..shape.len() {
+            (nd.dims[k], nd.strides[k], nd.begin[k], nd.src_dims[k]) =
+                (shape[k] as i64, strides[k] as i64, begin[k], src_dims[k] as i64);
+        }
+        let n = shape.iter().product::<usize>();
+        let mut y = self.zeros::<f32>(n)?;
+        let nn = n as i64;
+        let mut l = self.launch("gather_nd");
+        l.arg(&*x.buf).arg(&mut y).arg(&nd).arg(&value).arg(&nn);
+        self.go(l, n, "re-layout")?;
+        Ok(self.tensor(shape, y))
+    }
+
+    /// `x` with its axes permuted: output axis k is input axis `perm[k]`.
+    fn permute(&self, x: &DTensor, perm: &[usize]) -> Result<DTensor> {
+        let strides = x.strides();
+        let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+        let src: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+        self.gather(x, &shape, &src, &vec![0; perm.len()], &shape, 0.0)
     }
 }
 
@@ -322,6 +398,15 @@ impl GOp {
             }
             GOp::View => plain(x[0].view(out_shape)),
             GOp::Gemm(g) => plain(gemm_forward(gpu, g, x, out_shape)?),
+            GOp::Transpose(t) => {
+                let perm = t.perm(x[0].shape.len()).map_err(Error::Runtime)?;
+                plain(gpu.permute(x[0], &perm)?)
+            }
+            GOp::Pad(p) => {
+                let (before, _) = p.amounts(x[0].shape.len()).map_err(Error::Runtime)?;
+                let begin: Vec<i64> = before.iter().map(|&b| b as i64).collect();
+                plain(gpu.gather(x[0], out_shape, &x[0].strides(), &begin, &x[0].shape, p.value())?)
+            }
             GOp::Softmax(s) => {
                 let (outer, len, inner) = s.split(&x[0].shape).map_err(Error::Runtime)?;
                 if inner != 1 {
@@ -373,6 +458,21 @@ impl GOp {
             GOp::View => Ok(vec![Some(dy.view(in_shape))]),
             GOp::Gemm(g) => gemm_backward(gpu, g, rec, dy, need),
             GOp::Softmax(_) => Err(Error::Runtime("Softmax inside the network has no GPU backward rule".into())),
+            // dx = dy transposed back.
+            GOp::Transpose(t) => {
+                let perm = t.perm(in_shape.len()).map_err(Error::Runtime)?;
+                let mut inverse = vec![0; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inverse[p] = i;
+                }
+                Ok(vec![Some(gpu.permute(dy, &inverse)?)])
+            }
+            // dx = the unpadded part of dy.
+            GOp::Pad(p) => {
+                let (before, _) = p.amounts(in_shape.len()).map_err(Error::Runtime)?;
+                let begin: Vec<i64> = before.iter().map(|&b| -(b as i64)).collect();
+                Ok(vec![Some(gpu.gather(dy, in_shape, &dy.strides(), &begin, &dy.shape, 0.0)?)])
+            }
         }
     }
 }

@@ -36,10 +36,12 @@ pub use conv::Conv;
 pub use gemm::Gemm;
 pub use global_pool::GlobalAveragePool;
 pub use identity::Identity;
+pub use pad::Pad;
 pub use pool::Pooling;
 pub use relu::Relu;
 pub use reshape::Reshape;
 pub use softmax::{softmax_2d, softmax_rows, Softmax};
+pub use transpose::Transpose;
 
 /// A node's computation once its attributes and constant inputs are resolved.
 pub trait Op: Send + Sync + Debug + Any {

@@ -30,8 +30,13 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
 }
 
 impl Pad {
+    /// The value the padding holds.
+    pub fn value(&self) -> f32 {
+        self.value
+    }
+
     /// (before, after) per axis of a rank-`rank` input.
-    fn amounts(&self, rank: usize) -> Result<(Vec<usize>, Vec<usize>), String> {
+    pub fn amounts(&self, rank: usize) -> Result<(Vec<usize>, Vec<usize>), String> {
         let axes: Vec<usize> = match &self.axes {
             None => (0..rank).collect(),
             Some(a) => a

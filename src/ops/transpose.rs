@@ -27,7 +27,8 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
 }
 
 impl Transpose {
-    fn perm(&self, rank: usize) -> Result<Vec<usize>, String> {
+    /// The permutation for a rank-`rank` input (the default reverses the axes).
+    pub fn perm(&self, rank: usize) -> Result<Vec<usize>, String> {
         match &self.perm {
             None => Ok((0..rank).rev().collect()),
             Some(p) if p.len() == rank => Ok(p.clone()),

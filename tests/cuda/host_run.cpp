@@ -87,6 +87,39 @@ static void convolution() {
     expect("col2im", max_diff(dx, scatter), 1e-6);
 }
 
+static void layout() {
+    // NHWC [2, 3, 4, 5] -> NCHW [2, 5, 3, 4] (perm 0, 3, 1, 2), then a constant pad and its crop.
+    const long long N = 2, H = 3, W = 4, C = 5, n = N * H * W * C;
+    auto x = values(n, 20);
+    Nd t{4, {N, C, H, W}, {H * W * C, 1, W * C, C}, {0, 0, 0, 0}, {N, C, H, W}};
+    std::vector<float> y(n);
+    launch(n, [&] { gather_nd(x.data(), y.data(), t, 0.0f, n); });
+    double e = 0;
+    for (int a = 0; a < N; a++)
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    e = worst(e, fabs(y[((a * C + c) * H + h) * W + w] - x[((a * H + h) * W + w) * C + c]));
+    expect("transpose NHWC -> NCHW", e, 0.0);
+    // Pad H by (1, 2) and W by (0, 3) with 7: [2, 5, 6, 7].
+    const long long PH = H + 3, PW = W + 3, pn = N * C * PH * PW;
+    Nd p{4, {N, C, PH, PW}, {C * H * W, H * W, W, 1}, {0, 0, 1, 0}, {N, C, H, W}};
+    std::vector<float> padded(pn), back(n);
+    launch(pn, [&] { gather_nd(y.data(), padded.data(), p, 7.0f, pn); });
+    double ep = 0;
+    for (int a = 0; a < N; a++)
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < PH; h++)
+                for (int w = 0; w < PW; w++) {
+                    bool in = h >= 1 && h < H + 1 && w < W;
+                    float want = in ? y[((a * C + c) * H + h - 1) * W + w] : 7.0f;
+                    ep = worst(ep, fabs(padded[((a * C + c) * PH + h) * PW + w] - want));
+                }
+    Nd crop{4, {N, C, H, W}, {C * PH * PW, PH * PW, PW, 1}, {0, 0, -1, 0}, {N, C, PH, PW}};
+    launch(n, [&] { gather_nd(padded.data(), back.data(), crop, 0.0f, n); });
+    expect("pad, and its adjoint crop", worst(ep, max_diff(back, y)), 0.0);
+}
+
 static void pooling() {
     Geo s{0, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 4, 3};
     const int planes = 2;
@@ -340,6 +373,7 @@ static void transforms_and_optimizers() {
 
 int main() {
     convolution();
+    layout();
     pooling();
     batchnorm();
     matrices_and_loss();
