@@ -13,9 +13,6 @@ pub enum Device {
     Cuda,
 }
 
-/// Whether this build has the CUDA path.
-pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
-
 /// Why `--device cuda` cannot run here, or `None` when it can be tried (the libraries load; the
 /// GPU itself is checked when it is opened).
 pub fn cuda_unavailable() -> Option<String> {
@@ -31,9 +28,9 @@ pub fn cuda_unavailable() -> Option<String> {
 
 /// Fails with that one-line error when `device` is CUDA and CUDA cannot run here.
 pub fn check(device: Device) -> Result<()> {
-    match (device, cuda_unavailable()) {
-        (Device::Cuda, Some(why)) => Err(Error::Device(why)),
-        _ => Ok(()),
+    match device {
+        Device::Cuda => cuda_unavailable().map_or(Ok(()), |why| Err(Error::Device(why))),
+        Device::Cpu => Ok(()),
     }
 }
 
