@@ -277,6 +277,24 @@ fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
+/// Median milliseconds of `a` and of `b` run alternately, `iters` times each after one warm-up
+/// run of each: both see the same machine (frequency, neighbours), so their ratio is fair.
+fn time_pair_ms(iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let ms = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..iters.max(1) {
+        ta.push(ms(&mut a));
+        tb.push(ms(&mut b));
+    }
+    (median(ta), median(tb))
+}
+
 fn znorm(b: ZnormBench) -> Result<()> {
     use crate::kernels::optim::Adam;
     use crate::train::optim::{Optimizer, Rule};
@@ -306,18 +324,22 @@ fn znorm(b: ZnormBench) -> Result<()> {
     let mut rows = Vec::new();
     for pool in [&one, &all] {
         let threads = pool.current_num_threads();
-        let mut bufs = fill(1);
-        // The floor: one read and one write of every value (x ← x·1 + 0, the same SIMD sweep).
-        let floor = pool.install(|| {
-            time_ms(b.iters, || {
-                bufs.par_iter_mut().for_each(|g| {
-                    g.par_chunks_mut(1 << 16).for_each(|c| crate::kernels::simd::affine_inplace(c, 1.0, 0.0, false))
-                })
-            })
+        let (mut bufs, mut g) = (fill(1), fill(2));
+        // The floor, one read and one write of every value (x ← x·1 + 0, the same SIMD sweep),
+        // timed alternately with the SIMD ZNorm so that both see the same machine.
+        let (floor, simd_ms) = pool.install(|| {
+            time_pair_ms(
+                b.iters,
+                || {
+                    bufs.par_iter_mut().for_each(|g| {
+                        g.par_chunks_mut(1 << 16).for_each(|c| crate::kernels::simd::affine_inplace(c, 1.0, 0.0, false))
+                    })
+                },
+                || transform::znorm_inplace(&mut g, 1e-8, true),
+            )
         });
-        for (variant, simd) in [("simd", true), ("scalar", false)] {
-            let mut g = fill(2);
-            let ms = pool.install(|| time_ms(b.iters, || transform::znorm_inplace(&mut g, 1e-8, simd)));
+        let scalar_ms = pool.install(|| time_ms(b.iters, || transform::znorm_inplace(&mut g, 1e-8, false)));
+        for (variant, ms) in [("simd", simd_ms), ("scalar", scalar_ms)] {
             // ZNorm reads every value twice (statistics, then the sweep) and writes it once.
             rows.push(json!({"bench": "znorm", "variant": variant, "what": label, "params": total, "threads": threads,
                 "median_ms": ms, "gbps": 12.0 * total as f64 / ms / 1e6, "floor_ms": floor, "floor_gbps": 8.0 * total as f64 / floor / 1e6,
