@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
 
 use super::exec::{backward, cross_entropy, gpu_ops, record};
 use super::ops::GOp;
@@ -166,15 +166,16 @@ impl GpuTrainer {
     }
 
     /// Strided partial sums of one tensor (mode as `tensor_partials`), summed in order and
-    /// scaled; sets `bad` when an element is not finite.
+    /// scaled into `out`; sets `bad` when an element is not finite.
     fn tensor_sum(
         &self,
         g: &DTensor,
         mode: i32,
         mean: Option<&CudaSlice<f64>>,
         scale: f64,
-        bad: &mut CudaSlice<i32>,
-    ) -> Result<CudaSlice<f64>> {
+        bad: &mut CudaViewMut<i32>,
+        out: &mut CudaViewMut<f64>,
+    ) -> Result<()> {
         let n = g.len();
         let parts = (n / 1024).clamp(1, 1 << 16);
         let mut part = self.gpu.zeros::<f64>(parts)?;
@@ -183,33 +184,32 @@ impl GpuTrainer {
         let mut l = self.gpu.launch("tensor_partials");
         l.arg(&*g.buf).arg(&nn).arg(mean.unwrap_or(&dummy)).arg(&mode).arg(&mut part).arg(&pi).arg(bad);
         self.gpu.go(l, parts, "gradient statistics")?;
-        let mut out = self.gpu.zeros::<f64>(1)?;
         let one = 1i32;
         let mut l = self.gpu.launch("sum_parts");
-        l.arg(&part).arg(&mut out).arg(&scale).arg(&one).arg(&pi);
-        self.gpu.go(l, 1, "gradient statistics")?;
-        Ok(out)
+        l.arg(&part).arg(out).arg(&scale).arg(&one).arg(&pi);
+        self.gpu.go(l, 1, "gradient statistics")
     }
 
     /// The transform's affine map of each gradient, `[scale, shift per row…]` and the row
-    /// length, computed on the device; and the first gradient holding NaN or infinity.
+    /// length, computed on the device; and the first gradient holding NaN or infinity. One
+    /// download for all the finiteness flags (and one for clipping's squares).
     #[allow(clippy::type_complexity)]
     fn transform(&self, norm: GradNorm, grads: &[DTensor]) -> Result<(Vec<(CudaSlice<f32>, usize)>, Option<usize>)> {
         let gpu = &self.gpu;
-        let mut flags: Vec<CudaSlice<i32>> = Vec::with_capacity(grads.len());
+        let (mut flags, mut sums) = (gpu.zeros::<i32>(grads.len())?, gpu.zeros::<f64>(grads.len())?);
         let mut affs = Vec::with_capacity(grads.len());
-        let mut squares = Vec::new();
-        for g in grads {
+        for (i, g) in grads.iter().enumerate() {
             let n = g.len();
-            let mut bad = gpu.zeros::<i32>(1)?;
+            let (mut bad, mut sum) = (flags.slice_mut(i..i + 1), sums.slice_mut(i..i + 1));
             let whole = n.max(1);
             let aff = match norm {
                 GradNorm::ZNorm { eps, matrices_only } => {
-                    let mean = self.tensor_sum(g, 0, None, 1.0 / n.max(1) as f64, &mut bad)?;
+                    let (mut mean, mut var) = (gpu.zeros::<f64>(1)?, gpu.zeros::<f64>(1)?);
+                    self.tensor_sum(g, 0, None, 1.0 / n.max(1) as f64, &mut bad, &mut mean.slice_mut(..))?;
                     if n <= 1 || (matrices_only && g.shape.len() <= 1) {
                         (gpu.to_device(&[1.0f32, 0.0])?, whole)
                     } else {
-                        let var = self.tensor_sum(g, 1, Some(&mean), 1.0 / n as f64, &mut bad)?;
+                        self.tensor_sum(g, 1, Some(&mean), 1.0 / n as f64, &mut bad, &mut var.slice_mut(..))?;
                         let mut aff = gpu.zeros::<f32>(2)?;
                         let mut l = gpu.launch("znorm_map");
                         l.arg(&mean).arg(&var).arg(&eps).arg(&mut aff);
@@ -218,7 +218,7 @@ impl GpuTrainer {
                     }
                 }
                 GradNorm::Gc if g.shape.len() > 1 && n > 0 => {
-                    self.tensor_sum(g, 0, None, 1.0, &mut bad)?;
+                    self.tensor_sum(g, 0, None, 1.0, &mut bad, &mut sum)?;
                     let (rows, cols) = (g.shape[0], n / g.shape[0]);
                     let mut aff = gpu.zeros::<f32>(1 + rows)?;
                     let (r, c) = (rows as i32, cols as i64);
@@ -227,31 +227,22 @@ impl GpuTrainer {
                     gpu.go(l, rows, "Gradient Centralization")?;
                     (aff, cols)
                 }
+                // Σ g² per tensor, for the global norm below.
                 GradNorm::Clip { .. } => {
-                    squares.push(self.tensor_sum(g, 2, None, 1.0, &mut bad)?);
+                    self.tensor_sum(g, 2, None, 1.0, &mut bad, &mut sum)?;
                     (gpu.zeros::<f32>(2)?, whole)
                 }
                 GradNorm::None | GradNorm::Gc => {
-                    self.tensor_sum(g, 0, None, 1.0, &mut bad)?;
+                    self.tensor_sum(g, 0, None, 1.0, &mut bad, &mut sum)?;
                     (gpu.to_device(&[1.0f32, 0.0])?, whole)
                 }
             };
             affs.push(aff);
-            flags.push(bad);
         }
-        let mut first_bad = None;
-        for (i, f) in flags.iter().enumerate() {
-            if gpu.to_host(f)?[0] != 0 {
-                first_bad = Some(i);
-                break;
-            }
-        }
+        let first_bad = gpu.to_host(&flags)?.iter().position(|&f| f != 0);
         if let (GradNorm::Clip { max_norm }, None) = (norm, first_bad) {
             // As `transform::plan`: the squares added in tensor order, in double.
-            let mut total = 0.0f64;
-            for s in &squares {
-                total += gpu.to_host(s)?[0];
-            }
+            let total: f64 = gpu.to_host(&sums)?.iter().sum();
             let coef = (max_norm as f64 / (total.sqrt() + 1e-6)).min(1.0) as f32;
             for (aff, _) in &mut affs {
                 *aff = gpu.to_device(&[coef, 0.0])?;
