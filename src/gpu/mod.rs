@@ -256,3 +256,22 @@ impl Gpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `KERNELS` names exactly the kernels `kernels.cu` defines (a missing one would fail only
+    /// when a GPU loads the module).
+    #[test]
+    fn the_kernel_list_matches_kernels_cu() {
+        let src = include_str!("kernels.cu");
+        let mut defined: Vec<&str> = src
+            .split("__global__ void ")
+            .skip(1)
+            .map(|rest| rest.split('(').next().expect("a name before the arguments").trim())
+            .collect();
+        let mut listed = super::KERNELS.to_vec();
+        defined.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(defined, listed);
+    }
+}
