@@ -100,7 +100,7 @@ impl Trainer {
             self.restore(&values, &state, self.optimizer.steps).map_err(Error::Runtime)?;
         }
         #[cfg(feature = "cuda")]
-        if device == Device::Cuda {
+        if device == Device::Cuda && self.gpu.is_none() {
             let o = &self.optimizer;
             let gpu =
                 crate::gpu::GpuTrainer::new(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)?;
