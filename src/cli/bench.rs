@@ -241,7 +241,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         Stepper::Train(t) => t.device_name(),
         Stepper::Grad(_) => None,
         #[cfg(feature = "cuda")]
-        Stepper::GpuGrad(_) => Some("cuda".to_string()),
+        Stepper::GpuGrad(s) => Some(s.name()),
     }
     .unwrap_or_else(|| format!("{} threads", pool.current_num_threads()));
     if b.out.json {

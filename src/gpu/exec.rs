@@ -220,6 +220,8 @@ pub struct GradSession {
     gp: GradPlan,
     ops: Vec<GOp>,
     bound: Bound,
+    /// The input shape the plan is for.
+    shape: Vec<usize>,
 }
 
 impl GradSession {
@@ -229,12 +231,19 @@ impl GradSession {
         let gp = GradPlan::new(graph, &[shape.to_vec()], trainable, bn)?;
         let ops = gpu_ops(graph, gp.plan())?;
         let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<_>>()?;
-        Ok(GradSession { gpu, gp, ops, bound })
+        Ok(GradSession { gpu, gp, ops, bound, shape: shape.to_vec() })
     }
 
     /// Loss and the gradients of the trainable initializers (in initializer order) on one batch,
     /// left on the device.
+    /// (The batch goes up and the loss comes back: what a step of `edgetune grad` costs.)
     pub fn run(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<DTensor>)> {
+        if x.shape() != self.shape {
+            return Err(Error::data(
+                "input",
+                format!("shape {:?}, but the GPU plan is for {:?}", x.shape(), self.shape),
+            ));
+        }
         let tape = record(&self.gpu, &self.gp, &self.ops, &self.bound, vec![self.gpu.upload(x)?])?;
         let (loss, dlogits) = cross_entropy(&self.gpu, &tape.logits, labels)?;
         Ok((loss, backward(&self.gpu, &self.gp, &self.ops, tape.records, dlogits)?))
@@ -244,6 +253,11 @@ impl GradSession {
     pub fn gradients(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<Tensor>)> {
         let (loss, grads) = self.run(x, labels)?;
         Ok((loss, grads.iter().map(|g| self.gpu.download(g)).collect::<Result<_>>()?))
+    }
+
+    /// The GPU's name.
+    pub fn name(&self) -> String {
+        self.gpu.name()
     }
 
     /// Shape of the logits for this plan's input shape.

@@ -191,14 +191,19 @@ impl Geo {
 #[derive(Clone, Copy, Debug, Default)]
 struct Nd {
     rank: i32,
+    /// The C struct's padding before the 8-byte arrays, written out.
+    _pad: i32,
     dims: [i64; MAX_RANK],
     strides: [i64; MAX_RANK],
     begin: [i64; MAX_RANK],
     src_dims: [i64; MAX_RANK],
 }
 
-// SAFETY: #[repr(C)], an i32 and i64 arrays, laid out as `struct Nd` in kernels.cu.
+// SAFETY: #[repr(C)], two i32 and four i64 arrays, laid out as `struct Nd` in kernels.cu (int,
+// 4 bytes of padding, then the arrays); the sizes are checked below.
 unsafe impl DeviceRepr for Nd {}
+
+const _: () = assert!(std::mem::size_of::<Nd>() == 8 + 4 * 8 * MAX_RANK && std::mem::size_of::<Geo>() == 13 * 4);
 
 const MAX_RANK: usize = 6;
 
