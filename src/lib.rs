@@ -35,6 +35,7 @@ pub mod onnx;
 pub mod ops;
 pub mod plot;
 pub mod tensor;
+pub mod timing;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use crate::data::image::Layout;
 use crate::device::{Device, Runner};
 use crate::error::Result;
 use crate::tensor::{lcg_values, Tensor};
+use crate::timing::{median, time_ms, time_pair_ms};
 use crate::train::optim::{OptimizerName, Rule};
 use crate::train::trainer::{TrainConfig, Trainer};
 use crate::train::transform::GradNorm;
@@ -129,19 +130,6 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 fn input(shape: Vec<usize>) -> Tensor {
     let n = shape.iter().product();
     Tensor::from_vec(shape, lcg_values(n, 12345))
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// The input shape for a batch of `batch` images of `size` (or the model's default).
@@ -263,38 +251,6 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     Ok(())
 }
 
-/// Median milliseconds of `iters` runs of `f` (after one warm-up run).
-fn time_ms(iters: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..iters.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
-}
-
-/// Median milliseconds of `a` and of `b` run alternately, `iters` times each after one warm-up
-/// run of each: both see the same machine (frequency, neighbours), so their ratio is fair.
-fn time_pair_ms(iters: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
-    a();
-    b();
-    let ms = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64() * 1e3
-    };
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for _ in 0..iters.max(1) {
-        ta.push(ms(&mut a));
-        tb.push(ms(&mut b));
-    }
-    (median(ta), median(tb))
-}
-
 fn znorm(b: ZnormBench) -> Result<()> {
     use crate::kernels::optim::Adam;
     use crate::train::optim::{Optimizer, Rule};
@@ -333,12 +289,20 @@ fn znorm(b: ZnormBench) -> Result<()> {
                 || {
                     bufs.par_iter_mut().for_each(|g| {
                         g.par_chunks_mut(1 << 16).for_each(|c| crate::kernels::simd::affine_inplace(c, 1.0, 0.0, false))
-                    })
+                    });
+                    Ok(())
                 },
-                || transform::znorm_inplace(&mut g, 1e-8, true),
+                || {
+                    transform::znorm_inplace(&mut g, 1e-8, true);
+                    Ok(())
+                },
             )
-        });
-        let scalar_ms = pool.install(|| time_ms(b.iters, || transform::znorm_inplace(&mut g, 1e-8, false)));
+        })?;
+        let scalar = || {
+            transform::znorm_inplace(&mut g, 1e-8, false);
+            Ok(())
+        };
+        let scalar_ms = pool.install(|| time_ms(b.iters, scalar))?;
         for (variant, ms) in [("simd", simd_ms), ("scalar", scalar_ms)] {
             // ZNorm reads every value twice (statistics, then the sweep) and writes it once.
             rows.push(json!({"bench": "znorm", "variant": variant, "what": label, "params": total, "threads": threads,
@@ -356,8 +320,9 @@ fn znorm(b: ZnormBench) -> Result<()> {
             time_ms(b.iters, || {
                 let affs = transform::plan(norm, &grads);
                 opt.step(&mut params, &grads, &affs, 1e-3);
+                Ok(())
             })
-        });
+        })?;
         rows.push(json!({"bench": "znorm+adam", "what": label, "params": total, "threads": threads, "median_ms": ms,
             "gbps": 32.0 * total as f64 / ms / 1e6, "floor_ms": floor}));
     }

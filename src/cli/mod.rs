@@ -2,8 +2,6 @@
 //! parses, calls `run` and maps errors to exit codes.
 
 mod bench;
-#[cfg(feature = "cuda")]
-pub(crate) use bench::median;
 mod finetune;
 mod grad;
 mod grad_flow;

@@ -288,7 +288,7 @@ fn unique<'a>(gpu: &Gpu, t: &'a mut DTensor) -> Result<&'a mut CudaSlice<f32>> {
 /// Times ZNorm on the GPU over tensors of `sizes` (pseudo-random values).
 pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
     use crate::kernels::optim::Adam;
-    use std::time::Instant;
+    use crate::timing::{time_ms, time_pair_ms};
 
     let host = |seed: u32| -> Vec<Tensor> {
         let v = |(i, &n): (usize, &usize)| Tensor::from_vec([n], crate::tensor::lcg_values(n, seed + i as u32));
@@ -311,28 +311,24 @@ pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
         }
         Ok(())
     };
-    let median_ms = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        f()?;
-        let mut times = Vec::with_capacity(iters.max(1));
-        for _ in 0..iters.max(1) {
-            let s = Instant::now();
-            f()?;
-            times.push(s.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(crate::cli::median(times))
-    };
     let norm = GradNorm::ZNorm { eps: 1e-8, matrices_only: false };
-    let floor_ms = median_ms(&mut || {
-        sweep(&t.gpu, &vec![&identity; grads.len()], &mut out)?;
-        t.gpu.sync()
-    })?;
-    let znorm_ms = median_ms(&mut || {
-        let (affs, _) = t.transform(norm, &grads)?;
-        sweep(&t.gpu, &affs.iter().map(|a| &a.0).collect::<Vec<_>>(), &mut out)?;
-        t.gpu.sync()
-    })?;
+    // The floor and ZNorm timed alternately, as on the CPU (`bench znorm`).
+    let identities = vec![&identity; grads.len()];
+    let mut out_znorm = sizes.iter().map(|&n| t.gpu.zeros::<f32>(n)).collect::<Result<Vec<_>>>()?;
+    let (floor_ms, znorm_ms) = time_pair_ms(
+        iters,
+        || {
+            sweep(&t.gpu, &identities, &mut out)?;
+            t.gpu.sync()
+        },
+        || {
+            let (affs, _) = t.transform(norm, &grads)?;
+            sweep(&t.gpu, &affs.iter().map(|a| &a.0).collect::<Vec<_>>(), &mut out_znorm)?;
+            t.gpu.sync()
+        },
+    )?;
     let rule = Rule::Adam(Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false });
-    let znorm_adam_ms = median_ms(&mut || {
+    let znorm_adam_ms = time_ms(iters, || {
         let (affs, _) = t.transform(norm, &grads)?;
         for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
             t.update(i, g, &aff, cols, rule, 1)?;
