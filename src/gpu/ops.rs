@@ -1,12 +1,13 @@
 //! Forward and backward of each op the GPU runs, with the CPU rules' semantics (the ops' own
 //! files say what those are): Conv (im2col + cuBLAS, dW and dx from recomputed columns),
 //! BatchNormalization (batch statistics in double, running statistics updated as PyTorch),
-//! Relu, Add, MaxPool, GlobalAveragePool, Gemm, Softmax (inference) and the views.
+//! Relu, Add, MaxPool, GlobalAveragePool, Gemm, Softmax (inference), Transpose, Pad and the
+//! views.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PushKernelArg};
 
 use super::{DTensor, Gpu};
 use crate::error::{Error, Result};
@@ -17,6 +18,7 @@ use crate::ops::{
     BatchNorm, Binary, Conv, Gemm, GlobalAveragePool, Identity, Op, Pad, Pooling, Relu, Reshape, Saves, Softmax,
     Transpose,
 };
+use crate::tensor::strides;
 
 /// Columns of im2col kept at once (floats): 256 MiB, images processed in chunks below it.
 const COLS_BUDGET: usize = 64 << 20;
@@ -207,17 +209,6 @@ const _: () = assert!(std::mem::size_of::<Nd>() == 8 + 4 * 8 * MAX_RANK && std::
 
 const MAX_RANK: usize = 6;
 
-impl DTensor {
-    /// Row-major element strides.
-    fn strides(&self) -> Vec<usize> {
-        let mut s = vec![1; self.shape.len()];
-        for k in (0..self.shape.len().saturating_sub(1)).rev() {
-            s[k] = s[k + 1] * self.shape[k + 1];
-        }
-        s
-    }
-}
-
 impl Gpu {
     /// A tensor of `shape` whose coordinate c_k reads `x` at c_k − begin_k along a source axis
     /// of `strides[k]` and length `src_dims[k]`, `value` outside it.
@@ -249,7 +240,7 @@ impl Gpu {
 
     /// `x` with its axes permuted: output axis k is input axis `perm[k]`.
     fn permute(&self, x: &DTensor, perm: &[usize]) -> Result<DTensor> {
-        let strides = x.strides();
+        let strides = strides(&x.shape);
         let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
         let src: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
         self.gather(x, &shape, &src, &vec![0; perm.len()], &shape, 0.0)
@@ -293,12 +284,22 @@ impl Gpu {
         Ok(out)
     }
 
-    fn to_f32(&self, a: &CudaSlice<f64>, n: usize) -> Result<CudaSlice<f32>> {
-        let mut y = self.zeros::<f32>(n)?;
-        let ni = n as i32;
+    /// `channel_sums` unscaled, rounded to f32 (what the backward rules use, as the CPU's).
+    fn channel_totals(
+        &self,
+        mode: i32,
+        a: &CudaSlice<f32>,
+        b: Option<&CudaSlice<f32>>,
+        sh: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
+        shape: &[usize],
+    ) -> Result<CudaSlice<f32>> {
+        let sums = self.channel_sums(mode, a, b, None, sh, shape, 1.0)?;
+        let c = shape[1];
+        let mut y = self.zeros::<f32>(c)?;
+        let ci = c as i32;
         let mut l = self.launch("to_f32");
-        l.arg(a).arg(&mut y).arg(&ni);
-        self.go(l, n, "to f32")?;
+        l.arg(&sums).arg(&mut y).arg(&ci);
+        self.go(l, c, "to f32")?;
         Ok(y)
     }
 
@@ -332,19 +333,19 @@ impl Gpu {
         Ok(self.tensor(&a.shape, y))
     }
 
-    /// `name(dy, saved, dx, geo, n)`: the window kernels' common argument list.
-    fn window_kernel<T: DeviceRepr>(
+    /// `name(src, dst, geo, n0, n)` over `n` elements of images from `n0` (im2col, col2im).
+    fn chunk_kernel(
         &self,
         name: &str,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<T>,
-        out: &mut CudaSlice<f32>,
+        src: &CudaSlice<f32>,
+        dst: &mut CudaSlice<f32>,
         geo: Geo,
+        n0: usize,
         n: usize,
     ) -> Result<()> {
-        let nn = n as i64;
+        let (first, nn) = (n0 as i32, n as i64);
         let mut l = self.launch(name);
-        l.arg(a).arg(b).arg(out).arg(&geo).arg(&nn);
+        l.arg(src).arg(dst).arg(&geo).arg(&first).arg(&nn);
         self.go(l, n, name)
     }
 
@@ -410,7 +411,7 @@ impl GOp {
             GOp::Pad(p) => {
                 let (before, _) = p.amounts(x[0].shape.len()).map_err(Error::Runtime)?;
                 let begin: Vec<i64> = before.iter().map(|&b| b as i64).collect();
-                plain(gpu.gather(x[0], out_shape, &x[0].strides(), &begin, &x[0].shape, p.value())?)
+                plain(gpu.gather(x[0], out_shape, &strides(&x[0].shape), &begin, &x[0].shape, p.value())?)
             }
             GOp::Softmax(s) => {
                 let (outer, len, inner) = s.split(&x[0].shape).map_err(Error::Runtime)?;
@@ -448,7 +449,10 @@ impl GOp {
                 let geo = geometry(window, in_shape)?;
                 let arg = rec.extra.argmax.as_ref().expect("MaxPool keeps its argmax");
                 let mut dx = gpu.zeros::<f32>(n_in)?;
-                gpu.window_kernel("maxpool_backward", &dy.buf, arg, &mut dx, geo, n_in)?;
+                let nn = n_in as i64;
+                let mut l = gpu.launch("maxpool_backward");
+                l.arg(&*dy.buf).arg(&**arg).arg(&mut dx).arg(&geo).arg(&nn);
+                gpu.go(l, n_in, "MaxPool backward")?;
                 Ok(vec![Some(gpu.tensor(in_shape, dx))])
             }
             GOp::GlobalAveragePool => {
@@ -465,18 +469,14 @@ impl GOp {
             GOp::Softmax(_) => Err(Error::Runtime("Softmax inside the network has no GPU backward rule".into())),
             // dx = dy transposed back.
             GOp::Transpose(t) => {
-                let perm = t.perm(in_shape.len()).map_err(Error::Runtime)?;
-                let mut inverse = vec![0; perm.len()];
-                for (i, &p) in perm.iter().enumerate() {
-                    inverse[p] = i;
-                }
+                let inverse = t.inverse(in_shape.len()).map_err(Error::Runtime)?;
                 Ok(vec![Some(gpu.permute(dy, &inverse)?)])
             }
             // dx = the unpadded part of dy.
             GOp::Pad(p) => {
                 let (before, _) = p.amounts(in_shape.len()).map_err(Error::Runtime)?;
                 let begin: Vec<i64> = before.iter().map(|&b| -(b as i64)).collect();
-                Ok(vec![Some(gpu.gather(dy, in_shape, &dy.strides(), &begin, &dy.shape, 0.0)?)])
+                Ok(vec![Some(gpu.gather(dy, in_shape, &strides(&dy.shape), &begin, &dy.shape, 0.0)?)])
             }
         }
     }
@@ -491,7 +491,7 @@ fn conv_forward(
     out_shape: &[usize],
 ) -> Result<DTensor> {
     let geo = geometry(window, &x.shape)?;
-    let (n, c, m) = (x.shape[0], x.shape[1], w.shape[0]);
+    let (n, m) = (x.shape[0], w.shape[0]);
     let (k, p) = (w.len() / m, out_shape[2] * out_shape[3]);
     let mut y = gpu.zeros::<f32>(n * m * p)?;
     if let Some(b) = bias {
@@ -499,29 +499,50 @@ fn conv_forward(
     }
     let beta = if bias.is_some() { 1.0 } else { 0.0 };
     let wv = w.buf.slice(..);
-    if geo.pointwise() {
-        let xv = x.buf.slice(..);
-        let mut yv = y.slice_mut(..);
-        gpu.gemm((false, false), (m, p, k), 1.0, (&wv, k), (&xv, p), beta, &mut yv, n, (0, c * p, m * p))?;
-        return Ok(gpu.tensor(out_shape, y));
-    }
-    let chunk = (COLS_BUDGET / (k * p).max(1)).clamp(1, n);
-    let mut cols = gpu.zeros::<f32>(chunk * k * p)?;
+    let chunk = chunk_images(&geo, n, k * p);
+    let mut cols = column_buffer(gpu, &geo, chunk * k * p)?;
     for n0 in (0..n).step_by(chunk) {
         let cnt = chunk.min(n - n0);
-        im2col(gpu, &x.buf, &mut cols, geo, n0, cnt * k * p)?;
-        let cv = cols.slice(..cnt * k * p);
+        let cv = columns(gpu, x, cols.as_mut(), geo, n0, cnt, k * p)?;
         let mut yv = y.slice_mut(n0 * m * p..(n0 + cnt) * m * p);
         gpu.gemm((false, false), (m, p, k), 1.0, (&wv, k), (&cv, p), beta, &mut yv, cnt, (0, k * p, m * p))?;
     }
     Ok(gpu.tensor(out_shape, y))
 }
 
-fn im2col(gpu: &Gpu, x: &CudaSlice<f32>, cols: &mut CudaSlice<f32>, geo: Geo, n0: usize, n: usize) -> Result<()> {
-    let (first, nn) = (n0 as i32, n as i64);
-    let mut l = gpu.launch("im2col");
-    l.arg(x).arg(cols).arg(&geo).arg(&first).arg(&nn);
-    gpu.go(l, n, "im2col")
+/// Images per chunk: all for a pointwise window (no columns are made), else as many as fit
+/// `COLS_BUDGET` with `per_image` column values each.
+fn chunk_images(geo: &Geo, n: usize, per_image: usize) -> usize {
+    if geo.pointwise() {
+        n
+    } else {
+        (COLS_BUDGET / per_image.max(1)).clamp(1, n)
+    }
+}
+
+/// A buffer for `len` column values, or none for a pointwise window.
+fn column_buffer(gpu: &Gpu, geo: &Geo, len: usize) -> Result<Option<CudaSlice<f32>>> {
+    (!geo.pointwise()).then(|| gpu.zeros::<f32>(len)).transpose()
+}
+
+/// The columns of images `[n0, n0 + cnt)`, `per_image` values each: im2col into `cols`, or the
+/// input itself for a pointwise window (`cols` none; then `per_image` is the input's image size).
+fn columns<'a>(
+    gpu: &Gpu,
+    x: &'a DTensor,
+    cols: Option<&'a mut CudaSlice<f32>>,
+    geo: Geo,
+    n0: usize,
+    cnt: usize,
+    per_image: usize,
+) -> Result<CudaView<'a, f32>> {
+    match cols {
+        Some(cols) => {
+            gpu.chunk_kernel("im2col", &x.buf, cols, geo, n0, cnt * per_image)?;
+            Ok(cols.slice(..cnt * per_image))
+        }
+        None => Ok(x.buf.slice(n0 * per_image..(n0 + cnt) * per_image)),
+    }
 }
 
 /// dW = Σₙ dYₙ·colsₙᵀ, dX = col2im(Wᵀ·dYₙ), db = Σ dy per channel.
@@ -540,21 +561,14 @@ fn conv_backward(
     let wv = w.buf.slice(..);
     let mut dx = if need[0] { Some(gpu.zeros::<f32>(x.len())?) } else { None };
     let mut dw = if need[1] { Some(gpu.zeros::<f32>(w.len())?) } else { None };
-    let chunk = if geo.pointwise() { n } else { (COLS_BUDGET / (k * p).max(1)).clamp(1, n) };
-    let mut cols = if geo.pointwise() || dw.is_none() { None } else { Some(gpu.zeros::<f32>(chunk * k * p)?) };
-    let mut dcols = if geo.pointwise() || dx.is_none() { None } else { Some(gpu.zeros::<f32>(chunk * k * p)?) };
+    let chunk = chunk_images(&geo, n, k * p);
+    let mut cols = if dw.is_some() { column_buffer(gpu, &geo, chunk * k * p)? } else { None };
+    let mut dcols = if dx.is_some() { column_buffer(gpu, &geo, chunk * k * p)? } else { None };
     for n0 in (0..n).step_by(chunk) {
         let cnt = chunk.min(n - n0);
         let dyv = dy.buf.slice(n0 * m * p..(n0 + cnt) * m * p);
         if let Some(dw) = dw.as_mut() {
-            // The columns of these images: the input itself for a pointwise window.
-            let colv = match cols.as_mut() {
-                Some(cols) => {
-                    im2col(gpu, &x.buf, cols, geo, n0, cnt * k * p)?;
-                    cols.slice(..cnt * k * p)
-                }
-                None => x.buf.slice(n0 * c * hw..(n0 + cnt) * c * hw),
-            };
+            let colv = columns(gpu, x, cols.as_mut(), geo, n0, cnt, k * p)?;
             for i in 0..cnt {
                 let (d, cl) = (dyv.slice(i * m * p..(i + 1) * m * p), colv.slice(i * k * p..(i + 1) * k * p));
                 let beta = if n0 + i == 0 { 0.0 } else { 1.0 };
@@ -563,109 +577,61 @@ fn conv_backward(
             }
         }
         if let Some(dx) = dx.as_mut() {
-            match dcols.as_mut() {
-                Some(dcols) => {
-                    let mut dcv = dcols.slice_mut(..cnt * k * p);
-                    gpu.gemm(
-                        (true, false),
-                        (k, p, m),
-                        1.0,
-                        (&wv, k),
-                        (&dyv, p),
-                        0.0,
-                        &mut dcv,
-                        cnt,
-                        (0, m * p, k * p),
-                    )?;
-                    gpu.window_kernel_at("col2im", dcols, dx, geo, n0, cnt * c * hw)?;
-                }
-                None => {
-                    let mut dxv = dx.slice_mut(n0 * c * hw..(n0 + cnt) * c * hw);
-                    gpu.gemm(
-                        (true, false),
-                        (k, p, m),
-                        1.0,
-                        (&wv, k),
-                        (&dyv, p),
-                        0.0,
-                        &mut dxv,
-                        cnt,
-                        (0, m * p, k * p),
-                    )?;
-                }
+            // Wᵀ·dYₙ: the columns' gradient, folded back by col2im; dx itself for a pointwise window.
+            let mut target = match dcols.as_mut() {
+                Some(dcols) => dcols.slice_mut(..cnt * k * p),
+                None => dx.slice_mut(n0 * c * hw..(n0 + cnt) * c * hw),
+            };
+            gpu.gemm((true, false), (k, p, m), 1.0, (&wv, k), (&dyv, p), 0.0, &mut target, cnt, (0, m * p, k * p))?;
+            if let Some(dcols) = dcols.as_ref() {
+                gpu.chunk_kernel("col2im", dcols, dx, geo, n0, cnt * c * hw)?;
             }
         }
     }
     let mut out = vec![dx.map(|d| gpu.tensor(&x.shape, d)), dw.map(|d| gpu.tensor(&w.shape, d))];
     if rec.shapes.len() > 2 {
-        out.push(if need[2] {
-            let sums = gpu.channel_sums(0, &dy.buf, None, None, None, &dy.shape, 1.0)?;
-            Some(gpu.tensor(&[m], gpu.to_f32(&sums, m)?))
-        } else {
-            None
-        });
+        let db =
+            if need[2] { Some(gpu.tensor(&[m], gpu.channel_totals(0, &dy.buf, None, None, &dy.shape)?)) } else { None };
+        out.push(db);
     }
     Ok(out)
-}
-
-impl Gpu {
-    /// `col2im(cols, dx, geo, n0, n)`.
-    fn window_kernel_at(
-        &self,
-        name: &str,
-        a: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
-        geo: Geo,
-        n0: usize,
-        n: usize,
-    ) -> Result<()> {
-        let (first, nn) = (n0 as i32, n as i64);
-        let mut l = self.launch(name);
-        l.arg(a).arg(out).arg(&geo).arg(&first).arg(&nn);
-        self.go(l, n, name)
-    }
 }
 
 fn batchnorm_forward(gpu: &Gpu, bn: &BatchNorm, x: &[&DTensor], batch_stats: bool) -> Result<GForward> {
     let shape = &x[0].shape;
     let (c, n) = (shape[1], x[0].len());
-    let plane = (n / (shape[0] * c).max(1)) as i64;
-    let (inv, shift, updates) = if batch_stats {
-        let count = (n / c) as f64;
-        let mean = gpu.channel_sums(0, &x[0].buf, None, None, None, shape, 1.0 / count)?;
-        let var = gpu.channel_sums(1, &x[0].buf, None, Some(&mean), None, shape, 1.0 / count)?;
-        let [mut inv, mut shift, mut new_mean, mut new_var] =
-            [gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?];
-        let ci = c as i32;
-        let mut l = gpu.launch("batchnorm_stats");
-        l.arg(&mean).arg(&var).arg(&bn.epsilon).arg(&bn.momentum).arg(&count).arg(&*x[3].buf).arg(&*x[4].buf);
-        l.arg(&mut inv).arg(&mut shift).arg(&mut new_mean).arg(&mut new_var).arg(&ci);
-        gpu.go(l, c, "BatchNorm statistics")?;
-        let updates = vec![(3, gpu.tensor(&[c], new_mean)), (4, gpu.tensor(&[c], new_var))];
-        (inv, shift, updates)
-    } else {
+    let (ci, plane, nn) = (c as i32, (n / (shape[0] * c).max(1)) as i64, n as i64);
+    let mut y = gpu.zeros::<f32>(n)?;
+    if !batch_stats {
         // The running statistics folded into one scale and shift, as the CPU's inference form.
         let (mut scale, mut shift) = (gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?);
-        let ci = c as i32;
         let mut l = gpu.launch("batchnorm_fold");
         l.arg(&*x[1].buf).arg(&*x[2].buf).arg(&*x[3].buf).arg(&*x[4].buf).arg(&bn.epsilon);
         l.arg(&mut scale).arg(&mut shift).arg(&ci);
         gpu.go(l, c, "BatchNorm")?;
-        let mut y = gpu.zeros::<f32>(n)?;
-        let nn = n as i64;
         let mut l = gpu.launch("channel_affine");
         l.arg(&*x[0].buf).arg(&mut y).arg(&scale).arg(&shift).arg(&ci).arg(&plane).arg(&nn);
         gpu.go(l, n, "BatchNorm")?;
         return Ok(GForward { y: gpu.tensor(shape, y), extra: Extra::default(), updates: Vec::new() });
-    };
-    let mut y = gpu.zeros::<f32>(n)?;
-    let (ci, nn) = (c as i32, n as i64);
+    }
+    let count = (n / c) as f64;
+    let mean = gpu.channel_sums(0, &x[0].buf, None, None, None, shape, 1.0 / count)?;
+    let var = gpu.channel_sums(1, &x[0].buf, None, Some(&mean), None, shape, 1.0 / count)?;
+    let [mut inv, mut shift, mut new_mean, mut new_var] =
+        [gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?, gpu.zeros::<f32>(c)?];
+    let mut l = gpu.launch("batchnorm_stats");
+    l.arg(&mean).arg(&var).arg(&bn.epsilon).arg(&bn.momentum).arg(&count).arg(&*x[3].buf).arg(&*x[4].buf);
+    l.arg(&mut inv).arg(&mut shift).arg(&mut new_mean).arg(&mut new_var).arg(&ci);
+    gpu.go(l, c, "BatchNorm statistics")?;
     let mut l = gpu.launch("batchnorm_apply");
     l.arg(&*x[0].buf).arg(&mut y).arg(&inv).arg(&shift).arg(&*x[1].buf).arg(&*x[2].buf);
     l.arg(&ci).arg(&plane).arg(&nn);
     gpu.go(l, n, "BatchNorm")?;
-    let extra = Extra { stats: Some((Arc::new(inv), Arc::new(shift))), argmax: None };
-    Ok(GForward { y: gpu.tensor(shape, y), extra, updates })
+    Ok(GForward {
+        y: gpu.tensor(shape, y),
+        extra: Extra { stats: Some((Arc::new(inv), Arc::new(shift))), argmax: None },
+        updates: vec![(3, gpu.tensor(&[c], new_mean)), (4, gpu.tensor(&[c], new_var))],
+    })
 }
 
 /// dβ = Σdy, dγ = Σdy·x̂ (x̂ recomputed from the saved x), dx as the CPU rule.
@@ -687,8 +653,8 @@ fn batchnorm_backward(
         }
     };
     let x = rec.input(0);
-    let dbeta = gpu.to_f32(&gpu.channel_sums(0, &dy.buf, None, None, None, shape, 1.0)?, c)?;
-    let dgamma = gpu.to_f32(&gpu.channel_sums(2, &dy.buf, Some(&x.buf), None, Some((inv, shift)), shape, 1.0)?, c)?;
+    let dbeta = gpu.channel_totals(0, &dy.buf, None, None, shape)?;
+    let dgamma = gpu.channel_totals(2, &dy.buf, Some(&x.buf), Some((inv, shift)), shape)?;
     let dx = if need[0] {
         let mut dx = gpu.zeros::<f32>(n)?;
         let (count, training) = ((n / c) as f32, rec.extra.stats.is_some() as i32);

@@ -35,6 +35,16 @@ impl Transpose {
             Some(p) => Err(format!("perm {p:?} does not fit rank {rank}")),
         }
     }
+
+    /// The permutation that undoes `perm(rank)` (the backward rule's).
+    pub fn inverse(&self, rank: usize) -> Result<Vec<usize>, String> {
+        let perm = self.perm(rank)?;
+        let mut inverse = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(inverse)
+    }
 }
 
 impl Op for Transpose {
@@ -54,11 +64,7 @@ impl Op for Transpose {
 
     /// dx = dy transposed by the inverse permutation.
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
-        let perm = self.perm(rec.shapes[0].len())?;
-        let mut inverse = vec![0; perm.len()];
-        for (i, &p) in perm.iter().enumerate() {
-            inverse[p] = i;
-        }
+        let inverse = self.inverse(rec.shapes[0].len())?;
         Ok(vec![Some(Tensor::from_vec(rec.shapes[0].clone(), layout::transpose(dy.data(), dy.shape(), &inverse)))])
     }
 }
