@@ -46,7 +46,9 @@ fn same_as_cpu(name: &str, case: Case) {
     let seed = Tensor::from_vec(tape.logits.shape(), values(tape.logits.len(), 99));
     let y = tape.logits.clone();
     let grads = plan.backward(tape, seed.clone()).unwrap();
-    let (gy, ggrads) = edgetune::gpu::vjp(&graph, &plan, &[], &seed).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let gpu_plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
+    let session = edgetune::gpu::GradSession::from_plan(&graph, gpu_plan, vec![]).unwrap();
+    let (gy, ggrads) = session.vjp(&[], &seed).unwrap_or_else(|e| panic!("{name}: {e}"));
     let e = rel(&gy, &y);
     assert!(e <= 1e-5, "{name}: output differs by {e:.2e}");
     for (k, (a, b)) in ggrads.iter().zip(&grads).enumerate() {

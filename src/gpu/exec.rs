@@ -33,16 +33,30 @@ pub struct GTape {
     pub updates: Bound,
 }
 
-/// Runs `plan` from `values` (bound tensors and inputs already in place). With `record`
+/// What one forward pass leaves: every value still alive, the records, the running-statistic updates.
+struct Pass {
+    values: Vec<Option<DTensor>>,
+    records: Vec<Option<GRecord>>,
+    updates: Bound,
+}
+
+/// Runs `plan` with `bound` values (weights, constants) and the graph `inputs`. With `record`
 /// (whether each value needs a gradient), keeps what each such step's backward rule reads.
 fn forward(
     gpu: &Gpu,
     plan: &Plan,
     ops: &[GOp],
-    values: &mut [Option<DTensor>],
+    (bound, inputs): (&[(ValueId, DTensor)], Vec<DTensor>),
     training: bool,
     record: Option<&dyn Fn(ValueId) -> bool>,
-) -> Result<(Vec<Option<GRecord>>, Bound)> {
+) -> Result<Pass> {
+    let mut values: Vec<Option<DTensor>> = vec![None; plan.n_values];
+    for (v, t) in bound {
+        values[*v] = Some(t.clone());
+    }
+    for (&v, t) in plan.inputs.iter().zip(inputs) {
+        values[v] = Some(t);
+    }
     let mut records = Vec::with_capacity(plan.steps.len());
     let mut updates = Vec::new();
     for (i, (step, op)) in plan.steps.iter().zip(ops).enumerate() {
@@ -59,7 +73,7 @@ fn forward(
             values[v] = None;
         }
     }
-    Ok((records, updates))
+    Ok(Pass { values, records, updates })
 }
 
 /// Inference on the GPU: plans per input shape, weights uploaded once per plan.
@@ -94,7 +108,7 @@ impl Inference {
             crate::exec::check_inputs(&self.graph, shapes)?;
             let plan = plan::plan(&self.graph, shapes)?;
             let ops = gpu_ops(&self.graph, &plan)?;
-            let bound = plan.bound.iter().map(|(v, t)| Ok((*v, self.gpu.upload(t)?))).collect::<Result<_>>()?;
+            let bound = self.gpu.upload_bound(plan.bound.iter())?;
             self.plans.insert(shapes.to_vec(), Prepared { plan, ops, bound });
         }
         Ok(&self.plans[shapes])
@@ -105,15 +119,8 @@ impl Inference {
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
         self.prepared(&shapes)?;
         let p = &self.plans[&shapes];
-        let mut values: Vec<Option<DTensor>> = vec![None; p.plan.n_values];
-        for (v, t) in &p.bound {
-            values[*v] = Some(t.clone());
-        }
-        for (&v, t) in p.plan.inputs.iter().zip(inputs) {
-            values[v] = Some(t);
-        }
-        forward(&self.gpu, &p.plan, &p.ops, &mut values, false, None)?;
-        Ok(p.plan.outputs.iter().map(|&v| values[v].clone().expect("graph output computed")).collect())
+        let pass = forward(&self.gpu, &p.plan, &p.ops, (&p.bound, inputs), false, None)?;
+        Ok(p.plan.outputs.iter().map(|&v| pass.values[v].clone().expect("graph output computed")).collect())
     }
 
     /// Runs the model on host inputs and returns every graph output.
@@ -133,18 +140,10 @@ pub fn record(
     bound: &[(ValueId, DTensor)],
     inputs: Vec<DTensor>,
 ) -> Result<GTape> {
-    let plan = gp.plan();
-    let mut values: Vec<Option<DTensor>> = vec![None; plan.n_values];
-    for (v, t) in bound {
-        values[*v] = Some(t.clone());
-    }
-    for (&v, t) in gp.inputs().iter().zip(inputs) {
-        values[v] = Some(t);
-    }
     let needs = |v: ValueId| gp.requires_grad(v);
-    let (records, updates) = forward(gpu, plan, ops, &mut values, true, Some(&needs))?;
-    let logits = values[gp.logits_value()].take().expect("logits computed");
-    Ok(GTape { records, logits, updates })
+    let mut pass = forward(gpu, gp.plan(), ops, (bound, inputs), true, Some(&needs))?;
+    let logits = pass.values[gp.logits_value()].take().expect("logits computed");
+    Ok(GTape { records: pass.records, logits, updates: pass.updates })
 }
 
 /// The reverse walk from `dlogits`: the gradient of every trainable parameter, in `params`
@@ -191,14 +190,7 @@ pub fn backward(
 /// Mean softmax cross-entropy of device logits and its gradient (design.md's contract, as
 /// `train::loss`): labels checked on the host, per-row terms and the gradient on the device.
 pub fn cross_entropy(gpu: &Gpu, logits: &DTensor, labels: &[i64]) -> Result<(f32, DTensor)> {
-    if logits.shape.len() != 2 {
-        return Err(Error::data(
-            "logits",
-            format!("the first output has shape {:?}; the loss needs [batch, classes]", logits.shape),
-        ));
-    }
-    let (n, k) = (logits.shape[0], logits.shape[1]);
-    loss::check_labels(labels, n, k)?;
+    let (n, k) = loss::check_logits(&logits.shape, labels)?;
     let labels32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
     let labels_d = gpu.to_device(&labels32)?;
     let (mut rows, mut grad) = (gpu.zeros::<f64>(n)?, gpu.zeros::<f32>(n * k)?);
@@ -206,45 +198,51 @@ pub fn cross_entropy(gpu: &Gpu, logits: &DTensor, labels: &[i64]) -> Result<(f32
     let mut l = gpu.launch("cross_entropy");
     l.arg(&*logits.buf).arg(&labels_d).arg(&mut rows).arg(&mut grad).arg(&ni).arg(&ki);
     gpu.go(l, n, "cross-entropy")?;
-    let total: f64 = gpu.to_host(&rows)?.iter().sum();
-    let loss = (total / n as f64) as f32;
-    if !loss.is_finite() {
-        return Err(Error::NonFinite(format!("the loss is {loss} (logits contain NaN or infinity)")));
-    }
+    let loss = loss::mean_loss(gpu.to_host(&rows)?.iter().sum(), n)?;
     Ok((loss, gpu.tensor(&logits.shape, grad)))
 }
 
-/// A training plan on the GPU with its weights uploaded: `edgetune grad` and `bench grad`.
+/// A training plan on the GPU with its weights uploaded: `edgetune grad`, `bench grad`, and the
+/// GPU-vs-CPU tests (`vjp`).
 pub struct GradSession {
     gpu: Gpu,
     gp: GradPlan,
     ops: Vec<GOp>,
     bound: Bound,
-    /// The input shape the plan is for.
-    shape: Vec<usize>,
+    /// The input shapes the plan is for.
+    shapes: Vec<Vec<usize>>,
 }
 
 impl GradSession {
     /// Plans `graph` for inputs of `shape`, differentiating the initializers with `trainable` set.
     pub fn new(graph: &Graph, shape: &[usize], trainable: &[bool], bn: BnMode) -> Result<GradSession> {
+        let shapes = vec![shape.to_vec()];
+        GradSession::from_plan(graph, GradPlan::new(graph, &shapes, trainable, bn)?, shapes)
+    }
+
+    /// A session for `gp`, planned for inputs of `shapes`.
+    pub fn from_plan(graph: &Graph, gp: GradPlan, shapes: Vec<Vec<usize>>) -> Result<GradSession> {
         let gpu = Gpu::open()?;
-        let gp = GradPlan::new(graph, &[shape.to_vec()], trainable, bn)?;
         let ops = gpu_ops(graph, gp.plan())?;
-        let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<_>>()?;
-        Ok(GradSession { gpu, gp, ops, bound, shape: shape.to_vec() })
+        let bound = gpu.upload_bound(gp.plan().bound.iter())?;
+        Ok(GradSession { gpu, gp, ops, bound, shapes })
+    }
+
+    /// The recorded forward pass on host `inputs` (refused unless they have the planned shapes).
+    fn tape(&self, inputs: &[Tensor]) -> Result<GTape> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        if shapes != self.shapes {
+            return Err(Error::data("input", format!("shapes {shapes:?}, but the GPU plan is for {:?}", self.shapes)));
+        }
+        let inputs = inputs.iter().map(|t| self.gpu.upload(t)).collect::<Result<_>>()?;
+        record(&self.gpu, &self.gp, &self.ops, &self.bound, inputs)
     }
 
     /// Loss and the gradients of the trainable initializers (in initializer order) on one batch,
-    /// left on the device.
-    /// (The batch goes up and the loss comes back: what a step of `edgetune grad` costs.)
+    /// left on the device. (The batch goes up and the loss comes back: what a step of
+    /// `edgetune grad` costs.)
     pub fn run(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<DTensor>)> {
-        if x.shape() != self.shape {
-            return Err(Error::data(
-                "input",
-                format!("shape {:?}, but the GPU plan is for {:?}", x.shape(), self.shape),
-            ));
-        }
-        let tape = record(&self.gpu, &self.gp, &self.ops, &self.bound, vec![self.gpu.upload(x)?])?;
+        let tape = self.tape(std::slice::from_ref(x))?;
         let (loss, dlogits) = cross_entropy(&self.gpu, &tape.logits, labels)?;
         Ok((loss, backward(&self.gpu, &self.gp, &self.ops, tape.records, dlogits)?))
     }
@@ -252,7 +250,20 @@ impl GradSession {
     /// `run`, with the gradients downloaded.
     pub fn gradients(&self, x: &Tensor, labels: &[i64]) -> Result<(f32, Vec<Tensor>)> {
         let (loss, grads) = self.run(x, labels)?;
-        Ok((loss, grads.iter().map(|g| self.gpu.download(g)).collect::<Result<_>>()?))
+        Ok((loss, self.download_all(&grads)?))
+    }
+
+    /// The vector-Jacobian product: the plan's output (the logits) for `inputs`, and the gradient
+    /// of every trainable parameter when the output's gradient is `seed`.
+    pub fn vjp(&self, inputs: &[Tensor], seed: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        let tape = self.tape(inputs)?;
+        let y = self.gpu.download(&tape.logits)?;
+        let grads = backward(&self.gpu, &self.gp, &self.ops, tape.records, self.gpu.upload(seed)?)?;
+        Ok((y, self.download_all(&grads)?))
+    }
+
+    fn download_all(&self, ts: &[DTensor]) -> Result<Vec<Tensor>> {
+        ts.iter().map(|t| self.gpu.download(t)).collect()
     }
 
     /// The GPU's name.
@@ -269,18 +280,4 @@ impl GradSession {
     pub fn sync(&self) -> Result<()> {
         self.gpu.sync()
     }
-}
-
-/// The vector-Jacobian product of a training plan on the GPU: its output (the logits) for
-/// `inputs`, and the gradient of every trainable parameter when the output's gradient is `seed`
-/// (what the tests compare with the CPU's `GradPlan::forward` and `backward`).
-pub fn vjp(graph: &Graph, gp: &GradPlan, inputs: &[Tensor], seed: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-    let gpu = Gpu::open()?;
-    let ops = gpu_ops(graph, gp.plan())?;
-    let bound = gp.plan().bound.iter().map(|(v, t)| Ok((*v, gpu.upload(t)?))).collect::<Result<Vec<_>>>()?;
-    let inputs = inputs.iter().map(|t| gpu.upload(t)).collect::<Result<_>>()?;
-    let tape = record(&gpu, gp, &ops, &bound, inputs)?;
-    let y = gpu.download(&tape.logits)?;
-    let grads = backward(&gpu, gp, &ops, tape.records, gpu.upload(seed)?)?;
-    Ok((y, grads.iter().map(|g| gpu.download(g)).collect::<Result<_>>()?))
 }

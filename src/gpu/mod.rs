@@ -23,7 +23,7 @@ use cudarc::driver::{
 use crate::error::{Error, Result};
 use crate::graph::ValueId;
 use crate::tensor::Tensor;
-pub use exec::{vjp, GradSession, Inference};
+pub use exec::{GradSession, Inference};
 pub use train::{znorm_bench, GpuTrainer};
 
 /// Every kernel in `kernels.cu`, loaded once.
@@ -160,6 +160,11 @@ impl Gpu {
     pub fn upload(&self, t: &Tensor) -> Result<DTensor> {
         let buf = self.stream.clone_htod(t.data()).or_fail("upload")?;
         Ok(DTensor { shape: t.shape().to_vec(), buf: Arc::new(buf) })
+    }
+
+    /// Uploads bound values (a plan's weights and constants).
+    pub fn upload_bound<'a>(&self, bound: impl Iterator<Item = &'a (ValueId, Tensor)>) -> Result<Bound> {
+        bound.map(|(v, t)| Ok((*v, self.upload(t)?))).collect()
     }
 
     pub fn download(&self, t: &DTensor) -> Result<Tensor> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
 
-use super::exec::{backward, cross_entropy, gpu_ops, record};
+use super::exec::{backward, cross_entropy, gpu_ops, record, GTape};
 use super::ops::GOp;
 use super::{Bound, DTensor, Gpu};
 use crate::autodiff::GradPlan;
@@ -21,9 +21,16 @@ use crate::tensor::Tensor;
 use crate::train::optim::Rule;
 use crate::train::transform::GradNorm;
 
+/// A trainer's tensors as it keeps them: value id, ONNX name, value.
+pub type Named = (ValueId, String, Tensor);
+
 /// Device state of a `Trainer`: tensors in the trainer's order.
 pub struct GpuTrainer {
     gpu: Gpu,
+    /// Value ids of the parameters and of the running statistics; the parameters' names.
+    param_ids: Vec<ValueId>,
+    running_ids: Vec<ValueId>,
+    names: Vec<String>,
     params: Vec<DTensor>,
     running: Vec<DTensor>,
     /// Momentum buffer / first moment, second moment (one-element placeholders where unused).
@@ -40,12 +47,15 @@ pub struct GpuStep {
 }
 
 impl GpuTrainer {
-    /// Uploads weights, running statistics and optimizer state (`first`/`second` may be empty
-    /// vectors where the rule keeps none).
-    pub fn new(params: &[&Tensor], running: &[&Tensor], first: &[Vec<f32>], second: &[Vec<f32>]) -> Result<GpuTrainer> {
-        let gpu = Gpu::open()?;
+    /// Uploads a trainer's weights, running statistics and optimizer state (`first`/`second` may
+    /// be empty vectors where the rule keeps none).
+    pub fn new(params: &[Named], running: &[Named], first: &[Vec<f32>], second: &[Vec<f32>]) -> Result<GpuTrainer> {
+        let ids = |v: &[Named]| v.iter().map(|(id, _, _)| *id).collect();
         let mut t = GpuTrainer {
-            gpu,
+            gpu: Gpu::open()?,
+            param_ids: ids(params),
+            running_ids: ids(running),
+            names: params.iter().map(|(_, n, _)| n.clone()).collect(),
             params: Vec::new(),
             running: Vec::new(),
             first: Vec::new(),
@@ -72,16 +82,10 @@ impl GpuTrainer {
         self.first.iter().zip(&self.second).map(|(a, b)| Ok((down(a, used.0)?, down(b, used.1)?))).collect()
     }
 
-    /// Replaces every device tensor (at the start, and after `--resume`).
-    pub fn load(
-        &mut self,
-        params: &[&Tensor],
-        running: &[&Tensor],
-        first: &[Vec<f32>],
-        second: &[Vec<f32>],
-    ) -> Result<()> {
+    /// Replaces every device tensor (at the start, and after `--resume`), same order as `new`.
+    pub fn load(&mut self, params: &[Named], running: &[Named], first: &[Vec<f32>], second: &[Vec<f32>]) -> Result<()> {
         let gpu = &self.gpu;
-        let up = |ts: &[&Tensor]| ts.iter().map(|t| gpu.upload(t)).collect::<Result<Vec<_>>>();
+        let up = |ts: &[Named]| ts.iter().map(|(_, _, t)| gpu.upload(t)).collect::<Result<Vec<_>>>();
         let state = |v: &[Vec<f32>]| {
             v.iter().map(|s| gpu.to_device(if s.is_empty() { &[0.0][..] } else { s })).collect::<Result<Vec<_>>>()
         };
@@ -90,61 +94,39 @@ impl GpuTrainer {
         Ok(())
     }
 
-    /// The forward pass (recorded when `train`), with the current weights; `ids` are the value
-    /// ids of the parameters and running statistics, in the trainer's order.
-    fn tape(
-        &mut self,
-        graph: &Graph,
-        gp: &GradPlan,
-        train: bool,
-        ids: (&[ValueId], &[ValueId]),
-        x: &Tensor,
-    ) -> Result<super::exec::GTape> {
+    /// The forward pass (recorded when `train`) of `gp` with the current weights.
+    fn tape(&mut self, graph: &Graph, gp: &GradPlan, train: bool, x: &Tensor) -> Result<GTape> {
         let key = (x.shape().to_vec(), train);
         if !self.plans.contains_key(&key) {
             let ops = gpu_ops(graph, gp.plan())?;
-            let consts = gp
-                .plan()
-                .bound
-                .iter()
-                .filter(|(v, _)| !ids.0.contains(v) && !ids.1.contains(v))
-                .map(|(v, t)| Ok((*v, self.gpu.upload(t)?)))
-                .collect::<Result<Vec<_>>>()?;
+            let ours = |v: &ValueId| self.param_ids.contains(v) || self.running_ids.contains(v);
+            let consts = self.gpu.upload_bound(gp.plan().bound.iter().filter(|(v, _)| !ours(v)))?;
             self.plans.insert(key.clone(), (ops, consts));
         }
         let (ops, consts) = &self.plans[&key];
         let mut bound = consts.clone();
-        bound.extend(ids.0.iter().copied().zip(self.params.iter().cloned()));
-        bound.extend(ids.1.iter().copied().zip(self.running.iter().cloned()));
+        bound.extend(self.param_ids.iter().copied().zip(self.params.iter().cloned()));
+        bound.extend(self.running_ids.iter().copied().zip(self.running.iter().cloned()));
         record(&self.gpu, gp, ops, &bound, vec![self.gpu.upload(x)?])
     }
 
     /// The logits with the current weights under an inference-mode plan.
-    pub fn logits(
-        &mut self,
-        graph: &Graph,
-        gp: &GradPlan,
-        ids: (&[ValueId], &[ValueId]),
-        x: &Tensor,
-    ) -> Result<Tensor> {
-        let tape = self.tape(graph, gp, false, ids, x)?;
+    pub fn logits(&mut self, graph: &Graph, gp: &GradPlan, x: &Tensor) -> Result<Tensor> {
+        let tape = self.tape(graph, gp, false, x)?;
         self.gpu.download(&tape.logits)
     }
 
-    /// One training step at optimizer step `t` (1-based) with `rule` (its learning rate set).
-    /// `names` name the parameters in errors.
-    #[allow(clippy::too_many_arguments)]
+    /// One training step of `gp` at optimizer step `t` (1-based) with `rule` (its learning rate
+    /// set).
     pub fn step(
         &mut self,
         graph: &Graph,
         gp: &GradPlan,
-        ids: (&[ValueId], &[ValueId]),
-        names: &[&str],
         x: &Tensor,
         labels: &[i64],
         (norm, rule, t): (GradNorm, Rule, u64),
     ) -> Result<GpuStep> {
-        let tape = self.tape(graph, gp, true, ids, x)?;
+        let tape = self.tape(graph, gp, true, x)?;
         let (loss, dlogits) = cross_entropy(&self.gpu, &tape.logits, labels)?;
         let logits = self.gpu.download(&tape.logits)?;
         let ops = &self.plans[&(x.shape().to_vec(), true)].0;
@@ -152,10 +134,10 @@ impl GpuTrainer {
         // Everything below changes state: first make sure the gradients are finite.
         let (affs, bad) = self.transform(norm, &grads)?;
         if let Some(i) = bad {
-            return Err(Error::NonFinite(format!("the gradient of '{}' holds NaN or infinity", names[i])));
+            return Err(Error::NonFinite(format!("the gradient of '{}' holds NaN or infinity", self.names[i])));
         }
         for (v, t) in tape.updates {
-            if let Some(i) = ids.1.iter().position(|&id| id == v) {
+            if let Some(i) = self.running_ids.iter().position(|&id| id == v) {
                 self.running[i] = t;
             }
         }
@@ -296,7 +278,8 @@ pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
     };
     let (p, g) = (host(4), host(3));
     let zeros: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
-    let mut t = GpuTrainer::new(&p.iter().collect::<Vec<_>>(), &[], &zeros, &zeros)?;
+    let named: Vec<Named> = p.into_iter().enumerate().map(|(i, t)| (i, format!("t{i}"), t)).collect();
+    let mut t = GpuTrainer::new(&named, &[], &zeros, &zeros)?;
     let grads = g.iter().map(|x| t.gpu.upload(x)).collect::<Result<Vec<_>>>()?;
     let mut out = sizes.iter().map(|&n| t.gpu.zeros::<f32>(n)).collect::<Result<Vec<_>>>()?;
     let identity = t.gpu.to_device(&[1.0f32, 0.0])?;

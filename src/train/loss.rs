@@ -18,16 +18,30 @@ pub fn check_labels(labels: &[i64], batch: usize, classes: usize) -> Result<()> 
     Ok(())
 }
 
-/// Loss and its gradient with respect to `logits` (`[N, K]`).
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<(f32, Tensor)> {
-    if logits.rank() != 2 {
+/// Checks logits of `shape` (`[N, K]`) and their labels; returns (N, K).
+pub fn check_logits(shape: &[usize], labels: &[i64]) -> Result<(usize, usize)> {
+    let &[n, k] = shape else {
         return Err(Error::data(
             "logits",
-            format!("the first output has shape {:?}; the loss needs [batch, classes]", logits.shape()),
+            format!("the first output has shape {shape:?}; the loss needs [batch, classes]"),
         ));
-    }
-    let (n, k) = (logits.shape()[0], logits.shape()[1]);
+    };
     check_labels(labels, n, k)?;
+    Ok((n, k))
+}
+
+/// The mean loss from the sum of the per-row terms, or why it is not finite.
+pub fn mean_loss(total: f64, rows: usize) -> Result<f32> {
+    let loss = (total / rows as f64) as f32;
+    if !loss.is_finite() {
+        return Err(Error::NonFinite(format!("the loss is {loss} (logits contain NaN or infinity)")));
+    }
+    Ok(loss)
+}
+
+/// Loss and its gradient with respect to `logits` (`[N, K]`).
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<(f32, Tensor)> {
+    let (n, k) = check_logits(logits.shape(), labels)?;
     let mut grad = vec![0.0f32; n * k];
     let mut total = 0.0f64;
     for (i, (row, g)) in logits.data().chunks(k).zip(grad.chunks_mut(k)).enumerate() {
@@ -41,11 +55,7 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[i64]) -> Result<(f32, Te
             *gv = ((p - if j == y { 1.0 } else { 0.0 }) / n as f64) as f32;
         }
     }
-    let loss = (total / n as f64) as f32;
-    if !loss.is_finite() {
-        return Err(Error::NonFinite(format!("the loss is {loss} (logits contain NaN or infinity)")));
-    }
-    Ok((loss, Tensor::from_vec([n, k], grad)))
+    Ok((mean_loss(total, n)?, Tensor::from_vec([n, k], grad)))
 }
 
 #[cfg(test)]

@@ -102,8 +102,7 @@ impl Trainer {
         #[cfg(feature = "cuda")]
         if device == Device::Cuda && self.gpu.is_none() {
             let o = &self.optimizer;
-            let gpu =
-                crate::gpu::GpuTrainer::new(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)?;
+            let gpu = crate::gpu::GpuTrainer::new(&self.params, &self.running, &o.first, &o.second)?;
             self.gpu = Some(gpu);
         }
         Ok(())
@@ -185,9 +184,8 @@ impl Trainer {
         #[cfg(feature = "cuda")]
         if self.gpu.is_some() {
             self.plan(x.shape(), false)?;
-            let ids = self.ids();
             let (plan, gpu) = (&self.plans[&(x.shape().to_vec(), false)], self.gpu.as_mut().expect("checked"));
-            return gpu.logits(&self.graph, plan, (&ids.0, &ids.1), &x);
+            return gpu.logits(&self.graph, plan, &x);
         }
         let overrides = self.overrides();
         let plan = self.plan(x.shape(), false)?;
@@ -239,8 +237,7 @@ impl Trainer {
         #[cfg(feature = "cuda")]
         if let Some(gpu) = &mut self.gpu {
             let o = &self.optimizer;
-            gpu.load(&tensors(&self.params), &tensors(&self.running), &o.first, &o.second)
-                .map_err(|e| e.to_string())?;
+            gpu.load(&self.params, &self.running, &o.first, &o.second).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -258,31 +255,18 @@ impl Trainer {
         Ok(names.zip(o.first.iter().zip(&o.second)).map(|(n, (a, b))| (n, a.clone(), b.clone())).collect())
     }
 
-    /// Value ids of the parameters and of the running statistics, in this trainer's order.
-    #[cfg(feature = "cuda")]
-    fn ids(&self) -> (Vec<ValueId>, Vec<ValueId>) {
-        (self.params.iter().map(|p| p.0).collect(), self.running.iter().map(|r| r.0).collect())
-    }
-
     /// `step` on the GPU: the optimizer's step count moves only when the step went through.
     #[cfg(feature = "cuda")]
     fn step_gpu(&mut self, x: &Tensor, labels: &[i64], lr: f32) -> Result<StepStats> {
         self.plan(x.shape(), true)?;
-        let ids = self.ids();
-        let names: Vec<&str> = self.params.iter().map(|p| p.1.as_str()).collect();
         let plan = &self.plans[&(x.shape().to_vec(), true)];
         let t = self.optimizer.steps + 1;
         let how = (self.norm, self.optimizer.rule.with_lr(lr), t);
         let gpu = self.gpu.as_mut().expect("checked by step");
-        let out = gpu.step(&self.graph, plan, (&ids.0, &ids.1), &names, x, labels, how)?;
+        let out = gpu.step(&self.graph, plan, x, labels, how)?;
         self.optimizer.steps = t;
         Ok(StepStats { loss: out.loss, correct: count_correct(&out.logits, labels), total: labels.len() })
     }
-}
-
-#[cfg(feature = "cuda")]
-fn tensors(v: &[(ValueId, String, Tensor)]) -> Vec<&Tensor> {
-    v.iter().map(|(_, _, t)| t).collect()
 }
 
 fn count_correct(logits: &Tensor, labels: &[i64]) -> usize {
