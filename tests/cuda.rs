@@ -42,12 +42,12 @@ fn same_as_cpu(name: &str, case: Case) {
     let (graph, _dir) = case.graph();
     let trainable = select::trainable(&graph, "all").unwrap();
     let plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
+    let session = edgetune::gpu::GradSession::from_plan(&graph, plan, vec![]).unwrap();
+    let plan = session.plan();
     let tape = plan.forward(vec![], &[]);
     let seed = Tensor::from_vec(tape.logits.shape(), values(tape.logits.len(), 99));
     let y = tape.logits.clone();
     let grads = plan.backward(tape, seed.clone()).unwrap();
-    let gpu_plan = GradPlan::build(&graph, &[], &trainable, case.bn, false).unwrap();
-    let session = edgetune::gpu::GradSession::from_plan(&graph, gpu_plan, vec![]).unwrap();
     let (gy, ggrads) = session.vjp(&[], &seed).unwrap_or_else(|e| panic!("{name}: {e}"));
     let e = rel(&gy, &y);
     assert!(e <= 1e-5, "{name}: output differs by {e:.2e}");
@@ -183,11 +183,10 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
                 eprintln!("{name} inference: {e:.1e}");
             }
             let trainable = select::trainable(&graph, "all").unwrap();
-            let plan = GradPlan::new(&graph, &[x.shape().to_vec()], &trainable, bn).unwrap();
-            let tape = plan.forward(vec![x.clone()], &[]);
-            let (loss, dlogits) = edgetune::train::loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
-            let want = plan.backward(tape, dlogits).unwrap();
             let session = edgetune::gpu::GradSession::new(&graph, x.shape(), &trainable, bn).unwrap();
+            let tape = session.plan().forward(vec![x.clone()], &[]);
+            let (loss, dlogits) = edgetune::train::loss::softmax_cross_entropy(&tape.logits, &labels).unwrap();
+            let want = session.plan().backward(tape, dlogits).unwrap();
             let (gloss, got) = session.gradients(&x, &labels).unwrap();
             assert!(((gloss - loss) / loss).abs() <= 1e-5, "{name} {bn:?}: loss {gloss} vs {loss}");
             let worst = got.iter().zip(&want).map(|(a, b)| rel(a, b)).fold(0.0, f64::max);

@@ -271,6 +271,11 @@ impl GradSession {
         self.gpu.name()
     }
 
+    /// The training plan (the same steps the CPU runs).
+    pub fn plan(&self) -> &GradPlan {
+        &self.gp
+    }
+
     /// Shape of the logits for this plan's input shape.
     pub fn logits_shape(&self) -> &[usize] {
         self.gp.logits_shape()

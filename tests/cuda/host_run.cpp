@@ -55,35 +55,30 @@ static void convolution() {
     auto x = values(batch * in, 1);
     std::vector<float> cols(count * k * p), want(count * k * p);
     launch(count * k * p, [&] { im2col(x.data(), cols.data(), s, n0, count * k * p); });
-    for (int i = 0; i < count; i++)
-        for (int c = 0; c < s.channels; c++)
-            for (int ky = 0; ky < s.kh; ky++)
-                for (int kx = 0; kx < s.kw; kx++)
-                    for (int oy = 0; oy < s.oh; oy++)
-                        for (int ox = 0; ox < s.ow; ox++) {
-                            int iy = oy * s.sh + ky * s.dh - s.ph, ix = ox * s.sw + kx * s.dw - s.pw;
-                            bool in_ = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
-                            long long r = (c * s.kh + ky) * s.kw + kx;
-                            want[(i * k + r) * p + oy * s.ow + ox] =
-                                in_ ? x[((n0 + i) * s.channels + c) * s.h * s.w + iy * s.w + ix] : 0.0f;
-                        }
+    // Every (column entry, input element) pair of the chunk; the input index is −1 for a padded tap.
+    auto taps = [&](auto visit) {
+        for (int i = 0; i < count; i++)
+            for (int c = 0; c < s.channels; c++)
+                for (int ky = 0; ky < s.kh; ky++)
+                    for (int kx = 0; kx < s.kw; kx++)
+                        for (int oy = 0; oy < s.oh; oy++)
+                            for (int ox = 0; ox < s.ow; ox++) {
+                                int iy = oy * s.sh + ky * s.dh - s.ph, ix = ox * s.sw + kx * s.dw - s.pw;
+                                bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+                                long long r = (c * s.kh + ky) * s.kw + kx;
+                                long long at = ((n0 + i) * s.channels + c) * s.h * s.w + iy * s.w + ix;
+                                visit((i * k + r) * p + oy * s.ow + ox, inside ? at : -1);
+                            }
+    };
+    taps([&](long long col, long long at) { want[col] = at < 0 ? 0.0f : x[at]; });
     expect("im2col", max_diff(cols, want), 0.0);
     // col2im is im2col's adjoint: scatter-add the columns back.
     auto g = values(count * k * p, 2);
     std::vector<float> dx(batch * in, 0.0f), scatter(batch * in, 0.0f);
     launch(count * in, [&] { col2im(g.data(), dx.data(), s, n0, count * in); });
-    for (int i = 0; i < count; i++)
-        for (int c = 0; c < s.channels; c++)
-            for (int ky = 0; ky < s.kh; ky++)
-                for (int kx = 0; kx < s.kw; kx++)
-                    for (int oy = 0; oy < s.oh; oy++)
-                        for (int ox = 0; ox < s.ow; ox++) {
-                            int iy = oy * s.sh + ky * s.dh - s.ph, ix = ox * s.sw + kx * s.dw - s.pw;
-                            if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
-                            long long r = (c * s.kh + ky) * s.kw + kx;
-                            scatter[((n0 + i) * s.channels + c) * s.h * s.w + iy * s.w + ix] +=
-                                g[(i * k + r) * p + oy * s.ow + ox];
-                        }
+    taps([&](long long col, long long at) {
+        if (at >= 0) scatter[at] += g[col];
+    });
     expect("col2im", max_diff(dx, scatter), 1e-6);
 }
 
