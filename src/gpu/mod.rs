@@ -92,18 +92,14 @@ pub struct Gpu {
     kernels: HashMap<&'static str, CudaFunction>,
 }
 
-/// Maps a CUDA error onto a runtime error that says what was being done.
-pub(crate) fn fail(what: &str) -> impl Fn(&dyn std::fmt::Debug) -> Error + '_ {
-    move |e| Error::Runtime(format!("CUDA: {what}: {e:?}"))
-}
-
+/// A CUDA error as a runtime error that says what was being done.
 trait OrFail<T> {
     fn or_fail(self, what: &str) -> Result<T>;
 }
 
 impl<T, E: std::fmt::Debug> OrFail<T> for std::result::Result<T, E> {
     fn or_fail(self, what: &str) -> Result<T> {
-        self.map_err(|e| fail(what)(&e))
+        self.map_err(|e| Error::Runtime(format!("CUDA: {what}: {e:?}")))
     }
 }
 
@@ -158,8 +154,7 @@ impl Gpu {
     }
 
     pub fn upload(&self, t: &Tensor) -> Result<DTensor> {
-        let buf = self.stream.clone_htod(t.data()).or_fail("upload")?;
-        Ok(DTensor { shape: t.shape().to_vec(), buf: Arc::new(buf) })
+        Ok(self.tensor(t.shape(), self.to_device(t.data())?))
     }
 
     /// Uploads bound values (a plan's weights and constants).
@@ -168,8 +163,7 @@ impl Gpu {
     }
 
     pub fn download(&self, t: &DTensor) -> Result<Tensor> {
-        let v = self.stream.clone_dtoh(&*t.buf).or_fail("download")?;
-        Ok(Tensor::from_vec(t.shape.clone(), v))
+        Ok(Tensor::from_vec(t.shape.clone(), self.to_host(&*t.buf)?))
     }
 
     pub fn to_host<T: cudarc::driver::DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>) -> Result<Vec<T>> {

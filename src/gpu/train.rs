@@ -11,7 +11,7 @@ use cudarc::driver::{CudaSlice, CudaViewMut, PushKernelArg};
 
 use super::exec::{backward, cross_entropy, gpu_ops, record, GTape};
 use super::ops::GOp;
-use super::{Bound, DTensor, Gpu};
+use super::{Bound, DTensor, Gpu, OrFail};
 use crate::autodiff::GradPlan;
 use crate::device::ZnormTimes;
 use crate::error::{Error, Result};
@@ -261,7 +261,7 @@ impl GpuTrainer {
 /// The tensor's buffer, copied first if anything else still holds it.
 fn unique<'a>(gpu: &Gpu, t: &'a mut DTensor) -> Result<&'a mut CudaSlice<f32>> {
     if Arc::get_mut(&mut t.buf).is_none() {
-        let copy = gpu.stream.clone_dtod(&*t.buf).map_err(|e| super::fail("copy")(&e))?;
+        let copy = gpu.stream.clone_dtod(&*t.buf).or_fail("copy")?;
         t.buf = Arc::new(copy);
     }
     Ok(Arc::get_mut(&mut t.buf).expect("unique after the copy"))
