@@ -13,6 +13,16 @@ pub enum Device {
     Cuda,
 }
 
+impl Device {
+    /// The flag's value, `cpu` or `cuda` (for reports).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 /// Why `--device cuda` cannot run here, or `None` when it can be tried (the libraries load; the
 /// GPU itself is checked when it is opened).
 pub fn cuda_unavailable() -> Option<String> {

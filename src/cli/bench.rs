@@ -236,7 +236,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         println!(
             "{}",
             json!({"bench": what, "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
-                   "threads": pool.current_num_threads(), "device": device_name(b.out.device), "on": on,
+                   "threads": pool.current_num_threads(), "device": b.out.device.name(), "on": on,
                    "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
                    "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
         );
@@ -379,7 +379,7 @@ fn infer(b: InferBench) -> Result<()> {
         println!(
             "{}",
             json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
-                   "device": device_name(b.out.device), "on": on, "iters": times.len(), "median_ms": med, "min_ms": min,
+                   "device": b.out.device.name(), "on": on, "iters": times.len(), "median_ms": med, "min_ms": min,
                    "img_per_s": ips, "first_output_ms": first_ms})
         );
     } else {
@@ -390,11 +390,4 @@ fn infer(b: InferBench) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn device_name(d: Device) -> &'static str {
-    match d {
-        Device::Cpu => "cpu",
-        Device::Cuda => "cuda",
-    }
 }
