@@ -3,12 +3,16 @@
 //! transform, with ZNorm and with GC, on the CIFAR ResNet-20 with BatchNorm in training mode and
 //! the same batch at every step. Every weight, optimizer moment and running statistic within
 //! 1e-5 relative of PyTorch's float64 result (design.md; judged on the compact summaries), except
-//! where float32 arithmetic alone moves the tensor further than that (`f32_rel_err`: PyTorch's own
-//! float32 run; `f32_variants_rel_err`: its other float32 implementations; ZNorm and Adam amplify
-//! rounding in small gradient entries into whole steps of size lr): there the bound is 3 × that
-//! noise — edgetune must be as close to the exact trajectory as PyTorch's float32 is. The losses
-//! of the 3 steps likewise: within 1e-5 of PyTorch's float64 loss, or 3 × its float32 loss's
-//! distance from it where that is larger.
+//! where float32 arithmetic alone moves the tensor further than that: there the bound is 3 × that
+//! noise (`f32_noise`: the furthest of 12 PyTorch float32 runs of the same steps — default, 1
+//! thread, channels-last, oneDNN off, the batch rows in 8 other orders — from float64, in this
+//! test's own measure). Adam's g/(|g| + ε) turns the rounding of a gradient entry near zero into
+//! a step anywhere in ±lr, and a ReLU input within rounding of zero passes or stops its gradient
+//! by the rounding, so that noise reaches 1e-2 on some tensors while it stays near 1e-6 on most:
+//! edgetune must be as close to the exact trajectory as float32 lets any implementation be. The
+//! losses of the 3 steps likewise (`losses_f32_noise`). The bounds still catch small mistakes:
+//! taking Adam's 1 − β₂ in float32 (second moments 1.3e-5 off) fails four of the six Adam cases,
+//! and a momentum off by 1e-4 relative fails all three SGD cases.
 //!
 //! The same comparison runs through the CLI (`edgetune finetune --steps 3 --no-shuffle`) for one
 //! case per optimizer, reading the weights back from the exported ONNX file.
@@ -25,27 +29,9 @@ use serde_json::Value;
 
 const TOL: f64 = 1e-5;
 
-/// Cases that do not meet the per-tensor bound (measured 2026-11-30; the test prints the figures,
-/// and with this list emptied, each case's worst tensor in units of its bound): adamw-none 1.64×
-/// (layer3.1.conv2.weight), adam-gc and adamw-gc 92× (exp_avg_sq of layer3.2.bn2.bias). Adam's
-/// g/(|g| + 1e-8) turns the rounding of gradient entries that are zero up to rounding into whole
-/// ±lr steps: tools/optim_probe.py traces adam-gc to one weight whose centralized gradient is
-/// 1.0e-8 (≈ ε) in float64 and 1.9e-8 in PyTorch's float32, so float32 cannot fix its first step
-/// (README, "ZNorm and the optimizers"). Held to a raw 5e-2 so that the test still catches a real
-/// regression. (adam-none left this list when Adam's coefficients started to round as torch's do:
-/// 1.25× → 0.03×.)
-const KNOWN_GAP: &[&str] = &["adam-gc", "adamw-none", "adamw-gc"];
-const KNOWN_GAP_TOL: f64 = 5e-2;
-
-/// 1e-5, or 3 × how far float32 arithmetic alone moves this tensor: the larger of PyTorch's own
-/// float32 error and that of its other float32 implementations (1 thread, channels-last, oneDNN
-/// off; `f32_variants_rel_err`), each against its float64 trajectory.
-fn allowed(s: &Value, case: &str) -> f64 {
-    if KNOWN_GAP.contains(&case) {
-        return KNOWN_GAP_TOL;
-    }
-    let noise = ["f32_rel_err", "f32_variants_rel_err"].map(|k| s[k].as_f64().expect(k));
-    TOL.max(3.0 * noise[0].max(noise[1]))
+/// 1e-5, or 3 × how far float32 arithmetic alone moves this tensor (`f32_noise`).
+fn allowed(s: &Value) -> f64 {
+    TOL.max(3.0 * s["f32_noise"].as_f64().expect("f32_noise"))
 }
 
 fn cases() -> Vec<Value> {
@@ -84,7 +70,7 @@ fn judge(found: impl Iterator<Item = (String, Tensor)>, refs: &Value, case: &str
         let Some(s) = refs.get(&name) else { continue };
         let rel = compare_summary(&name, &t, &s["f64"]).unwrap_or_else(|m| panic!("{case}: {m}"));
         RAW.with(|r| r.set(r.get().max(rel)));
-        let e = rel / allowed(s, case);
+        let e = rel / allowed(s);
         if e > worst.1 {
             worst = (name, e);
         }
@@ -107,13 +93,10 @@ fn three_steps_match_pytorch() {
         let mut trainer = Trainer::new(model.graph.clone(), cfg).unwrap();
         let mut worst = ("loss".to_string(), 0.0f64);
         RAW.with(|r| r.set(0.0));
-        let losses = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
-        for (step, (want, f32_loss)) in losses("losses_f64").into_iter().zip(losses("losses")).enumerate() {
+        let series = |k: &str| r[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        for (step, (want, noise)) in series("losses_f64").into_iter().zip(series("losses_f32_noise")).enumerate() {
             let got = trainer.step(x.clone(), &labels, lr).unwrap().loss as f64;
-            // As for the tensors: 1e-5 of the float64 loss, or 3 × PyTorch's own float32 error.
-            let noise = ((f32_loss - want) / want).abs();
-            let tol = if KNOWN_GAP.contains(&case) { KNOWN_GAP_TOL } else { TOL.max(3.0 * noise) };
-            let e = ((got - want) / want).abs() / tol;
+            let e = ((got - want) / want).abs() / TOL.max(3.0 * noise);
             if e > worst.1 {
                 worst = (format!("loss of step {}", step + 1), e);
             }
@@ -142,9 +125,8 @@ fn three_steps_match_pytorch() {
                 worst = (format!("{key} of {}", w.0), w.1);
             }
         }
-        let unit = if KNOWN_GAP.contains(&case) { "of 5e-2 (known gap)" } else { "of its bound" };
         let raw = RAW.with(|r| r.get());
-        println!("{case}: worst {} at {:.2e} {unit}; largest error from float64 {raw:.1e}", worst.0, worst.1);
+        println!("{case}: worst {} at {:.2e} of its bound; largest error from float64 {raw:.1e}", worst.0, worst.1);
         if worst.1 > 1.0 {
             failures.push(format!("{case}: {} at {:.2} of its bound", worst.0, worst.1));
         }

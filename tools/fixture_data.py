@@ -103,6 +103,20 @@ def summary(g: np.ndarray) -> dict:
     }
 
 
+def summary_err(g: np.ndarray, s: dict) -> float:
+    """How far `g` is from the tensor a summary describes, in the measure the Rust tests apply
+    (tests/common/mod.rs: `compare_summary`): the largest of the norm's relative difference, the
+    projection's difference over norm * |r|, and each sample's difference over max_abs + rms."""
+    f = np.asarray(g, dtype=np.float64).reshape(-1)
+    n = f.size
+    scale = max(s["norm"], 1e-30)
+    r = projection(n)
+    worst = max(abs(float(np.sqrt(np.dot(f, f))) - s["norm"]) / scale,
+                abs(float(np.dot(f, r)) - s["proj"]) / (scale * float(np.linalg.norm(r))))
+    allowed = max(s["max_abs"] + s["norm"] / np.sqrt(n), 1e-30)
+    return max([worst] + [abs(float(f[i]) - want) / allowed for i, want in s["samples"]])
+
+
 if __name__ == "__main__":
     for c in GRAD_CASES:
         x, y = grad_case(c["case"])

@@ -28,19 +28,23 @@ Cases `<opt>-<transform>` (9). Writes models/optim_refs/<case>.json (one line pe
    "weight_decay", "betas", "eps"} (null where the optimizer has no such setting), "transform",
    "znorm_eps", "steps", "torch", "generated_by",
    "losses": [float32 loss at step 1, 2, 3, each before that step's update], "losses_f64",
+   "losses_f32_noise": [per step, the largest |loss - loss_f64| / |loss_f64| among the float32 runs
+   below (this one and VARIANTS)],
    "params": {name: summary of the parameter after the 3 steps, named_parameters() order},
    "state": {name: {"momentum_buffer": summary} (sgd) or {"exp_avg", "exp_avg_sq"} (adam, adamw)},
    "running": {name: summary of running_mean / running_var after the 3 steps}}
 with summary(t) = fixture_data.summary (shape, norm, proj, max_abs, samples; see tools/grad_refs.py)
 plus "f32_rel_err" = ||t32 - t64||_2 / ||t64||_2: the same trajectory run in float64 (weights and
 input cast exactly, model.double(), same transforms and optimizers), i.e. the float32 rounding noise
-of the reference itself, for choosing test tolerances; "f32_variants_rel_err": the largest such
-error among PyTorch's other float32 implementations of the same run (VARIANTS: 1 thread,
-channels-last, oneDNN off); and "f64": the summary of that float64 result (what
+of the reference itself; "f32_noise": the largest distance from the float64 result, in the measure
+the Rust test applies (fixture_data.summary_err), among this float32 run and PyTorch's other float32
+implementations of it (VARIANTS: 1 thread, channels-last, oneDNN off, the batch rows in 8 other
+orders), for choosing test tolerances; and "f64": the summary of that float64 result (what
 tests/optim_reference.rs compares against). The noise floor is ~1e-7 for SGD without ZNorm but
 reaches 1e-3 to 1e-1 (optimizer state) with Adam/AdamW and with ZNorm: Adam's first step is
 lr * g / (|g| + eps), so a gradient entry near zero whose rounding differs moves its weight by up to
-lr, and BatchNorm-train gradients at later steps amplify that; SGD+ZNorm (unit-std steps of 0.05)
+lr; a ReLU input within rounding of zero passes or stops its gradient depending on the rounding;
+and BatchNorm-train gradients at later steps amplify both; SGD+ZNorm (unit-std steps of 0.05)
 drives the loss up (2.42 -> 4.39) into a badly conditioned region. Reruns are byte-identical.
 """
 from __future__ import annotations
@@ -100,10 +104,21 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
 
 
 # Other float32 implementations of the same arithmetic: PyTorch with one thread instead of two,
-# with channels-last activations, and with oneDNN (mkldnn) convolutions off. Each is as correct as
-# the default; how far each lands from the float64 trajectory measures how much float32 rounding
-# alone can move this case.
-VARIANTS = ("1-thread", "channels-last", "no-mkldnn")
+# with channels-last activations, with oneDNN (mkldnn) convolutions off, and with the batch's rows
+# in other orders (the loss is a mean over rows and BatchNorm's statistics are sums over them, so
+# the order changes only the order of float32 additions). Each is as correct as the default; how far
+# each lands from the float64 trajectory measures how much float32 rounding alone can move this case.
+BATCH_ORDERS = 8
+VARIANTS = ("1-thread", "channels-last", "no-mkldnn") + tuple(f"batch-order-{k}" for k in range(1, BATCH_ORDERS + 1))
+
+
+def batch(variant: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The fixture batch; for a `batch-order-K` variant, its rows permuted by a seed-K shuffle."""
+    x, labels = fixture_data.grad_case(INPUT_CASE)
+    if variant is not None and variant.startswith("batch-order-"):
+        order = np.random.default_rng(int(variant.rsplit("-", 1)[1])).permutation(len(labels))
+        x, labels = x[order], labels[order]
+    return np.ascontiguousarray(x), np.ascontiguousarray(labels)
 
 
 def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
@@ -120,7 +135,7 @@ def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
     for p in model.parameters():
         p.requires_grad_(True)
     opt = make_optimizer(opt_name, model.parameters())
-    x_np, labels_np = fixture_data.grad_case(INPUT_CASE)
+    x_np, labels_np = batch(variant)
     x = torch.from_numpy(x_np).to(dtype)
     if variant == "channels-last":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -174,16 +189,19 @@ def state_of(model, opt) -> dict:
 def with_err(key: tuple, t32: dict, t64: dict, variants: list[dict]) -> dict:
     if not torch.all(torch.isfinite(t32[key])):
         raise SystemExit("non-finite tensor in the reference")
-    spread = max(rel_err(v[key], t64[key]) for v in variants)
-    return {**summary(t32[key]), "f32_rel_err": rel_err(t32[key], t64[key]), "f32_variants_rel_err": spread,
-            "f64": summary(t64[key])}
+    ref = summary(t64[key])
+    noise = max(fixture_data.summary_err(t[key].detach().double().numpy(), ref) for t in [t32] + variants)
+    return {**summary(t32[key]), "f32_rel_err": rel_err(t32[key], t64[key]), "f32_noise": noise, "f64": ref}
 
 
 def run_case(case: str) -> dict:
     m32, o32, losses = trajectory(case, torch.float32)
     m64, o64, losses64 = trajectory(case, torch.float64)
     t32, t64 = tensors_of(m32, o32), tensors_of(m64, o64)
-    variants = [tensors_of(*trajectory(case, torch.float32, v)[:2]) for v in VARIANTS]
+    runs = [trajectory(case, torch.float32, v) for v in VARIANTS]
+    variants = [tensors_of(m, o) for m, o, _ in runs]
+    loss_noise = [max(abs(run[step] - want) / abs(want) for run in [losses] + [r[2] for r in runs])
+                  for step, want in enumerate(losses64)]
     params = {n: with_err(("params", n), t32, t64, variants) for n, _ in m32.named_parameters()}
     state = {n: {k: with_err(("state", n, k), t32, t64, variants) for k in st}
              for n, st in state_of(m32, o32).items()}
@@ -201,6 +219,7 @@ def run_case(case: str) -> dict:
         "generated_by": "tools/optim_refs.py",
         "losses": losses,
         "losses_f64": losses64,
+        "losses_f32_noise": loss_noise,
         "params": params,
         "state": state,
         "running": running,
