@@ -9,8 +9,10 @@ Runs the case of tools/optim_refs.py (same model, batch, transform and optimizer
 1, 2 and 3 steps through `edgetune finetune --steps N --no-shuffle`, and in PyTorch in float64 and
 float32 keeping every tensor; prints, per step, the tensors furthest from float64 (edgetune's and
 PyTorch float32's relative error, and how many entries are off by more than lr/2: Adam steps whose
-direction flipped), and at those entries the step's transformed gradient in float64 and float32. This is how the README's remaining Adam gaps were traced to single entries whose
-transformed gradient is about Adam's eps (1e-8), where float32 rounding decides the step.
+direction flipped), at those entries the step's transformed gradient in float64 and float32, and
+the ReLU inputs that are within 1e-6 of zero in float64 at each step. This is how the README traces
+the cases furthest from float64 to single events float32 cannot decide: a transformed gradient
+entry about Adam's eps (1e-8), or a ReLU input within rounding of zero.
 """
 from __future__ import annotations
 
@@ -33,13 +35,29 @@ from optim_refs import INPUT_CASE, MODEL, OPTIMIZERS, STEPS, make_optimizer, tra
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def torch_run(case: str, dtype: torch.dtype):
-    """Parameters after each step, and each step's transformed gradients, as float64 arrays."""
+# ReLU inputs closer to zero than this (in float64) are reported: float32 rounding of the weights
+# before them is ~1e-7 of the activation scale, so it can decide which side they fall on.
+KINK = 1e-6
+
+
+def torch_run(case: str, dtype: torch.dtype, kinks: list | None = None):
+    """Parameters after each step, and each step's transformed gradients, as float64 arrays; when
+    `kinks` is a list, appends (step, ReLU module, |input|, index) for each ReLU input within KINK
+    of zero."""
     opt_name, kind = case.split("-")
     torch.set_num_threads(2)
     model = build_model(MODEL)
     load_onnx_weights(model, ROOT / "build" / "models" / f"{MODEL}.onnx")
     model.to(dtype).train()
+    step = [0]
+    if kinks is not None:
+        def record(name, inp):
+            v = inp[0].detach().abs()
+            for i in map(tuple, torch.nonzero(v < KINK).tolist()):
+                kinks.append((step[0] + 1, name, float(v[i]), i))
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.ReLU):
+                mod.register_forward_pre_hook(lambda _m, inp, name=name: record(name, inp))
     opt = make_optimizer(opt_name, model.parameters())
     x_np, labels_np = fixture_data.grad_case(INPUT_CASE)
     x, labels = torch.from_numpy(x_np).to(dtype), torch.from_numpy(labels_np)
@@ -53,6 +71,7 @@ def torch_run(case: str, dtype: torch.dtype):
         ghats.append({n: p.grad.double().numpy().copy() for n, p in model.named_parameters()})
         opt.step()
         params.append({n: p.detach().double().numpy().copy() for n, p in model.named_parameters()})
+        step[0] += 1
     return params, ghats
 
 
@@ -80,7 +99,8 @@ def edgetune_run(case: str, tmp: Path) -> list[dict[str, np.ndarray]]:
 def main() -> None:
     case = sys.argv[1] if len(sys.argv) > 1 else "adam-gc"
     lr = OPTIMIZERS[case.split("-")[0]][1]["lr"]
-    p64, g64 = torch_run(case, torch.float64)
+    kinks = []
+    p64, g64 = torch_run(case, torch.float64, kinks)
     p32, g32 = torch_run(case, torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         ours = edgetune_run(case, Path(tmp))
@@ -101,6 +121,10 @@ def main() -> None:
             for i in map(tuple, np.argwhere(abs(ours[step][name].reshape(ref.shape) - ref) > lr / 2)[:3]):
                 print(f"    {name}{[int(j) for j in i]}: this step's transformed gradient {g64[step][name][i]:.3e} "
                       f"(float64), {g32[step][name][i]:.3e} (PyTorch float32)")
+
+    print(f"ReLU inputs within {KINK:g} of zero in float64 (float32 may put them on the other side):")
+    for step, name, v, i in kinks:
+        print(f"  step {step}: {name} input{list(i)} = {v:.2e}")
 
 
 if __name__ == "__main__":
