@@ -140,7 +140,12 @@ fn three_steps_match_pytorch() {
     for r in cases() {
         let case = r["case"].as_str().unwrap();
         let ((what, e), raw) = worst_of(&model, &r, rule_of(&r));
-        println!("{case}: worst {what} at {e:.2e} of its bound; largest error from float64 {raw:.1e}");
+        let within = &r["f32_runs_within_tol"];
+        println!(
+            "{case}: worst {what} at {e:.2e} of its bound; largest error from float64 {raw:.1e} (PyTorch: {}/{} \
+             float32 runs within {TOL:e})",
+            within[0], within[1]
+        );
         if e > 1.0 {
             failures.push(format!("{case}: {what} at {e:.2} of its bound"));
         }

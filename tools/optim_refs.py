@@ -30,6 +30,8 @@ Cases `<opt>-<transform>` (9). Writes models/optim_refs/<case>.json (one line pe
    "losses": [float32 loss at step 1, 2, 3, each before that step's update], "losses_f64",
    "losses_f32_noise": [per step, the largest |loss - loss_f64| / |loss_f64| among the float32 runs
    below (this one and VARIANTS)],
+   "f32_runs_within_tol": [how many of those float32 runs are within TOL = 1e-5 of float64 on every
+   tensor (fixture_data.summary_err), how many runs],
    "params": {name: summary of the parameter after the 3 steps, named_parameters() order},
    "state": {name: {"momentum_buffer": summary} (sgd) or {"exp_avg", "exp_avg_sq"} (adam, adamw)},
    "running": {name: summary of running_mean / running_var after the 3 steps}}
@@ -69,6 +71,8 @@ INPUT_CASE = "resnet20_cifar-b8-32x32-train"
 OUT = ROOT / "models" / "optim_refs"
 STEPS = 3
 ZNORM_EPS = 1e-8
+# The bound, relative to the float64 trajectory (tests/optim_reference.rs: TOL).
+TOL = 1e-5
 
 OPTIMIZERS = {
     "sgd": (torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}),
@@ -206,6 +210,9 @@ def run_case(case: str) -> dict:
     state = {n: {k: with_err(("state", n, k), t32, t64, variants) for k in st}
              for n, st in state_of(m32, o32).items()}
     running = {key[1]: with_err(key, t32, t64, variants) for key in t32 if key[0] == "running"}
+    refs = {key: summary(t) for key, t in t64.items()}
+    within = sum(bool(max(fixture_data.summary_err(run[key].detach().double().numpy(), ref) for key, ref in refs.items())
+                 <= TOL) for run in [t32] + variants)
     opt_name, kind = case.split("-")
     return {
         "case": case,
@@ -220,6 +227,7 @@ def run_case(case: str) -> dict:
         "losses": losses,
         "losses_f64": losses64,
         "losses_f32_noise": loss_noise,
+        "f32_runs_within_tol": [within, 1 + len(variants)],
         "params": params,
         "state": state,
         "running": running,
@@ -264,7 +272,8 @@ def main() -> None:
         err, where = worst_err(ref)
         pe = [s["f32_rel_err"] for s in ref["params"].values()]
         log(f"{case}: losses {', '.join(f'{v:.6f}' for v in ref['losses'])}; worst f32 rel err "
-            f"{err:.1e} ({where}), params median {float(np.median(pe)):.1e} max {max(pe):.1e}; "
+            f"{err:.1e} ({where}), params median {float(np.median(pe)):.1e} max {max(pe):.1e}; float32 runs "
+            f"within {TOL:g} on every tensor {ref['f32_runs_within_tol'][0]}/{ref['f32_runs_within_tol'][1]}; "
             f"{dt:.2f} s, {len(text) / 1024:.0f} KB")
 
 
