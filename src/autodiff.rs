@@ -209,11 +209,7 @@ impl GradPlan {
             let record = self.requires_grad[step.output].then(|| {
                 let saves = step.op.saves();
                 Record {
-                    inputs: args
-                        .iter()
-                        .enumerate()
-                        .map(|(k, t)| (saves.inputs & (1 << k) != 0).then(|| (*t).clone()))
-                        .collect(),
+                    inputs: saves.pick(&args),
                     shapes: args.iter().map(|t| t.shape().to_vec()).collect(),
                     output: saves.output.then(|| fwd.y.clone()),
                     extra: fwd.extra,

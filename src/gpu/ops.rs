@@ -122,11 +122,7 @@ pub struct GRecord {
 impl GRecord {
     pub fn new(saves: Saves, args: &[&DTensor], y: &DTensor, extra: Extra) -> GRecord {
         GRecord {
-            inputs: args
-                .iter()
-                .enumerate()
-                .map(|(k, t)| (saves.inputs & (1 << k) != 0).then(|| (*t).clone()))
-                .collect(),
+            inputs: saves.pick(args),
             shapes: args.iter().map(|t| t.shape.clone()).collect(),
             output: saves.output.then(|| y.clone()),
             extra,

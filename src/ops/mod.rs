@@ -98,6 +98,12 @@ impl Saves {
     pub const fn output() -> Saves {
         Saves { inputs: 0, output: true }
     }
+
+    /// The inputs a backward rule reads, cloned out of `args` (`None` for the others): what the
+    /// CPU's `Record` and the GPU's keep.
+    pub fn pick<T: Clone>(&self, args: &[&T]) -> Vec<Option<T>> {
+        args.iter().enumerate().map(|(k, t)| (self.inputs & (1 << k) != 0).then(|| (*t).clone())).collect()
+    }
 }
 
 /// Result of `Op::forward_train`.
