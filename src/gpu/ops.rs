@@ -175,13 +175,6 @@ impl Geo {
             ow: i(g.out_hw[1]),
         }
     }
-
-    /// A 1×1 window with stride 1 and no padding on any side (the output is the input's size):
-    /// the columns are the input itself.
-    fn pointwise(&self) -> bool {
-        (self.kh, self.kw, self.sh, self.sw, self.ph, self.pw) == (1, 1, 1, 1, 0, 0)
-            && (self.oh, self.ow) == (self.h, self.w)
-    }
 }
 
 /// A strided re-layout as `gather_nd` takes it (`struct Nd` in kernels.cu).
@@ -244,8 +237,11 @@ impl Gpu {
 }
 
 fn geometry(window: &Window, x: &[usize]) -> Result<Geo> {
-    let g = window.geometry([x[2], x[3]]).map_err(Error::Runtime)?;
-    Ok(Geo::new(x[1], &g))
+    Ok(Geo::new(x[1], &window_geometry(window, x)?))
+}
+
+fn window_geometry(window: &Window, x: &[usize]) -> Result<Geometry> {
+    window.geometry([x[2], x[3]]).map_err(Error::Runtime)
 }
 
 impl Gpu {
@@ -486,7 +482,8 @@ fn conv_forward(
     bias: Option<&DTensor>,
     out_shape: &[usize],
 ) -> Result<DTensor> {
-    let geo = geometry(window, &x.shape)?;
+    let g = window_geometry(window, &x.shape)?;
+    let (geo, pointwise) = (Geo::new(x.shape[1], &g), g.is_pointwise());
     let (n, m) = (x.shape[0], w.shape[0]);
     let (k, p) = (w.len() / m, out_shape[2] * out_shape[3]);
     let mut y = gpu.zeros::<f32>(n * m * p)?;
@@ -495,8 +492,8 @@ fn conv_forward(
     }
     let beta = if bias.is_some() { 1.0 } else { 0.0 };
     let wv = w.buf.slice(..);
-    let chunk = chunk_images(&geo, n, k * p);
-    let mut cols = column_buffer(gpu, &geo, chunk * k * p)?;
+    let chunk = chunk_images(pointwise, n, k * p);
+    let mut cols = column_buffer(gpu, pointwise, chunk * k * p)?;
     for n0 in (0..n).step_by(chunk) {
         let cnt = chunk.min(n - n0);
         let cv = columns(gpu, x, cols.as_mut(), geo, n0, cnt, k * p)?;
@@ -508,8 +505,8 @@ fn conv_forward(
 
 /// Images per chunk: all for a pointwise window (no columns are made), else as many as fit
 /// `COLS_BUDGET` with `per_image` column values each.
-fn chunk_images(geo: &Geo, n: usize, per_image: usize) -> usize {
-    if geo.pointwise() {
+fn chunk_images(pointwise: bool, n: usize, per_image: usize) -> usize {
+    if pointwise {
         n
     } else {
         (COLS_BUDGET / per_image.max(1)).clamp(1, n)
@@ -517,8 +514,8 @@ fn chunk_images(geo: &Geo, n: usize, per_image: usize) -> usize {
 }
 
 /// A buffer for `len` column values, or none for a pointwise window.
-fn column_buffer(gpu: &Gpu, geo: &Geo, len: usize) -> Result<Option<CudaSlice<f32>>> {
-    (!geo.pointwise()).then(|| gpu.zeros::<f32>(len)).transpose()
+fn column_buffer(gpu: &Gpu, pointwise: bool, len: usize) -> Result<Option<CudaSlice<f32>>> {
+    (!pointwise).then(|| gpu.zeros::<f32>(len)).transpose()
 }
 
 /// The columns of images `[n0, n0 + cnt)`, `per_image` values each: im2col into `cols`, or the
@@ -550,16 +547,17 @@ fn conv_backward(
     need: &[bool],
 ) -> Result<Vec<Option<DTensor>>> {
     let (x, w) = (rec.input(0), rec.input(1));
-    let geo = geometry(window, &x.shape)?;
+    let g = window_geometry(window, &x.shape)?;
+    let (geo, pointwise) = (Geo::new(x.shape[1], &g), g.is_pointwise());
     let (n, c, m) = (x.shape[0], x.shape[1], w.shape[0]);
     let (k, p) = (w.len() / m, dy.shape[2] * dy.shape[3]);
     let hw = x.shape[2] * x.shape[3];
     let wv = w.buf.slice(..);
     let mut dx = if need[0] { Some(gpu.zeros::<f32>(x.len())?) } else { None };
     let mut dw = if need[1] { Some(gpu.zeros::<f32>(w.len())?) } else { None };
-    let chunk = chunk_images(&geo, n, k * p);
-    let mut cols = if dw.is_some() { column_buffer(gpu, &geo, chunk * k * p)? } else { None };
-    let mut dcols = if dx.is_some() { column_buffer(gpu, &geo, chunk * k * p)? } else { None };
+    let chunk = chunk_images(pointwise, n, k * p);
+    let mut cols = if dw.is_some() { column_buffer(gpu, pointwise, chunk * k * p)? } else { None };
+    let mut dcols = if dx.is_some() { column_buffer(gpu, pointwise, chunk * k * p)? } else { None };
     for n0 in (0..n).step_by(chunk) {
         let cnt = chunk.min(n - n0);
         let dyv = dy.buf.slice(n0 * m * p..(n0 + cnt) * m * p);

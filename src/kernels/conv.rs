@@ -32,11 +32,6 @@ impl ConvShape {
     pub fn k(&self) -> usize {
         self.in_ch / self.groups * self.geo.kernel[0] * self.geo.kernel[1]
     }
-
-    fn is_pointwise(&self) -> bool {
-        let g = &self.geo;
-        g.kernel == [1, 1] && g.strides == [1, 1] && g.pads == [0; 4]
-    }
 }
 
 /// Row `row` = (c, ky, kx) of the patch matrix: for each output position (oy, ox) the input tap
@@ -107,7 +102,7 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
             let xg = &x[(b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w];
             let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
             let patches = Patches { x: xg, channels: cg, geo: s.geo };
-            let bmat = if s.is_pointwise() { BRef::Rows { data: xg, k, n } } else { BRef::Patches(&patches) };
+            let bmat = if s.geo.is_pointwise() { BRef::Rows { data: xg, k, n } } else { BRef::Patches(&patches) };
             let epilogue = |row: usize, col0: usize, block: &mut [f32]| {
                 if let Some(res) = ep.residual {
                     let at = (b * s.out_ch + g * mg + row) * n + col0;
@@ -168,7 +163,7 @@ pub fn conv2d_backward(
     let [h, w] = s.geo.in_hw;
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
-    let pointwise = s.is_pointwise();
+    let pointwise = s.geo.is_pointwise();
     let mut cols = vec![0.0; if pointwise { 0 } else { k * n }];
     let mut dx = dx;
     if let Some(d) = dx.as_deref_mut() {

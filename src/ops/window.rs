@@ -34,6 +34,14 @@ pub struct Geometry {
     pub pads: [usize; 4],
 }
 
+impl Geometry {
+    /// A 1×1 window with stride 1 and no padding: each output is its input position, so a
+    /// convolution multiplies the input planes directly (no im2col).
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.strides == [1, 1] && self.pads == [0; 4]
+    }
+}
+
 fn pair(attrs: &Attrs, name: &str, default: usize) -> Result<[usize; 2], String> {
     match attrs.ints(name)? {
         None => Ok([default; 2]),
