@@ -252,8 +252,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
 }
 
 fn znorm(b: ZnormBench) -> Result<()> {
-    use crate::kernels::optim::Adam;
-    use crate::train::optim::{Optimizer, Rule};
+    use crate::train::optim::Optimizer;
     use crate::train::transform::{self, GradNorm};
     use rayon::prelude::*;
 
@@ -312,9 +311,7 @@ fn znorm(b: ZnormBench) -> Result<()> {
         // ZNorm fused into Adam: statistics pass, then one sweep reading g, p, m, v, writing p, m, v.
         let grads: Vec<Tensor> = fill(3).into_iter().zip(&sizes).map(|(v, &n)| Tensor::from_vec([n], v)).collect();
         let mut params: Vec<Tensor> = fill(4).into_iter().zip(&sizes).map(|(v, &n)| Tensor::from_vec([n], v)).collect();
-        let rule =
-            Rule::Adam(Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false });
-        let mut opt = Optimizer::new(rule, &sizes);
+        let mut opt = Optimizer::new(Rule::new(OptimizerName::Adam, 1e-3, 0.0, 0.0, false), &sizes);
         let norm = GradNorm::ZNorm { eps: 1e-8, matrices_only: false };
         let ms = pool.install(|| {
             time_ms(b.iters, || {

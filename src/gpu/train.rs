@@ -19,10 +19,8 @@ use crate::graph::{Graph, ValueId};
 use crate::kernels::optim::adam_step;
 use crate::tensor::Tensor;
 use crate::train::optim::Rule;
+use crate::train::trainer::Named;
 use crate::train::transform::GradNorm;
-
-/// A trainer's tensors as it keeps them: value id, ONNX name, value.
-pub type Named = (ValueId, String, Tensor);
 
 /// Device state of a `Trainer`: tensors in the trainer's order.
 pub struct GpuTrainer {
@@ -141,9 +139,7 @@ impl GpuTrainer {
                 self.running[i] = t;
             }
         }
-        for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
-            self.update(i, g, &aff, cols, rule, t)?;
-        }
+        self.update(&grads, affs, rule, t)?;
         Ok(GpuStep { loss, logits })
     }
 
@@ -233,8 +229,23 @@ impl GpuTrainer {
         Ok((affs, first_bad))
     }
 
-    /// The fused optimizer kernel over parameter `i`.
-    fn update(&mut self, i: usize, g: &DTensor, aff: &CudaSlice<f32>, cols: usize, rule: Rule, t: u64) -> Result<()> {
+    /// The fused optimizer kernel over every parameter, each with its gradient's affine map.
+    fn update(&mut self, grads: &[DTensor], affs: Vec<(CudaSlice<f32>, usize)>, rule: Rule, t: u64) -> Result<()> {
+        for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
+            self.update_one(i, g, &aff, cols, rule, t)?;
+        }
+        Ok(())
+    }
+
+    fn update_one(
+        &mut self,
+        i: usize,
+        g: &DTensor,
+        aff: &CudaSlice<f32>,
+        cols: usize,
+        rule: Rule,
+        t: u64,
+    ) -> Result<()> {
         let n = g.len();
         let (nn, cl) = (n as i64, cols as i64);
         let p = unique(&self.gpu, &mut self.params[i])?;
@@ -269,8 +280,8 @@ fn unique<'a>(gpu: &Gpu, t: &'a mut DTensor) -> Result<&'a mut CudaSlice<f32>> {
 
 /// Times ZNorm on the GPU over tensors of `sizes` (pseudo-random values).
 pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
-    use crate::kernels::optim::Adam;
     use crate::timing::{time_ms, time_pair_ms};
+    use crate::train::optim::OptimizerName;
 
     let host = |seed: u32| -> Vec<Tensor> {
         let v = |(i, &n): (usize, &usize)| Tensor::from_vec([n], crate::tensor::lcg_values(n, seed + i as u32));
@@ -310,12 +321,10 @@ pub fn znorm_bench(sizes: &[usize], iters: usize) -> Result<ZnormTimes> {
             t.gpu.sync()
         },
     )?;
-    let rule = Rule::Adam(Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false });
+    let rule = Rule::new(OptimizerName::Adam, 1e-3, 0.0, 0.0, false);
     let znorm_adam_ms = time_ms(iters, || {
         let (affs, _) = t.transform(norm, &grads)?;
-        for (i, (g, (aff, cols))) in grads.iter().zip(affs).enumerate() {
-            t.update(i, g, &aff, cols, rule, 1)?;
-        }
+        t.update(&grads, affs, rule, 1)?;
         t.gpu.sync()
     })?;
     Ok(ZnormTimes { gpu: t.gpu.name(), floor_ms, znorm_ms, znorm_adam_ms })

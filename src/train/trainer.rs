@@ -23,6 +23,9 @@ pub struct TrainConfig {
     pub rule: Rule,
 }
 
+/// A trainer's tensors as it keeps them: value id, ONNX name, value.
+pub type Named = (ValueId, String, Tensor);
+
 /// One trainable tensor's optimizer state: ONNX name, first and second buffer.
 pub type TensorState = (String, Vec<f32>, Vec<f32>);
 
@@ -40,9 +43,9 @@ pub struct Trainer {
     norm: GradNorm,
     trainable: Vec<bool>,
     /// Trainable initializers: value id, ONNX name, current value.
-    params: Vec<(ValueId, String, Tensor)>,
+    params: Vec<Named>,
     /// BatchNorm running statistics: value id, ONNX name, current value.
-    running: Vec<(ValueId, String, Tensor)>,
+    running: Vec<Named>,
     pub optimizer: Optimizer,
     plans: HashMap<(Vec<usize>, bool), GradPlan>,
     /// `--device cuda`: the device copies of params, running statistics and optimizer state,
@@ -61,7 +64,7 @@ fn float_init(graph: &Graph, v: ValueId) -> Option<(String, Tensor)> {
 impl Trainer {
     pub fn new(graph: Graph, cfg: TrainConfig) -> Result<Trainer> {
         let trainable = select::trainable(&graph, &cfg.train)?;
-        let params: Vec<(ValueId, String, Tensor)> = graph
+        let params: Vec<Named> = graph
             .initializers
             .iter()
             .zip(&trainable)
