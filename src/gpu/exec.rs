@@ -103,7 +103,8 @@ impl Inference {
         &self.graph
     }
 
-    fn prepared(&mut self, shapes: &[Vec<usize>]) -> Result<&Prepared> {
+    /// Plans, maps and uploads the model for these input shapes, once.
+    fn prepare(&mut self, shapes: &[Vec<usize>]) -> Result<()> {
         if !self.plans.contains_key(shapes) {
             crate::exec::check_inputs(&self.graph, shapes)?;
             let plan = plan::plan(&self.graph, shapes)?;
@@ -111,23 +112,21 @@ impl Inference {
             let bound = self.gpu.upload_bound(plan.bound.iter())?;
             self.plans.insert(shapes.to_vec(), Prepared { plan, ops, bound });
         }
-        Ok(&self.plans[shapes])
-    }
-
-    /// Runs the model on device inputs; every graph output stays on the device.
-    pub fn run_device(&mut self, inputs: Vec<DTensor>) -> Result<Vec<DTensor>> {
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
-        self.prepared(&shapes)?;
-        let p = &self.plans[&shapes];
-        let pass = forward(&self.gpu, &p.plan, &p.ops, (&p.bound, inputs), false, None)?;
-        Ok(p.plan.outputs.iter().map(|&v| pass.values[v].clone().expect("graph output computed")).collect())
+        Ok(())
     }
 
     /// Runs the model on host inputs and returns every graph output.
     pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        self.prepare(&shapes)?;
         let inputs = inputs.iter().map(|t| self.gpu.upload(t)).collect::<Result<_>>()?;
-        let outs = self.run_device(inputs)?;
-        outs.iter().map(|t| self.gpu.download(t)).collect()
+        let p = &self.plans[&shapes];
+        let pass = forward(&self.gpu, &p.plan, &p.ops, (&p.bound, inputs), false, None)?;
+        p.plan
+            .outputs
+            .iter()
+            .map(|&v| self.gpu.download(pass.values[v].as_ref().expect("graph output computed")))
+            .collect()
     }
 }
 
