@@ -27,8 +27,8 @@ pub fn save(dir: &Path, trainer: &Trainer, step: usize, fingerprint: &str) -> Re
     let mut arrays = vec![("meta".to_string(), Tensor::from_vec([bytes.len()], bytes))];
     arrays.extend(trainer.values()?.into_iter().map(|(n, t)| (format!("value/{n}"), t)));
     for (n, a, b) in trainer.state()? {
-        arrays.push((format!("first/{n}"), Tensor::from_vec([a.len()], a.to_vec())));
-        arrays.push((format!("second/{n}"), Tensor::from_vec([b.len()], b.to_vec())));
+        arrays.push((format!("first/{n}"), Tensor::from_vec([a.len()], a)));
+        arrays.push((format!("second/{n}"), Tensor::from_vec([b.len()], b)));
     }
     write_npz(&path(dir), &arrays)
 }
@@ -51,13 +51,12 @@ pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Opti
             meta["fingerprint"].as_str().unwrap_or("?")
         )));
     }
-    let names: Vec<String> = trainer.values()?.into_iter().map(|(n, _)| n).collect();
     let mut values = HashMap::new();
-    for n in &names {
-        values.insert(n.clone(), get(&format!("value/{n}"))?);
+    for n in trainer.value_names() {
+        values.insert(n.to_string(), get(&format!("value/{n}"))?);
     }
     let mut state = HashMap::new();
-    for (n, _, _) in trainer.state()? {
+    for n in trainer.param_names() {
         state.insert(n.to_string(), (get(&format!("first/{n}"))?.into_vec(), get(&format!("second/{n}"))?.into_vec()));
     }
     let steps = meta["optimizer_steps"].as_u64().ok_or_else(|| bad("meta without optimizer_steps".into()))?;

@@ -202,15 +202,25 @@ impl Trainer {
         Ok(StepStats { loss, correct: count_correct(&logits, labels), total: labels.len() })
     }
 
+    /// ONNX names of the trained weights (the order of `state`).
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(_, n, _)| n.as_str())
+    }
+
+    /// ONNX names of the weights, then of the running statistics (the order of `values`).
+    pub fn value_names(&self) -> impl Iterator<Item = &str> {
+        self.param_names().chain(self.running.iter().map(|(_, n, _)| n.as_str()))
+    }
+
     /// Every initializer this trainer changes (weights and running statistics), by ONNX name.
     pub fn values(&self) -> Result<Vec<(String, Tensor)>> {
+        let names = self.value_names().map(str::to_string);
         #[cfg(feature = "cuda")]
         if let Some(gpu) = &self.gpu {
             let (p, r) = gpu.values()?;
-            let names = self.params.iter().chain(&self.running).map(|(_, n, _)| n.clone());
             return Ok(names.zip(p.into_iter().chain(r)).collect());
         }
-        Ok(self.params.iter().chain(&self.running).map(|(_, n, t)| (n.clone(), t.clone())).collect())
+        Ok(names.zip(self.params.iter().chain(&self.running).map(|(_, _, t)| t.clone())).collect())
     }
 
     /// Puts back weights, statistics and optimizer state saved from `values` and `state`
@@ -248,7 +258,7 @@ impl Trainer {
     /// The optimizer state of every trainable tensor, by ONNX name: (first, second) moment or
     /// (momentum buffer, empty).
     pub fn state(&self) -> Result<Vec<TensorState>> {
-        let names = self.params.iter().map(|(_, n, _)| n.clone());
+        let names = self.param_names().map(str::to_string);
         let o = &self.optimizer;
         #[cfg(feature = "cuda")]
         if let Some(gpu) = &self.gpu {
