@@ -149,13 +149,6 @@ fn model(name: &str) -> edgetune::graph::Graph {
     onnx::load(&fixtures().join(format!("models/{name}.onnx"))).unwrap().graph
 }
 
-fn batch(file: &str) -> (Tensor, Vec<i64>) {
-    let mut npz = read_npz(&fixtures().join(format!("refs/grad/{file}.npz")));
-    let x = npz_tensor(&mut npz, "x");
-    let labels: ndarray::ArrayD<i64> = npz.by_name("labels").unwrap();
-    (x, labels.iter().copied().collect())
-}
-
 #[test]
 fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
     if !gpu_here("inference_and_gradients_of_whole_resnets_match_the_cpu") {
@@ -174,7 +167,7 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
     {
         let graph = model(name);
         for bn in [BnMode::Train, BnMode::Frozen] {
-            let (x, labels) = batch(&format!("{file}-{}", if bn == BnMode::Train { "train" } else { "frozen" }));
+            let (x, labels) = grad_batch(&format!("{file}-{}", if bn == BnMode::Train { "train" } else { "frozen" }));
             if bn == BnMode::Train {
                 let want = Session::new(graph.clone(), 0).unwrap().run(vec![x.clone()]).unwrap();
                 let got = edgetune::gpu::Inference::new(graph.clone()).unwrap().run(vec![x.clone()]).unwrap();
@@ -198,16 +191,17 @@ fn inference_and_gradients_of_whole_resnets_match_the_cpu() {
 
 /// Three steps on the CPU and on the GPU from the same start: every weight, running statistic
 /// and optimizer moment. SGD and anything after ZNorm within 1e-4 per tensor; plain Adam and
-/// Adam after GC within 5e-2, the bound tests/optim_reference.rs holds them to against PyTorch
-/// (Adam's first step is lr·g/(|g| + ε): a gradient entry that is zero up to rounding moves its
-/// weight by ±lr either way, and BatchNorm in training mode spreads that by step 3).
+/// Adam after GC within 5e-2: two float32 runs of those cases differ by that much (PyTorch's own
+/// twelve float32 runs reach 2.2e-2 from float64, `f32_noise` in models/optim_refs/): Adam's
+/// first step is lr·g/(|g| + ε), so a gradient entry that is zero up to rounding moves its weight
+/// anywhere in ±lr, and BatchNorm in training mode spreads that by step 3.
 #[test]
 fn three_optimizer_steps_match_the_cpu() {
     if !gpu_here("three_optimizer_steps_match_the_cpu") {
         return;
     }
     let graph = model("resnet20_cifar");
-    let (x, labels) = batch("resnet20_cifar-b8-32x32-train");
+    let (x, labels) = grad_batch("resnet20_cifar-b8-32x32-train");
     for (opt, norm) in [
         (OptimizerName::Sgd, "none"),
         (OptimizerName::Sgd, "znorm"),
@@ -266,7 +260,7 @@ fn the_cli_runs_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let m = fixtures().join("models/resnet20_cifar.onnx");
     let m = m.to_str().unwrap();
-    let (x, labels) = batch("resnet20_cifar-b8-32x32-train");
+    let (x, labels) = grad_batch("resnet20_cifar-b8-32x32-train");
     let data = dir.path().join("d.npz");
     write_xy_npz(&data, &x, &labels);
     let out = dir.path().join("out.onnx");

@@ -231,12 +231,9 @@ fn table_plot_and_bad_input() {
 #[test]
 fn resnet20_blocks_and_the_law_of_cosines() {
     let model = fixtures().join("models/resnet20_cifar.onnx");
-    let npz = fixtures().join("refs/grad/resnet20_cifar-b8-32x32-train.npz");
-    let mut z = read_npz(&npz);
-    let x = npz_tensor(&mut z, "x");
-    let labels: ndarray::ArrayD<i64> = z.by_name("labels.npy").unwrap();
+    let (x, labels) = grad_batch("resnet20_cifar-b8-32x32-train");
     let dir = tempfile::tempdir().unwrap();
-    let (xp, lp) = inputs(dir.path(), &x, labels.as_slice().unwrap());
+    let (xp, lp) = inputs(dir.path(), &x, &labels);
     for bn in ["train", "frozen"] {
         let r = json_of(&["grad-flow", model.to_str().unwrap(), "--input", &xp, "--labels", &lp, "--bn", bn, "--json"]);
         let adds = r["adds"].as_array().unwrap();
@@ -270,11 +267,9 @@ fn per_path_norms_match_pytorch() {
         let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (model, bn) = case.rsplit_once('-').unwrap();
         let model_name = model.split("-b").next().unwrap();
-        let mut z = read_npz(&fixtures().join(format!("refs/grad/{case}.npz")));
-        let x = npz_tensor(&mut z, "x");
-        let labels: ndarray::ArrayD<i64> = z.by_name("labels.npy").unwrap();
+        let (x, labels) = grad_batch(&case);
         let dir = tempfile::tempdir().unwrap();
-        let (xp, lp) = inputs(dir.path(), &x, labels.as_slice().unwrap());
+        let (xp, lp) = inputs(dir.path(), &x, &labels);
         let onnx = fixtures().join(format!("models/{model_name}.onnx"));
         let got =
             json_of(&["grad-flow", onnx.to_str().unwrap(), "--input", &xp, "--labels", &lp, "--bn", bn, "--json"]);

@@ -46,10 +46,7 @@ fn gradients_match_pytorch() {
         let bn = if r["bn"] == "train" { BnMode::Train } else { BnMode::Frozen };
         let model = onnx::load(&dir.join(format!("models/{}.onnx", r["model"].as_str().unwrap()))).unwrap();
         let graph = &model.graph;
-        let mut npz = read_npz(&dir.join(format!("refs/grad/{case}.npz")));
-        let x = npz_tensor(&mut npz, "x");
-        let labels: ndarray::ArrayD<i64> = npz.by_name("labels").unwrap();
-        let labels: Vec<i64> = labels.iter().copied().collect();
+        let (x, labels) = grad_batch(case);
 
         let trainable = select::trainable(graph, "all").unwrap();
         let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, bn).unwrap();

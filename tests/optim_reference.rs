@@ -51,10 +51,7 @@ fn setup(r: &Value) -> (OptimizerName, f32, f32, f32, GradNorm) {
 }
 
 fn batch() -> (Tensor, Vec<i64>) {
-    let mut npz = read_npz(&fixtures().join("refs/grad/resnet20_cifar-b8-32x32-train.npz"));
-    let x = npz_tensor(&mut npz, "x");
-    let labels: ndarray::ArrayD<i64> = npz.by_name("labels").unwrap();
-    (x, labels.iter().copied().collect())
+    grad_batch("resnet20_cifar-b8-32x32-train")
 }
 
 thread_local! {

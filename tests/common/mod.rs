@@ -34,6 +34,15 @@ pub fn npz_tensor(npz: &mut NpzReader<std::fs::File>, key: &str) -> Tensor {
     from_array(a)
 }
 
+/// The input batch and labels of a gradient reference case (build/refs/grad/CASE.npz, written by
+/// tools/grad_refs.py from tools/fixture_data.py's rule).
+pub fn grad_batch(case: &str) -> (Tensor, Vec<i64>) {
+    let mut npz = read_npz(&fixtures().join(format!("refs/grad/{case}.npz")));
+    let x = npz_tensor(&mut npz, "x");
+    let labels: ArrayD<i64> = npz.by_name("labels.npy").unwrap_or_else(|e| panic!("{case}: labels: {e}"));
+    (x, labels.iter().copied().collect())
+}
+
 /// Runs `model` in tract (the peer inference engine) on `x`.
 pub fn run_tract(model: &Path, x: &Tensor) -> Tensor {
     use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue};
