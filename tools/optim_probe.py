@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixture_data  # noqa: E402
-from grad_refs import build_model, load_onnx_weights  # noqa: E402
-from optim_refs import INPUT_CASE, MODEL, OPTIMIZERS, STEPS, make_optimizer, transform_  # noqa: E402
+from optim_refs import INPUT_CASE, MODEL, OPTIMIZERS, STEPS, trajectory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,37 +39,25 @@ KINK = 1e-6
 
 
 def torch_run(case: str, dtype: torch.dtype, kinks: list | None = None):
-    """Parameters after each step, and each step's transformed gradients, as float64 arrays; when
-    `kinks` is a list, appends (step, ReLU module, |input|, index) for each ReLU input within KINK
-    of zero."""
-    opt_name, kind = case.split("-")
-    torch.set_num_threads(2)
-    model = build_model(MODEL)
-    load_onnx_weights(model, ROOT / "build" / "models" / f"{MODEL}.onnx")
-    model.to(dtype).train()
-    step = [0]
-    if kinks is not None:
+    """Parameters after each step, and each step's transformed gradients, as float64 arrays
+    (optim_refs.trajectory's run of the case); when `kinks` is a list, appends (step, ReLU module,
+    |input|, index) for each ReLU input within KINK of zero."""
+    params, ghats = [], []
+
+    def watch(model):
         def record(name, inp):
             v = inp[0].detach().abs()
             for i in map(tuple, torch.nonzero(v < KINK).tolist()):
-                kinks.append((step[0] + 1, name, float(v[i]), i))
+                kinks.append((len(params) + 1, name, float(v[i]), i))
         for name, mod in model.named_modules():
             if isinstance(mod, torch.nn.ReLU):
                 mod.register_forward_pre_hook(lambda _m, inp, name=name: record(name, inp))
-    opt = make_optimizer(opt_name, model.parameters())
-    x_np, labels_np = fixture_data.grad_case(INPUT_CASE)
-    x, labels = torch.from_numpy(x_np).to(dtype), torch.from_numpy(labels_np)
-    params, ghats = [], []
-    for _ in range(STEPS):
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), labels).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                transform_(p.grad, kind)
+
+    def after_step(model, _step):
         ghats.append({n: p.grad.double().numpy().copy() for n, p in model.named_parameters()})
-        opt.step()
         params.append({n: p.detach().double().numpy().copy() for n, p in model.named_parameters()})
-        step[0] += 1
+
+    trajectory(case, dtype, watch=watch if kinks is not None else None, after_step=after_step)
     return params, ghats
 
 

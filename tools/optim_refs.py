@@ -125,8 +125,10 @@ def batch(variant: str | None) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), np.ascontiguousarray(labels)
 
 
-def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
-    """(model, optimizer, losses) after STEPS steps of `case` in `dtype` (PyTorch run as `variant`)."""
+def trajectory(case: str, dtype: torch.dtype, variant: str | None = None, watch=None, after_step=None):
+    """(model, optimizer, losses) after STEPS steps of `case` in `dtype` (PyTorch run as `variant`).
+    `watch(model)` is called once before the first step (to register hooks), `after_step(model,
+    step)` after each optimizer step (p.grad still holds that step's transformed gradient)."""
     torch.set_num_threads(1 if variant == "1-thread" else 2)
     torch.backends.mkldnn.enabled = variant != "no-mkldnn"
     opt_name, kind = case.split("-")
@@ -138,6 +140,8 @@ def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
+    if watch is not None:
+        watch(model)
     opt = make_optimizer(opt_name, model.parameters())
     x_np, labels_np = batch(variant)
     x = torch.from_numpy(x_np).to(dtype)
@@ -145,7 +149,7 @@ def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
         x = x.contiguous(memory_format=torch.channels_last)
     labels = torch.from_numpy(labels_np)
     losses = []
-    for _ in range(STEPS):
+    for step in range(STEPS):
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), labels)
         if not torch.isfinite(loss):
@@ -156,6 +160,8 @@ def trajectory(case: str, dtype: torch.dtype, variant: str | None = None):
                 transform_(p.grad, kind)
         opt.step()
         losses.append(float(loss.item()))
+        if after_step is not None:
+            after_step(model, step)
     torch.set_num_threads(2)
     torch.backends.mkldnn.enabled = True
     return model, opt, losses
