@@ -11,7 +11,7 @@
 mod common;
 
 use common::attr;
-use common::one_node::{values, Case};
+use common::one_node::{gemm_cases, values, Case};
 use edgetune::autodiff::{BnMode, GradPlan};
 use edgetune::train::select;
 use edgetune::Tensor;
@@ -158,16 +158,9 @@ fn pooling_and_reduction_rules() {
 
 #[test]
 fn linear_rules() {
-    check(
-        "gemm transA transB alpha beta broadcast C",
-        Case::new("Gemm", vec![vec![4, 3], vec![5, 4], vec![5]]).attrs(vec![
-            attr::int("transA", 1),
-            attr::int("transB", 1),
-            attr::float("alpha", 0.7),
-            attr::float("beta", 1.3),
-        ]),
-    );
-    check("gemm plain with C", Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]]));
+    for (name, case) in gemm_cases() {
+        check(name, case);
+    }
     check("matmul batched x 2-D", Case::new("MatMul", vec![vec![2, 3, 4], vec![4, 5]]));
     check("matmul matrix x vector", Case::new("MatMul", vec![vec![3, 4], vec![4]]));
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::one_node::{values, Case};
+use common::one_node::{gemm_cases, values, Case};
 use common::*;
 use edgetune::autodiff::{BnMode, GradPlan};
 use edgetune::device::Device;
@@ -118,24 +118,9 @@ fn every_gpu_op_matches_the_cpu() {
         Case::new("MaxPool", vec![vec![1, 2, 6, 6]]).attrs(pool(vec![attr::int("ceil_mode", 1)])),
     );
     same_as_cpu("global average pool", Case::new("GlobalAveragePool", vec![vec![2, 3, 4, 5]]));
-    same_as_cpu(
-        "gemm transA transB alpha beta, C [n]",
-        Case::new("Gemm", vec![vec![4, 3], vec![5, 4], vec![5]]).attrs(vec![
-            attr::int("transA", 1),
-            attr::int("transB", 1),
-            attr::float("alpha", 0.7),
-            attr::float("beta", 1.3),
-        ]),
-    );
-    same_as_cpu("gemm plain, C [m, n]", Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]]));
-    same_as_cpu(
-        "gemm transB, C [m, 1]",
-        Case::new("Gemm", vec![vec![3, 4], vec![5, 4], vec![3, 1]]).attrs(vec![attr::int("transB", 1)]),
-    );
-    same_as_cpu(
-        "gemm transA, no C",
-        Case::new("Gemm", vec![vec![4, 3], vec![4, 5]]).attrs(vec![attr::int("transA", 1)]),
-    );
+    for (name, case) in gemm_cases() {
+        same_as_cpu(name, case);
+    }
     same_as_cpu(
         "transpose NHWC to NCHW",
         Case::new("Transpose", vec![vec![2, 3, 4, 5]]).attrs(vec![attr::ints("perm", &[0, 3, 1, 2])]),

@@ -83,3 +83,26 @@ impl Case {
         (edgetune::onnx::load(&path).unwrap().graph, dir)
     }
 }
+
+/// Gemm in the forms exports use (transposes, alpha and beta, C broadcast as [n], [m, n] and
+/// [m, 1], or no C): the finite-difference checks and the GPU op checks run the same cases.
+pub fn gemm_cases() -> Vec<(&'static str, Case)> {
+    use super::attr;
+    vec![
+        (
+            "gemm transA transB alpha beta, C [n]",
+            Case::new("Gemm", vec![vec![4, 3], vec![5, 4], vec![5]]).attrs(vec![
+                attr::int("transA", 1),
+                attr::int("transB", 1),
+                attr::float("alpha", 0.7),
+                attr::float("beta", 1.3),
+            ]),
+        ),
+        ("gemm plain, C [m, n]", Case::new("Gemm", vec![vec![3, 4], vec![4, 5], vec![3, 5]])),
+        (
+            "gemm transB, C [m, 1]",
+            Case::new("Gemm", vec![vec![3, 4], vec![5, 4], vec![3, 1]]).attrs(vec![attr::int("transB", 1)]),
+        ),
+        ("gemm transA, no C", Case::new("Gemm", vec![vec![4, 3], vec![4, 5]]).attrs(vec![attr::int("transA", 1)])),
+    ]
+}
