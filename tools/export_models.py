@@ -19,7 +19,14 @@ Skeletons (torchvision architectures with weights=None, BSD-3-Clause):
   resnet18_dynamo_op18  torch.export-based exporter (dynamo=True, default optimize=True), opset 18;
                         make_fixtures writes it with external data (<name>.onnx.data)
   resnet20_cifar        tools/cifar_resnet.py ResNet-20, BN kept, opset 17, 3x32x32
-All: input `input`, output `logits`, dynamic batch dim `N`.
+  resnet18_dynamo_b1    resnet18 exported as a user calls the default exporter today:
+                        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), dynamo=True), no
+                        names, no dynamic_shapes, default opset (20 in torch 2.15) and optimize ->
+                        input `x` [1,3,224,224], output `linear`, batch 1 baked in (Reshape to
+                        [1, 512]); written with external data like resnet18_dynamo_op18
+  mobilenet_v2_legacy   mobilenet_v2, TorchScript exporter (dynamo=False) with its defaults (EVAL,
+                        constant folding -> BN folded into Conv, default opset: 20 in torch 2.15)
+All but resnet18_dynamo_b1: input `input`, output `logits`, dynamic batch dim `N`.
 
 Before export every parameter and buffer is set to distinct random values: the TorchScript exporter
 de-duplicates initializers with equal contents (fresh BatchNorms are all ones/zeros) into one tensor
@@ -75,7 +82,8 @@ def op_counts(m: onnx.ModelProto) -> collections.Counter:
 
 def torchscript_export(model, x, opset, keep_bn: bool, fold: bool = False) -> onnx.ModelProto:
     """keep_bn: eval mode exported with training=PRESERVE (no Conv+BN fusion) and, unless `fold`,
-    do_constant_folding=False; otherwise the exporter's defaults (EVAL: BN folded into Conv)."""
+    do_constant_folding=False; otherwise the exporter's defaults (EVAL: BN folded into Conv).
+    opset None: the exporter's default (20 in torch 2.15)."""
     buf = io.BytesIO()
     kw = dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=fold) if keep_bn else {}
     with warnings.catch_warnings():
@@ -91,6 +99,39 @@ def dynamo_export(model, x, opset) -> onnx.ModelProto:
         prog = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, verbose=False,
                                  dynamic_shapes={"x": {0: torch.export.Dim("N")}}, **IO_NAMES)
     return prog.model_proto
+
+
+def user_dynamo_export(model, x) -> onnx.ModelProto:
+    """The default exporter exactly as a user calls it: no names, shapes, opset or options."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (x,), dynamo=True)
+    return prog.model_proto
+
+
+def check_as_exported(m: onnx.ModelProto, model, x: torch.Tensor, name: str) -> None:
+    """onnxruntime on the export with its own weights against torch on the same input (for
+    exports whose initializer names are not the state_dict names, e.g. BN folded into Conv)."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        yt = model(x).numpy()
+    err = np.abs(yt - y).max() / max(np.abs(yt).max(), 1e-12)
+    if err > 1e-4:
+        raise SystemExit(f"{name}: as exported, torch vs onnxruntime relative error {err:.2e}")
+    log(f"{name}: opset {m.opset_import[0].version}, as exported torch vs ort rel err {err:.1e}")
+
+
+def check_batch_baked(m: onnx.ModelProto, name: str) -> None:
+    """The point of the b1 export: input declared [1,3,224,224] and a Reshape to [1, 512]."""
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    inits = {t.name: t for t in m.graph.initializer}
+    targets = [numpy_helper.to_array(inits[n.input[1]]).tolist() for n in m.graph.node
+               if n.op_type == "Reshape" and n.input[1] in inits]
+    if dims != [1, 3, 224, 224] or targets != [[1, 512]]:
+        raise SystemExit(f"{name}: expected input [1,3,224,224] and one Reshape to [1, 512], "
+                         f"got input {dims}, Reshape targets {targets}")
 
 
 def check_bn(m: onnx.ModelProto, name: str, want_bn: bool, must_have: list[str]) -> None:
@@ -129,7 +170,7 @@ def save_skeleton(m: onnx.ModelProto, name: str, x: torch.Tensor, model=None,
     filled.CopyFrom(sk)
     fill(filled)
     sess = ort.InferenceSession(filled.SerializeToString(), providers=["CPUExecutionProvider"])
-    y = sess.run(None, {"input": x.numpy()})[0]
+    y = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     msg = ""
     if model is not None:
         sd = model.state_dict()
@@ -183,6 +224,18 @@ def export_skeletons(only: set[str] | None) -> None:
         m = torchscript_export(net, x32, 17, keep_bn=True)
         check_bn(m, "resnet20_cifar", True, bn_names + ["layer2.0.shortcut.0.weight"])
         save_skeleton(m, "resnet20_cifar", x32, net)
+    if want("resnet18_dynamo_b1"):
+        net = randomize_(torchvision.models.resnet18(weights=None))
+        m = user_dynamo_export(net, x224)
+        check_batch_baked(m, "resnet18_dynamo_b1")
+        check_as_exported(m, net, x224, "resnet18_dynamo_b1")
+        save_skeleton(m, "resnet18_dynamo_b1", x224, external=True)
+    if want("mobilenet_v2_legacy"):
+        net = randomize_(torchvision.models.mobilenet_v2(weights=None))
+        m = torchscript_export(net, x224, None, keep_bn=False)
+        check_bn(m, "mobilenet_v2_legacy", False, ["classifier.1.weight", "classifier.1.bias"])
+        check_as_exported(m, net, x224, "mobilenet_v2_legacy")
+        save_skeleton(m, "mobilenet_v2_legacy", x224)
 
 
 

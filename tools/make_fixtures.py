@@ -20,7 +20,9 @@ Idempotent: a file is rebuilt only when it is missing or older than one of its i
    onnxruntime outputs; ORT_ENABLE_ALL, one intra-op thread) and build/refs/index.json:
    [{"name": ..., "model": "build/models/<name>.onnx", "cases": [{"x": "x0", "y": "y0"}, ...]}]
    Inputs are standard normal float32 from numpy Generator(PCG64(crc32(name) + case index)).
-   Cases: ImageNet-size models (declared 224x224): batch 1 at 224x224 and batch 2 at 64x64;
+   Cases: a model whose input declares a fixed batch (resnet18_dynamo_b1: [1,3,224,224], the
+   batch baked into a Reshape) runs only at its declared shape: two cases at that shape;
+   ImageNet-size models (declared 224x224): batch 1 at 224x224 and batch 2 at 64x64;
    resnet20_cifar: batch 8 at 32x32; tiny models: batch 2 and batch 1 at their declared size;
    resnet50_imagenet: batch 1 chelsea.png and batch 1 coffee.png, 224x224 Caffe-preprocessed NHWC
    (build/images/*_224_caffe_nhwc.npy from fetch_resnet50.py).
@@ -205,7 +207,9 @@ def case_inputs(name: str, path: Path, kind: str) -> list[np.ndarray]:
     rest = list(dims[1:])
     if None in rest:
         raise SystemExit(f"{path}: only the batch dim may be dynamic, got {dims}")
-    if name == "resnet20_cifar":
+    if dims[0] is not None:  # batch fixed by the export (and baked into the graph): as declared
+        shapes = [dims, dims]
+    elif name == "resnet20_cifar":
         shapes = [[8] + rest]
     elif kind == "skeleton" and rest[-2:] == [224, 224]:
         shapes = [[1] + rest, [2] + rest[:-2] + [64, 64]]
