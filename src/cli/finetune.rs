@@ -12,8 +12,10 @@ use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
 use crate::data::image::{Layout, Preprocess};
+use crate::data::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::graph::Dim;
+use crate::onnx::Export;
 use crate::ops::softmax_2d;
 use crate::tensor::Tensor;
 use crate::train::optim::{OptimizerName, Rule};
@@ -36,15 +38,20 @@ pub struct FinetuneArgs {
     /// Also validate every N steps (learning curves; 0: only before training and per epoch).
     #[arg(long, default_value_t = 0, requires = "val")]
     pub val_every: usize,
-    /// Input size HxW for image data (default: the model's declared size, else the images').
+    /// Input size HxW for image data (default: the size the model records, else its declared
+    /// size, else the images'). The written model declares the size it was trained at.
     #[arg(long, value_parser = super::input::parse_size)]
     pub size: Option<[usize; 2]>,
-    /// Preprocessing of image data.
-    #[arg(long, value_enum, default_value = "unit")]
-    pub preprocess: Preprocess,
-    /// The updated model (.onnx), written atomically at the end.
+    /// Preprocessing of image data (default: what the model records, else unit: pixels / 255).
+    #[arg(long, value_enum)]
+    pub preprocess: Option<Preprocess>,
+    /// The updated model (.onnx), written atomically at the end (with `<OUTPUT>.data` beside it
+    /// when the input keeps its tensors as external data).
     #[arg(long)]
     pub output: PathBuf,
+    /// Allow --output to replace the input model (or its data file).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Passes over the data (ignored with --steps).
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
@@ -149,7 +156,8 @@ fn check_classes(graph: &crate::graph::Graph, spec: &str, data: &dataset::Datase
     }
 }
 
-/// How the dataset's images become this model's inputs.
+/// How the dataset's images become this model's inputs (`size`: the flag, else what the model
+/// records).
 fn prep_for(
     graph: &crate::graph::Graph,
     data: &dataset::Dataset,
@@ -176,6 +184,26 @@ fn prep_for(
     })
 }
 
+/// Refuses an output that would replace the input model or a data file it reads, unless the
+/// user said `--overwrite`.
+fn check_not_input(model: &crate::onnx::Model, output: &std::path::Path, overwrite: bool) -> Result<()> {
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let inputs = model.files();
+    for written in crate::onnx::files_written(model, output) {
+        if let Some(hit) = inputs.iter().find(|f| same(f, &written)).filter(|_| !overwrite) {
+            return Err(Error::Usage(format!(
+                "--output {} would replace the input's {}; name another file, or add --overwrite",
+                output.display(),
+                hit.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Fails early (before any training) when the output cannot be written.
 fn check_writable(output: &std::path::Path) -> Result<()> {
     if output.is_dir() {
@@ -199,6 +227,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         return Err(Error::Usage("--batch must be at least 1".into()));
     }
     let mut model = crate::onnx::load(&a.model)?;
+    check_not_input(&model, &a.output, a.overwrite)?;
+    let recipe = Recipe::of(&model);
     if let Some(k) = a.num_classes {
         let old = crate::train::head::replace_head(&mut model, k, a.seed)?;
         println!("classifier replaced: {old} -> {k} classes");
@@ -209,7 +239,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     if let (Some(v), Some(spec)) = (&val, &a.val) {
         check_classes(&model.graph, spec, v, a.num_classes)?;
     }
-    let prep = prep_for(&model.graph, &data, a.size, a.preprocess)?;
+    let preprocess = a.preprocess.or(recipe.preprocess).unwrap_or(Preprocess::Unit);
+    let prep = prep_for(&model.graph, &data, a.size.or(recipe.input_size), preprocess)?;
     let norm = match a.grad_norm {
         GradNorm::ZNorm { .. } => {
             GradNorm::ZNorm { eps: a.znorm_eps, matrices_only: a.znorm_scope == ZnormScope::Matrices }
@@ -363,7 +394,10 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         None => data.batch(&(0..data.len().min(a.batch)).collect::<Vec<_>>(), &prep)?,
     };
     let mut diff = 0.0;
-    crate::onnx::save(&model, &trainer.values()?, &a.output, |written| {
+    let values = trainer.values()?;
+    let trained = trained_recipe(&recipe, &data, &prep, a.num_classes.is_some());
+    let export = Export { values: &values, input_size: trained.input_size, metadata: trained.to_metadata() };
+    crate::onnx::save(&model, &export, &a.output, |written| {
         diff = verify_export(written, &a.output, &mut trainer, probe, &pool)?;
         Ok(())
     })?;
@@ -383,6 +417,18 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         a.output.display()
     );
     Ok(())
+}
+
+/// What the finetuned model records about its inputs: the size it was trained at, the
+/// preprocessing of its image data (arrays are taken as given: the model's own recipe stays),
+/// and its class names where they are known (a replaced head drops the old ones).
+fn trained_recipe(model: &Recipe, data: &dataset::Dataset, prep: &Prep, new_head: bool) -> Recipe {
+    let (size, preprocess) = match &data.images {
+        Images::Float(x) => ([x.shape()[2], x.shape()[3]], model.preprocess),
+        _ => (prep.size, Some(prep.preprocess)),
+    };
+    let classes = if new_head { None } else { model.classes.clone() };
+    Recipe { preprocess, input_size: Some(size), classes }
 }
 
 /// The --log file: one JSON line per step, flushed before each checkpoint so that the rows of

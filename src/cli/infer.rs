@@ -8,6 +8,7 @@ use clap::Args;
 use super::input::{image_input, parse_size};
 use crate::data::image::{load_batch, read_labels, Preprocess};
 use crate::data::npy;
+use crate::data::recipe::Recipe;
 use crate::device::{Device, Runner};
 use crate::error::{Error, Result};
 use crate::ops::softmax_rows;
@@ -25,13 +26,16 @@ pub struct InferArgs {
     /// Where to write the first graph output (.npy).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Image preprocessing preset.
-    #[arg(long, value_enum, default_value = "imagenet")]
-    pub preprocess: Preprocess,
-    /// Image size HxW (default: the model's declared size, else 224x224).
+    /// Image preprocessing preset (default: what the model records, e.g. after an edgetune
+    /// finetune; else imagenet).
+    #[arg(long, value_enum)]
+    pub preprocess: Option<Preprocess>,
+    /// Image size HxW (default: the size the model records, else its declared size, else
+    /// 224x224).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<[usize; 2]>,
-    /// Class names: one per line, or a JSON object/array.
+    /// Class names: one per line, or a JSON object/array (default: the class names the model
+    /// records, e.g. the folder names it was finetuned on).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Print the K best classes of each batch entry.
@@ -48,6 +52,7 @@ pub struct InferArgs {
 pub fn run(a: InferArgs) -> Result<()> {
     crate::device::check(a.device)?;
     let model = crate::onnx::load(&a.model)?;
+    let recipe = Recipe::of(&model);
     let (x, names): (Tensor, Vec<String>) = match &a.input {
         Some(path) => {
             let x = npy::read_tensor(path)?;
@@ -56,8 +61,9 @@ pub fn run(a: InferArgs) -> Result<()> {
         }
         None => {
             let info = image_input(&model.graph)?;
-            let size = a.size.unwrap_or(info.size);
-            let x = load_batch(&a.image, size, info.channels, a.preprocess, info.layout)?;
+            let size = a.size.or(recipe.input_size).unwrap_or(info.size);
+            let preprocess = a.preprocess.or(recipe.preprocess).unwrap_or(Preprocess::Imagenet);
+            let x = load_batch(&a.image, size, info.channels, preprocess, info.layout)?;
             (x, a.image.iter().map(|p| p.display().to_string()).collect())
         }
     };
@@ -65,7 +71,11 @@ pub fn run(a: InferArgs) -> Result<()> {
     if let Some(out) = &a.output {
         npy::write_tensor(out, &y)?;
     }
-    let labels = a.labels.as_deref().map(read_labels).transpose()?;
+    let labels = match a.labels.as_deref() {
+        Some(path) => Some(read_labels(path)?),
+        // Recorded names that do not fit the output (another tool's metadata) are not used.
+        None => recipe.classes.filter(|c| y.rank() == 2 && c.len() == y.shape()[1]),
+    };
     let top = a.top.or((a.output.is_none() || labels.is_some()).then_some(5));
     if let Some(k) = top {
         print_top(&y, &names, labels.as_deref(), k)?;

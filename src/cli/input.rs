@@ -1,5 +1,6 @@
-//! How a model's first input looks (layout, channels, default size) and `--size HxW` parsing.
+//! How a model's first input looks (layout, channels, default size).
 
+pub use crate::data::image::parse_size;
 use crate::data::image::Layout;
 use crate::error::{Error, Result};
 use crate::exec::channel_axis;
@@ -30,19 +31,4 @@ pub fn image_input(graph: &Graph) -> Result<ImageInput> {
         _ => [224, 224],
     };
     Ok(ImageInput { layout, channels, size })
-}
-
-/// Parses `HxW` (or a single `N` for a square).
-pub fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
-    let parts: Vec<&str> = s.split(['x', 'X']).collect();
-    let nums: Vec<usize> = parts
-        .iter()
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| format!("'{s}' is not HxW"))?;
-    match nums[..] {
-        [n] if n > 0 => Ok([n, n]),
-        [h, w] if h > 0 && w > 0 => Ok([h, w]),
-        _ => Err(format!("'{s}' is not HxW with positive sizes")),
-    }
 }

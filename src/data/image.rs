@@ -138,6 +138,21 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     Ok(text.lines().map(|l| l.trim().to_string()).collect())
 }
 
+/// Parses `HxW` (or a single `N` for a square).
+pub fn parse_size(s: &str) -> std::result::Result<[usize; 2], String> {
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let nums: Vec<usize> = parts
+        .iter()
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not HxW"))?;
+    match nums[..] {
+        [n] if n > 0 => Ok([n, n]),
+        [h, w] if h > 0 && w > 0 => Ok([h, w]),
+        _ => Err(format!("'{s}' is not HxW with positive sizes")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

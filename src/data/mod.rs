@@ -7,3 +7,4 @@ pub mod folder;
 pub mod idx;
 pub mod image;
 pub mod npy;
+pub mod recipe;

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::fold;
-use crate::graph::{Const, Graph, Source, ValueId};
+use crate::graph::{Const, Dim, Graph, IntTensor, Source, ValueId};
 use crate::ops::{self, BuildCtx, InputInfo, Op};
 use crate::tensor::Tensor;
 
@@ -28,6 +28,9 @@ pub struct Plan {
     pub free_after: Vec<Vec<ValueId>>,
     /// Number of value ids, including those the planner added (fused weights).
     pub n_values: usize,
+    /// The shape of every graph value the plan knows (inputs, parameters, constants, folded
+    /// and computed values), by value id: what an export declares in `value_info`.
+    pub shapes: Vec<Option<Vec<usize>>>,
 }
 
 enum Known {
@@ -45,7 +48,33 @@ impl Known {
     }
 }
 
+/// The batch an exporter baked into the graph and the one running now, when they differ: the
+/// first input declares a fixed axis 0 (PyTorch's dynamo exporter writes the example's batch, 1,
+/// there and into `Reshape` targets such as `[1, 512]`).
+fn baked_batch(graph: &Graph, input_shapes: &[Vec<usize>]) -> Option<(i64, usize)> {
+    let (_, decl) = graph.inputs.first()?;
+    let Some(Dim::Fixed(exported)) = decl.dims.as_ref()?.first() else { return None };
+    let now = *input_shapes.first()?.first()?;
+    (*exported != now).then_some((*exported as i64, now))
+}
+
+/// A `Reshape` target that names the baked batch as its first entry, rewritten to the running
+/// batch, when the reshaped tensor carries the batch on axis 0 and the rewritten target fits
+/// it (`[1, 512]` on `[8, 512, 1, 1]` becomes `[8, 512]`).
+fn rebatched_target(spec: &Const, input: &[usize], (exported, now): (i64, usize)) -> Option<Const> {
+    let Const::I64(t) = spec else { return None };
+    if t.shape.len() != 1 || t.data.first() != Some(&exported) || input.first() != Some(&now) {
+        return None;
+    }
+    let mut data = t.data.clone();
+    data[0] = now as i64;
+    let fits = ops::Reshape::To { spec: data.clone(), allowzero: false }.apply(input).is_ok();
+    fits.then(|| Const::I64(IntTensor::vector(data)))
+}
+
 /// Builds the plan of `graph` for inputs of `input_shapes` (one per graph input, in order).
+/// The batch (axis 0 of the first input) is free even where the exporter baked its example's
+/// batch into the graph: `Reshape` targets holding it follow the running batch.
 pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
     let mut known: Vec<Option<Known>> = graph
         .values
@@ -60,6 +89,13 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
             Source::Node { .. } => None,
         })
         .collect();
+    let baked = baked_batch(graph, input_shapes);
+    // Runtime values whose axis 0 is the batch: the first input, and what steps compute from
+    // such values while keeping axis 0 at the batch's size.
+    let mut carries_batch = vec![false; graph.values.len()];
+    if let Some(&(v, _)) = graph.inputs.first() {
+        carries_batch[v] = baked.is_some();
+    }
     let consumers = graph.consumers();
     let graph_outputs: Vec<ValueId> = graph.outputs.iter().map(|(v, _)| *v).collect();
     let mut steps = Vec::new();
@@ -70,13 +106,24 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
                 return Err(fail(format!("output '{}' (beyond the first) is not supported", graph.value_name(extra))));
             }
         }
+        let rebatched = match (baked, node.op_type.as_str(), &node.inputs[..]) {
+            (Some(b), "Reshape", [Some(x), Some(target), ..]) if carries_batch[*x] => match &known[*target] {
+                Some(Known::Static(spec)) => {
+                    rebatched_target(spec, known[*x].as_ref().expect("topological order").shape(), b)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
         let inputs = node
             .inputs
             .iter()
-            .map(|v| {
+            .enumerate()
+            .map(|(slot, v)| {
                 v.map(|v| {
                     let k = known[v].as_ref().expect("topological order");
                     let value = match k {
+                        _ if slot == 1 && rebatched.is_some() => rebatched.as_ref(),
                         Known::Static(c) | Known::Param(c) => Some(c),
                         Known::Runtime(_) => None,
                     };
@@ -110,6 +157,8 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
                     )));
                 }
             }
+            let batched = step_inputs.iter().any(|&v| carries_batch[v]);
+            carries_batch[node.outputs[0]] = batched && baked.is_some_and(|(_, now)| out_shape.first() == Some(&now));
             steps.push(Step {
                 node: ni,
                 op: built.op,
@@ -145,7 +194,9 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
             _ => {}
         }
     }
+    let shapes = known.iter().map(|k| k.as_ref().map(|k| k.shape().to_vec())).collect();
     let mut plan = Plan {
+        shapes,
         steps,
         bound,
         inputs: graph.inputs.iter().map(|(v, _)| *v).collect(),

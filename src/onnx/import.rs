@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message;
+use tract_onnx::pb::tensor_proto::DataLocation;
 use tract_onnx::pb::{self, attribute_proto::AttributeType, type_proto, ModelProto};
 
 use super::external::ExternalFiles;
@@ -27,6 +28,25 @@ pub struct Model {
 }
 
 impl Model {
+    /// The model file and the external data files its initializers name.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let mut files = vec![self.path.clone()];
+        let tensors = self.proto.graph.iter().flat_map(|g| &g.initializer);
+        for e in tensors.flat_map(|t| &t.external_data).filter(|e| e.key == "location") {
+            let f = dir.join(&e.value);
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+        files
+    }
+
+    /// The value of the model's `metadata_props` entry `key`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.proto.metadata_props.iter().find(|p| p.key == key).map(|p| p.value.as_str())
+    }
+
     pub fn producer(&self) -> String {
         let p = &self.proto;
         format!("{} {}", p.producer_name, p.producer_version).trim().to_string()
@@ -243,8 +263,19 @@ fn convert_attrs(list: &mut [pb::AttributeProto], external: &mut ExternalFiles) 
             AttributeType::Ints => Attr::Ints(a.ints.clone()),
             AttributeType::Floats => Attr::Floats(a.floats.clone()),
             AttributeType::String => Attr::Str(String::from_utf8_lossy(&a.s).into_owned()),
+            // Decoded from a copy: the proto keeps the tensor whole, so an export writes it
+            // back (attribute tensors are small: Constant values, ConstantOfShape's fill).
+            // Decoded from a copy: the proto keeps the tensor whole, so an export writes it
+            // back (attribute tensors are small: Constant values, ConstantOfShape's fill); one
+            // stored as external data is taken inline, as the export cannot point back to it.
             AttributeType::Tensor => match a.t.as_mut() {
-                Some(t) => Attr::Tensor(tensor_data::decode(t, external, None)?),
+                Some(t) => {
+                    let c = tensor_data::decode(&mut t.clone(), external, None)?;
+                    if t.data_location == Some(DataLocation::External as i32) {
+                        tensor_data::set_raw(t, c.shape(), tensor_data::encode(&c, tensor_data::dtype(t)));
+                    }
+                    Attr::Tensor(c)
+                }
                 None => Attr::Other,
             },
             // IR < 2 files leave the type out: infer it from the populated field.

@@ -7,7 +7,7 @@ mod import;
 mod inline;
 mod tensor_data;
 
-pub use export::save;
+pub use export::{files_written, save, Export};
 pub use import::{load, Model};
 
 /// The range of default-domain opsets whose op forms edgetune implements.

@@ -168,3 +168,44 @@ fn from_le_bytes(raw: &[u8], shape: Vec<usize>, dtype: DataType) -> Const {
         }
     }
 }
+
+/// `c` as little-endian bytes of `dtype`, the tensor's own element type in the file (import
+/// widened integers to i64 and doubles to f32).
+pub fn encode(c: &Const, dtype: DataType) -> Vec<u8> {
+    match c {
+        Const::F32(t) => encode_floats(t.data(), dtype),
+        Const::I64(t) => match dtype {
+            DataType::Int32 | DataType::Uint32 => t.data.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+            DataType::Int16 | DataType::Uint16 => t.data.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+            DataType::Int8 | DataType::Uint8 | DataType::Bool => t.data.iter().map(|&x| x as u8).collect(),
+            _ => t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        },
+    }
+}
+
+/// Floats as f32 bytes, or f64 where the file had doubles.
+pub fn encode_floats(v: &[f32], dtype: DataType) -> Vec<u8> {
+    match dtype {
+        DataType::Double => v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// The element type `t` declares (float when it declares none we know).
+pub fn dtype(t: &TensorProto) -> DataType {
+    DataType::try_from(t.data_type).unwrap_or(DataType::Float)
+}
+
+/// Stores `raw` (bytes of the tensor's own element type) in `t` as inline data of `dims`; other
+/// data fields and any external reference are cleared.
+pub fn set_raw(t: &mut TensorProto, dims: &[usize], raw: Vec<u8>) {
+    t.dims = dims.iter().map(|&d| d as i64).collect();
+    t.raw_data = raw;
+    t.float_data.clear();
+    t.int32_data.clear();
+    t.int64_data.clear();
+    t.double_data.clear();
+    t.uint64_data.clear();
+    t.external_data.clear();
+    t.data_location = None;
+}

@@ -1,0 +1,178 @@
+//! Finetune-to-deploy: a model finetuned by edgetune is whole and loads where users deploy it.
+//! Every check loads the written file the way a user does: `onnx.checker.check_model(path,
+//! full_check=True)` and an onnxruntime session **from its path**, declared shapes as written
+//! (tools/deploy_check.py; tools/ort_run.py by contrast relaxes the input dims in memory).
+//! Outputs agree with edgetune's within 1e-4 of the output scale (the inference contract).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use edgetune::data::npy::{read_tensor, write_tensor};
+use edgetune::Tensor;
+
+/// tools/deploy_check.py on `model` with input `x`: onnxruntime's first output, or the one-line
+/// reason the checker or onnxruntime gave.
+fn deploy_check(model: &Path, x: &Tensor) -> Result<Tensor, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (xp, yp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_tensor(&xp, x).unwrap();
+    let py = root().join("tools/.venv-light/bin/python");
+    let out = std::process::Command::new(py)
+        .arg(root().join("tools/deploy_check.py"))
+        .args([model, &xp, &yp])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(read_tensor(&yp).unwrap())
+}
+
+/// edgetune's output for `x` on the model at `path`.
+fn ours(path: &Path, x: &Tensor) -> Tensor {
+    let graph = edgetune::onnx::load(path).unwrap().graph;
+    edgetune::Session::new(graph, 0).unwrap().run(vec![x.clone()]).unwrap().remove(0)
+}
+
+/// Asserts the deployed model runs in onnxruntime from its path and agrees with edgetune on `x`.
+fn assert_deploys(path: &Path, x: &Tensor, what: &str) {
+    let ort = deploy_check(path, x).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let err = rel_err(&ours(path, x), &ort);
+    println!("{what}: onnxruntime from its path agrees to {err:.1e}");
+    assert!(err <= 1e-4, "{what}: onnxruntime differs by {err}");
+}
+
+/// `edgetune finetune MODEL --data npz:(x, y) --output DIR/tuned.onnx OPTIONS` (must succeed).
+fn finetune(dir: &Path, model: &Path, x: &Tensor, y: &[i64], options: &[&str]) -> PathBuf {
+    let data = dir.join("train.npz");
+    write_xy_npz(&data, x, y);
+    let out = dir.join("tuned.onnx");
+    let spec = format!("npz:{}", data.display());
+    let mut args =
+        vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--output", out.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(options);
+    let (code, _, err) = edgetune(&args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+fn images(n: usize, size: usize, seed: u32) -> Tensor {
+    Tensor::from_vec([n, 3, size, size], edgetune::tensor::lcg_values(n * 3 * size * size, seed))
+}
+
+fn count_op(m: &edgetune::onnx::Model, op: &str) -> usize {
+    m.proto.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type == op).count()
+}
+
+#[test]
+fn constant_nodes_and_their_tensors_are_written_back() {
+    // Both exporters write Constant nodes: TorchScript's ZeroPad2d sub-graph (tiny_op17_torch)
+    // and MobileNetV2's ReLU6 bounds (Clip with Constant min/max).
+    for (name, size) in [("tiny_op17_torch", 16), ("mobilenet_v2_legacy", 64)] {
+        let d = tempfile::tempdir().unwrap();
+        let model = fixtures().join(format!("models/{name}.onnx"));
+        let out = finetune(d.path(), &model, &images(4, size, 1), &[0, 1, 2, 3], &["--steps", "1", "--batch", "4"]);
+        let (orig, tuned) = (edgetune::onnx::load(&model).unwrap(), edgetune::onnx::load(&out).unwrap());
+        assert!(count_op(&orig, "Constant") > 0, "{name} has Constant nodes");
+        assert_eq!(count_op(&tuned, "Constant"), count_op(&orig, "Constant"), "{name}: Constant nodes kept");
+        assert_deploys(&out, &images(2, size, 2), name);
+    }
+}
+
+#[test]
+fn external_data_stays_external_and_small_tensors_stay_inline() {
+    // The dynamo export keeps its int64 shape constants (ReduceMean's axes, the Reshape target)
+    // and small biases inline; onnxruntime's shape inference reads the constants from the file
+    // and cannot read them from external data.
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet18_dynamo_op18.onnx");
+    let out = finetune(d.path(), &model, &images(2, 64, 3), &[3, 5], &["--steps", "1", "--batch", "2"]);
+    let external = |m: &edgetune::onnx::Model| -> Vec<(String, bool)> {
+        let g = m.proto.graph.as_ref().unwrap();
+        g.initializer.iter().map(|t| (t.name.clone(), t.data_location == Some(1))).collect()
+    };
+    let (orig, tuned) = (edgetune::onnx::load(&model).unwrap(), edgetune::onnx::load(&out).unwrap());
+    assert!(external(&orig).iter().any(|(_, e)| !e), "the input keeps some tensors inline");
+    assert_eq!(external(&tuned), external(&orig), "every initializer where the input kept it");
+    assert_deploys(&out, &images(2, 64, 4), "dynamo ResNet-18 with external data");
+}
+
+#[test]
+fn a_new_head_and_the_training_size_are_declared() {
+    // --num-classes 3 on 64x64 data: the input declares 64x64 and the output 3 classes, and every
+    // value_info entry agrees, so the full checker passes and onnxruntime runs 64x64 inputs
+    // without any relaxing of the declared dims.
+    for name in ["resnet18_bn_op17", "resnet18_dynamo_op18"] {
+        let d = tempfile::tempdir().unwrap();
+        let model = fixtures().join(format!("models/{name}.onnx"));
+        let options = ["--steps", "1", "--batch", "4", "--num-classes", "3"];
+        let out = finetune(d.path(), &model, &images(4, 64, 5), &[0, 1, 2, 0], &options);
+        let tuned = edgetune::onnx::load(&out).unwrap();
+        let dims = |d: &edgetune::graph::ValueDecl| {
+            d.dims.as_ref().unwrap().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+        };
+        assert_eq!(dims(&tuned.graph.inputs[0].1), "N,3,64,64");
+        assert_eq!(dims(&tuned.graph.outputs[0].1), "N,3");
+        assert_eq!(tuned.metadata("input_size"), Some("64x64"));
+        assert_deploys(&out, &images(2, 64, 6), name);
+    }
+}
+
+#[test]
+fn a_batch_baked_in_by_the_exporter_trains_at_any_batch() {
+    // PyTorch's default exporter declares [1, 3, 224, 224] and reshapes to [1, 512] before the
+    // classifier; edgetune trains it at batch 8, and the written model still runs at its
+    // declared batch 1 in onnxruntime.
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet18_dynamo_b1.onnx");
+    let out =
+        finetune(d.path(), &model, &images(8, 64, 7), &[0, 1, 2, 3, 4, 5, 6, 7], &["--steps", "1", "--batch", "8"]);
+    assert_eq!(ours(&out, &images(8, 64, 8)).shape(), &[8, 1000]);
+    assert_deploys(&out, &images(1, 64, 9), "dynamo ResNet-18 exported at batch 1");
+}
+
+#[test]
+fn infer_follows_the_preprocessing_the_model_records() {
+    // The ImageNet ResNet-50 records `preprocess: caffe`; its top class for the cat photo is
+    // Egyptian_cat with that preprocessing (README), and a wrong one without (imagenet
+    // preprocessing ranks "dishwasher" first at 0.035, measured 2026-12-02). Flags still win.
+    let f = fixtures();
+    let (model, photo, labels) =
+        (f.join("models/resnet50_imagenet.onnx"), f.join("images/chelsea.png"), f.join("models/imagenet_labels.txt"));
+    let args = ["infer", model.to_str().unwrap(), "--image", photo.to_str().unwrap(), "--labels"];
+    let run = |extra: &[&str]| {
+        let mut a = args.to_vec();
+        a.push(labels.to_str().unwrap());
+        a.extend_from_slice(&["--top", "1"]);
+        a.extend_from_slice(extra);
+        let (code, out, err) = edgetune(&a);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert!(run(&[]).contains("1. Egyptian_cat"), "{}", run(&[]));
+    assert!(!run(&["--preprocess", "imagenet"]).contains("Egyptian_cat"), "an explicit --preprocess wins");
+}
+
+#[test]
+fn the_input_model_is_replaced_only_with_overwrite() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("m.onnx");
+    std::fs::copy(fixtures().join("models/tiny_op21_resblock.onnx"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let data = d.path().join("d.npz");
+    write_xy_npz(&data, &images(2, 16, 10), &[1, 2]);
+    let spec = format!("npz:{}", data.display());
+    // The same file, spelled another way.
+    let same = d.path().join(".").join("m.onnx");
+    let args =
+        ["finetune", model.to_str().unwrap(), "--data", &spec, "--steps", "1", "--output", same.to_str().unwrap()];
+    assert_bad_input(&args, "--overwrite");
+    assert_eq!(std::fs::read(&model).unwrap(), before, "the input is untouched");
+    let mut with = args.to_vec();
+    with.extend_from_slice(&["--overwrite", "--quiet"]);
+    let (code, _, err) = edgetune(&with);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(std::fs::read(&model).unwrap(), before, "--overwrite replaces it");
+}
