@@ -18,8 +18,22 @@ use crate::tensor::Tensor;
 pub enum BnMode {
     /// Batch statistics; running statistics updated like PyTorch's `model.train()`.
     Train,
-    /// Running statistics, as in inference; scale and bias still train.
+    /// Running statistics, as in inference, and kept; scale and bias still train.
     Frozen,
+    /// Per layer: train where the layer's scale or bias trains, frozen where neither does (a
+    /// frozen backbone keeps its statistics, as Keras' `trainable=False`).
+    Auto,
+}
+
+impl BnMode {
+    /// Whether a BatchNorm layer uses batch statistics, given whether its scale or bias trains.
+    pub fn trains_layer(self, affine_trains: bool) -> bool {
+        match self {
+            BnMode::Train => true,
+            BnMode::Frozen => false,
+            BnMode::Auto => affine_trains,
+        }
+    }
 }
 
 /// Gradients by value id.
@@ -86,15 +100,17 @@ impl GradPlan {
         skip_softmax: bool,
     ) -> Result<GradPlan> {
         let mut plan = plan::plan(graph, shapes)?;
-        for step in &mut plan.steps {
-            let op: &dyn std::any::Any = step.op.as_ref();
-            if let Some(b) = op.downcast_ref::<BatchNorm>() {
-                step.op = Box::new(BatchNorm { training: bn == BnMode::Train, ..b.clone() });
-            }
-        }
         let chosen = graph.initializers.iter().enumerate().filter(|(i, _)| trainable[*i]).map(|(_, init)| init);
         let (params, param_shapes): (Vec<ValueId>, Vec<Vec<usize>>) =
             chosen.map(|init| (init.value, init.data.shape().to_vec())).unzip();
+        for step in &mut plan.steps {
+            let op: &dyn std::any::Any = step.op.as_ref();
+            if let Some(b) = op.downcast_ref::<BatchNorm>() {
+                // Inputs: x, scale, bias, mean, var.
+                let affine_trains = step.inputs[1..3].iter().any(|v| params.contains(v));
+                step.op = Box::new(BatchNorm { training: bn.trains_layer(affine_trains), ..b.clone() });
+            }
+        }
         let (out, out_decl) = graph.outputs.first().ok_or_else(|| Error::Usage("the model has no output".into()))?;
         if out_decl.elem != crate::graph::ElemType::F32 {
             return Err(Error::data(

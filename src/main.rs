@@ -1,6 +1,7 @@
 //! The `edgetune` binary: parse the command line, run it, map errors to exit codes
 //! (2: bad usage or input, 1: runtime failure) with one `error:` line on stderr.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,14 +16,15 @@ fn main() -> ExitCode {
             // and hint are what --help shows.
             let text = e.to_string();
             let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-            eprintln!("{}", first.join(" "));
+            let _ = writeln!(std::io::stderr(), "{}", first.join(" "));
             return ExitCode::from(2);
         }
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Never a panic, even with stderr closed.
+            let _ = writeln!(std::io::stderr(), "error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -90,10 +90,46 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     assert!(stdout.contains("resuming after step"), "{stdout}");
     assert!(bytes(&resumed) == bytes(&full), "resumed run differs from the uninterrupted one");
 
-    // Other options with the same checkpoint folder are refused.
+    // Other options with the same checkpoint folder are refused, naming the one that differs.
     let mut other = args(model, &data, &resumed, "10");
     other.extend(["--checkpoint", &ck, "--resume", "--lr", "0.5"]);
-    assert_bad_input(&other, "other options");
+    assert_bad_input(&other, "--lr 0.001 (now 0.5)");
+}
+
+#[test]
+fn a_finished_run_continues_to_more_steps() {
+    // A run of 4 steps, then the same command with --steps 10 --resume (its paths spelled
+    // another way) equals an uninterrupted 10-step run: the constant schedule does not depend
+    // on the run's length, and the checkpoint after the last step holds the whole state.
+    let d = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/resnet20_cifar.onnx");
+    let model = model.to_str().unwrap();
+    let data = dataset(d.path());
+    let out = |n: &str| d.path().join(n).display().to_string();
+    let (plain, continued, ck) = (out("plain.onnx"), out("continued.onnx"), out("ck"));
+    let (code, _, err) = edgetune(&args(model, &data, &plain, "10"));
+    assert_eq!(code, 0, "{err}");
+    let mut first = args(model, &data, &continued, "4");
+    first.extend(["--checkpoint", &ck]);
+    let (code, _, err) = edgetune(&first);
+    assert_eq!(code, 0, "{err}");
+
+    let data_again = format!("npz:{}/./train.npz", d.path().display());
+    let mut more = args(model, &data_again, &continued, "10");
+    more.extend(["--checkpoint", &ck, "--resume"]);
+    let (code, stdout, err) = edgetune(&more);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("resuming after step 4 of 10"), "{stdout}");
+    assert!(std::fs::read(&continued).unwrap() == std::fs::read(&plain).unwrap(), "continued run differs");
+
+    // Fewer steps than the checkpoint holds, or no checkpoint at all: one-line errors.
+    let mut fewer = args(model, &data, &continued, "3");
+    fewer.extend(["--checkpoint", &ck, "--resume"]);
+    assert_bad_input(&fewer, "past this run's 3 steps");
+    let missing = out("no-such-folder");
+    let mut none = args(model, &data, &continued, "10");
+    none.extend(["--checkpoint", &missing, "--resume"]);
+    assert_bad_input(&none, "no checkpoint");
 }
 
 #[cfg(unix)]

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::input::{image_input, parse_size};
-use super::progress;
+use super::{progress, values};
 use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::device::{Device, Runner};
@@ -42,6 +42,7 @@ pub struct ZnormBench {
     /// One tensor of this many values.
     #[arg(long)]
     pub params: Option<usize>,
+    /// Timed repetitions (medians are reported).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
     /// --threads sets the multi-threaded figures; the 1-thread figures always run.
@@ -51,13 +52,16 @@ pub struct ZnormBench {
 
 #[derive(Args, Debug)]
 pub struct GradBench {
+    /// The ONNX model.
     pub model: PathBuf,
-    #[arg(long, default_value_t = 32)]
+    /// Images per step (random inputs and labels).
+    #[arg(long, default_value_t = 32, value_parser = values::count)]
     pub batch: usize,
     /// Input size HxW (default: the model's declared size, else 224x224).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<[usize; 2]>,
-    #[arg(long, value_enum, default_value = "train")]
+    /// BatchNorm: train, frozen or auto (as finetune --bn).
+    #[arg(long, value_enum, default_value = "auto")]
     pub bn: BnMode,
     /// Which initializers train: all, head or a regex.
     #[arg(long, default_value = "all")]
@@ -98,8 +102,10 @@ pub struct RunOpts {
 
 #[derive(Args, Debug)]
 pub struct InferBench {
+    /// The ONNX model.
     pub model: PathBuf,
-    #[arg(long, default_value_t = 1)]
+    /// Inputs per run (random values).
+    #[arg(long, default_value_t = 1, value_parser = values::count)]
     pub batch: usize,
     /// Input size HxW (default: the model's declared size, else 224x224).
     #[arg(long, value_parser = parse_size)]
@@ -233,7 +239,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
     }
     .unwrap_or_else(|| format!("{} threads", pool.current_num_threads()));
     if b.out.json {
-        println!(
+        say!(
             "{}",
             json!({"bench": what, "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
                    "threads": pool.current_num_threads(), "device": b.out.device.name(), "on": on,
@@ -241,7 +247,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
                    "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
         );
     } else {
-        println!(
+        say!(
             "{what} {} batch {} at {h}x{w}, {on}: median step {med:.1} ms, {ips:.1} img/s, peak RSS {:.0} MiB",
             b.model.display(),
             b.batch,
@@ -334,9 +340,9 @@ fn znorm(b: ZnormBench) -> Result<()> {
     }
     for r in rows {
         if b.out.json {
-            println!("{r}");
+            say!("{r}");
         } else {
-            println!(
+            say!(
                 "{:<10} {:<6} {}: {:.2} ms, {:.1} GB/s (floor {:.2} ms)",
                 r["bench"].as_str().unwrap_or(""),
                 r["variant"].as_str().unwrap_or(""),
@@ -373,14 +379,14 @@ fn infer(b: InferBench) -> Result<()> {
     let ips = b.batch as f64 / (med / 1e3);
     let on = runner.describe();
     if b.out.json {
-        println!(
+        say!(
             "{}",
             json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
                    "device": b.out.device.name(), "on": on, "iters": times.len(), "median_ms": med, "min_ms": min,
                    "img_per_s": ips, "first_output_ms": first_ms})
         );
     } else {
-        println!(
+        say!(
             "infer {} batch {} at {h}x{w}, {on}: median {med:.2} ms (min {min:.2}), {ips:.1} img/s; load to first output {first_ms:.0} ms",
             b.model.display(),
             b.batch,

@@ -1,13 +1,13 @@
 //! `edgetune finetune`: train on a dataset and write the updated model as ONNX.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
 
-use super::progress;
+use super::steplog::{f32_json, StepLog};
+use super::{progress, values};
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
@@ -25,6 +25,7 @@ use crate::train::transform::GradNorm;
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
+    /// The ONNX model to finetune (it is read, never changed: see --output).
     pub model: PathBuf,
     /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels), idx:DIR
     /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files), cifar:DIR (CIFAR-10
@@ -58,21 +59,26 @@ pub struct FinetuneArgs {
     /// Exactly this many optimizer steps.
     #[arg(long)]
     pub steps: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    /// Images per optimizer step (the last batch of an epoch may be smaller).
+    #[arg(long, default_value_t = 32, value_parser = values::count)]
     pub batch: usize,
+    /// The optimizer, as torch.optim: sgd (with --momentum), adam, adamw.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerName,
-    #[arg(long, default_value_t = 1e-3)]
+    /// Learning rate (the peak of --schedule), a finite number > 0.
+    #[arg(long, default_value_t = 1e-3, value_parser = values::positive, allow_negative_numbers = true)]
     pub lr: f32,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
+    /// SGD momentum, in [0, 1).
+    #[arg(long, default_value_t = 0.9, value_parser = values::fraction, allow_negative_numbers = true)]
     pub momentum: f32,
     /// Nesterov momentum (SGD).
     #[arg(long)]
     pub nesterov: bool,
-    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW), as torch.optim.
-    #[arg(long, default_value_t = 0.0)]
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW), as torch.optim; >= 0.
+    #[arg(long, default_value_t = 0.0, value_parser = values::non_negative, allow_negative_numbers = true)]
     pub weight_decay: f32,
+    /// Learning-rate schedule over the run's steps (after --warmup): constant, cosine (to 0 at
+    /// the last step) or step (x0.1 after each third of the run).
     #[arg(long, value_enum, default_value = "constant")]
     pub schedule: Schedule,
     /// Linear warm-up steps.
@@ -81,7 +87,8 @@ pub struct FinetuneArgs {
     /// Gradient transform: none, znorm, gc or clip:MAXNORM.
     #[arg(long, default_value = "znorm")]
     pub grad_norm: GradNorm,
-    #[arg(long, default_value_t = 1e-8)]
+    /// ZNorm's ε in (g − mean) / (std + ε), > 0.
+    #[arg(long, default_value_t = 1e-8, value_parser = values::positive, allow_negative_numbers = true)]
     pub znorm_eps: f32,
     /// ZNorm on every tensor, or only on weights with ndim > 1.
     #[arg(long, value_enum, default_value = "all")]
@@ -92,7 +99,11 @@ pub struct FinetuneArgs {
     /// Which initializers train: all, head or a regex on names.
     #[arg(long, default_value = "all")]
     pub train: String,
-    #[arg(long, value_enum, default_value = "train")]
+    /// BatchNorm while training: train (batch statistics; running statistics updated as
+    /// PyTorch's model.train()), frozen (running statistics, kept), or auto: train where the
+    /// layer's scale or bias trains, frozen where neither does (with --train head the backbone
+    /// keeps its statistics, as Keras' trainable=False).
+    #[arg(long, value_enum, default_value = "auto")]
     pub bn: BnMode,
     /// Training augmentation: a comma-separated list of crop (pad 4, random crop) and flip.
     #[arg(long, default_value = "")]
@@ -100,13 +111,16 @@ pub struct FinetuneArgs {
     /// Batches in file order (no shuffling).
     #[arg(long)]
     pub no_shuffle: bool,
+    /// Seed of the shuffling, the augmentation and a new head's initialisation (same seed,
+    /// same run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Save a checkpoint here every --checkpoint-every steps and at the end of each epoch
     /// (written atomically: an interrupted run keeps the last complete one).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    #[arg(long, default_value_t = 100)]
+    /// Steps between checkpoints (besides the end of each epoch and of the run).
+    #[arg(long, default_value_t = 100, value_parser = values::count)]
     pub checkpoint_every: usize,
     /// Continue from the checkpoint in --checkpoint (same options required).
     #[arg(long, requires = "checkpoint")]
@@ -115,15 +129,18 @@ pub struct FinetuneArgs {
     /// first tensor that went non-finite) or skip the step and go on (counted in the log).
     #[arg(long, value_enum, default_value = "abort")]
     pub on_nonfinite: OnNonFinite,
-    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped), and one
-    /// per validation (step, epoch, val_accuracy; step 0 is before training).
+    /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped) and one
+    /// per validation (step, epoch, val_loss, val_accuracy; step 0 is before training), each
+    /// with time (UTC) and elapsed_s.
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Where to train: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: crate::device::Device,
+    /// No progress bar (it is also off when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -223,15 +240,12 @@ fn check_writable(output: &std::path::Path) -> Result<()> {
 pub fn run(a: FinetuneArgs) -> Result<()> {
     crate::device::check(a.device)?;
     check_writable(&a.output)?;
-    if a.batch == 0 {
-        return Err(Error::Usage("--batch must be at least 1".into()));
-    }
     let mut model = crate::onnx::load(&a.model)?;
     check_not_input(&model, &a.output, a.overwrite)?;
     let recipe = Recipe::of(&model);
     if let Some(k) = a.num_classes {
         let old = crate::train::head::replace_head(&mut model, k, a.seed)?;
-        println!("classifier replaced: {old} -> {k} classes");
+        say!("classifier replaced: {old} -> {k} classes");
     }
     let data = dataset::load(&a.data, false)?;
     let val = a.val.as_deref().map(|v| dataset::load(v, true)).transpose()?;
@@ -252,39 +266,47 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let mut trainer = Trainer::new(model.graph.clone(), TrainConfig { train: a.train.clone(), bn: a.bn, norm, rule })?;
     trainer.set_device(a.device)?;
     if let Some(name) = trainer.device_name() {
-        println!("training on {name}");
+        say!("training on {name}");
     }
     let per_epoch = data.len().div_ceil(a.batch);
     let total = a.steps.unwrap_or(a.epochs * per_epoch);
-    // Everything that shapes the trajectory: a checkpoint only resumes the same run.
-    let fingerprint = format!(
-        "model={} data={} batch={} steps={total} optimizer={:?} lr={} momentum={} nesterov={} wd={} schedule={:?} warmup={} grad_norm={:?} train={} bn={:?} shuffle={} seed={} augment={:?} classes={:?}",
-        a.model.display(), a.data, a.batch, a.optimizer, a.lr, a.momentum, a.nesterov, a.weight_decay, a.schedule, a.warmup, norm, a.train, a.bn, !a.no_shuffle, a.seed, a.augment, a.num_classes
-    );
+    let options = run_options(&a, &prep);
     let start = match (&a.checkpoint, a.resume) {
-        (Some(dir), true) => crate::train::checkpoint::load(dir, &mut trainer, &fingerprint)?.unwrap_or(0),
+        (Some(dir), true) => {
+            let step = crate::train::checkpoint::load(dir, &mut trainer, &options)?;
+            if step > total {
+                return Err(Error::Usage(format!(
+                    "the checkpoint in {} is at step {step}, past this run's {total} steps (--steps / --epochs)",
+                    dir.display()
+                )));
+            }
+            let how = if step == total { "the run is complete at" } else { "resuming after" };
+            say!("{how} step {step} of {total} from {}", dir.display());
+            step
+        }
         _ => 0,
     };
-    if start > 0 {
-        println!(
-            "resuming after step {start} of {total} from {}",
-            a.checkpoint.as_ref().expect("resume requires it").display()
+    if a.batch > data.len() {
+        note!(
+            "note: --batch {} is larger than the {} training samples: each step takes all of them",
+            a.batch,
+            data.len()
         );
     }
     let mut log = a.log.as_deref().map(|p| StepLog::open(p, start > 0)).transpose()?;
     // Validation time is kept out of the reported training time and images/s.
     let val_secs = std::cell::Cell::new(0.0);
-    let evaluate = |trainer: &mut Trainer| -> Result<Option<f64>> {
+    let evaluate = |trainer: &mut Trainer| -> Result<Option<Scores>> {
         let Some(v) = &val else { return Ok(None) };
         let t = Instant::now();
-        let acc = validate(trainer, v, &prep, a.batch, &pool, a.quiet);
+        let scores = validate(trainer, v, &prep, a.batch, &pool, a.quiet);
         val_secs.set(val_secs.get() + t.elapsed().as_secs_f64());
-        acc.map(Some)
+        scores.map(Some)
     };
-    if let Some(acc) = evaluate(&mut trainer)? {
-        println!("validation accuracy before: {:.4}", acc);
+    if let Some(v) = evaluate(&mut trainer)? {
+        say!("validation accuracy before: {:.4} (loss {:.4})", v.accuracy, v.loss);
         if let Some(w) = log.as_mut() {
-            w.write(&json!({"step": start, "epoch": start / per_epoch, "val_accuracy": acc}))?;
+            w.write(v.row(start, start / per_epoch))?;
         }
     }
     super::interrupt::install();
@@ -319,7 +341,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             Ok(s) => Some(s),
             Err(Error::NonFinite(what)) if a.on_nonfinite == OnNonFinite::Skip => {
                 skipped += 1;
-                pb.suspend(|| eprintln!("step {}: {what}; step skipped", step + 1));
+                pb.suspend(|| note!("step {}: {what}; step skipped", step + 1));
                 None
             }
             Err(Error::NonFinite(what)) => {
@@ -348,18 +370,21 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             pb.set_message(format!("loss {:.4} acc {:.3} {:.1} img/s", s.loss, acc, ips));
         }
         if let Some(w) = log.as_mut() {
-            w.write(&json!({"step": step + 1, "epoch": epoch + 1, "loss": loss, "accuracy": acc, "lr": lr, "images_per_s": ips, "skipped": skipped}))?;
+            let loss = loss.map(f32_json);
+            w.write(json!({"step": step + 1, "epoch": epoch + 1, "loss": loss, "accuracy": acc, "lr": f32_json(lr), "images_per_s": ips, "skipped": skipped}))?;
         }
         last = s.or(last);
         let epoch_end = (step + 1) % per_epoch == 0;
         let stop = super::interrupt::requested();
-        let save = a.checkpoint.as_ref().filter(|_| stop || epoch_end || (step + 1) % a.checkpoint_every.max(1) == 0);
+        let run_end = step + 1 == total;
+        let save =
+            a.checkpoint.as_ref().filter(|_| stop || epoch_end || run_end || (step + 1) % a.checkpoint_every == 0);
         if stop || save.is_some() {
             // The rows of every step a checkpoint holds are on disk with it.
             log.as_mut().map(StepLog::flush).transpose()?;
         }
         if let Some(dir) = save {
-            crate::train::checkpoint::save(dir, &trainer, step + 1, &fingerprint)?;
+            crate::train::checkpoint::save(dir, &trainer, step + 1, &options)?;
         }
         if stop {
             pb.finish_and_clear();
@@ -374,14 +399,15 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         }
         let every = a.val_every > 0 && (step + 1) % a.val_every == 0;
         if epoch_end || step + 1 == total || every {
-            if let Some(acc) = evaluate(&mut trainer)? {
-                if epoch_end || step + 1 == total {
-                    pb.suspend(|| println!("epoch {} validation accuracy {:.4}", epoch + 1, acc));
+            if let Some(v) = evaluate(&mut trainer)? {
+                let when = if epoch_end || step + 1 == total {
+                    format!("epoch {}", epoch + 1)
                 } else {
-                    pb.suspend(|| println!("step {} validation accuracy {:.4}", step + 1, acc));
-                }
+                    format!("step {}", step + 1)
+                };
+                pb.suspend(|| say!("{when} validation accuracy {:.4} (loss {:.4})", v.accuracy, v.loss));
                 if let Some(w) = log.as_mut() {
-                    w.write(&json!({"step": step + 1, "epoch": epoch + 1, "val_accuracy": acc}))?;
+                    w.write(v.row(step + 1, epoch + 1))?;
                 }
             }
         }
@@ -402,7 +428,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         Ok(())
     })?;
     if let Some(s) = last {
-        println!(
+        say!(
             "{total} steps ({seen} images) in {secs:.1} s of training, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}",
             seen as f64 / secs,
             s.loss,
@@ -410,13 +436,48 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         );
     }
     if skipped > 0 {
-        println!("{skipped} step(s) skipped for non-finite values");
+        say!("{skipped} step(s) skipped for non-finite values");
     }
-    println!(
-        "wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})",
-        a.output.display()
-    );
+    say!("wrote {}: it reloads and gives the trained model's outputs (max difference {diff:.1e})", a.output.display());
     Ok(())
+}
+
+/// Everything that shapes the trajectory, as the checkpoint records it (paths canonical, so
+/// `folder:./data` and `folder:data` are one run). Not the run's length: a finished run can be
+/// continued to more steps.
+fn run_options(a: &FinetuneArgs, prep: &Prep) -> crate::train::checkpoint::RunOptions {
+    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let data = match a.data.split_once(':') {
+        Some((kind, path)) => format!("{kind}:{}", canonical(path.as_ref())),
+        None => a.data.clone(),
+    };
+    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+        v().map(|p| p.get_name().to_string()).unwrap_or_default()
+    };
+    use clap::ValueEnum;
+    vec![
+        ("model", canonical(&a.model)),
+        ("data", data),
+        ("batch", a.batch.to_string()),
+        ("size", format!("{}x{}", prep.size[0], prep.size[1])),
+        ("preprocess", name(&|| prep.preprocess.to_possible_value())),
+        ("optimizer", name(&|| a.optimizer.to_possible_value())),
+        ("lr", a.lr.to_string()),
+        ("momentum", a.momentum.to_string()),
+        ("nesterov", a.nesterov.to_string()),
+        ("weight-decay", a.weight_decay.to_string()),
+        ("schedule", name(&|| a.schedule.to_possible_value())),
+        ("warmup", a.warmup.to_string()),
+        ("grad-norm", a.grad_norm.to_string()),
+        ("znorm-eps", a.znorm_eps.to_string()),
+        ("znorm-scope", name(&|| a.znorm_scope.to_possible_value())),
+        ("train", a.train.clone()),
+        ("bn", name(&|| a.bn.to_possible_value())),
+        ("no-shuffle", a.no_shuffle.to_string()),
+        ("seed", a.seed.to_string()),
+        ("augment", a.augment.to_string()),
+        ("num-classes", a.num_classes.map_or("unset".into(), |k| k.to_string())),
+    ]
 }
 
 /// What the finetuned model records about its inputs: the size it was trained at, the
@@ -431,29 +492,20 @@ fn trained_recipe(model: &Recipe, data: &dataset::Dataset, prep: &Prep, new_head
     Recipe { preprocess, input_size: Some(size), classes }
 }
 
-/// The --log file: one JSON line per step, flushed before each checkpoint so that the rows of
-/// every step a checkpoint holds are on disk with it.
-struct StepLog {
-    path: PathBuf,
-    out: std::io::BufWriter<std::fs::File>,
+/// A validation's accuracy and mean loss.
+struct Scores {
+    accuracy: f64,
+    loss: f64,
 }
 
-impl StepLog {
-    fn open(path: &std::path::Path, append: bool) -> Result<StepLog> {
-        let f = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path);
-        Ok(StepLog { path: path.to_path_buf(), out: std::io::BufWriter::new(f.map_err(|e| Error::io(path, e))?) })
-    }
-
-    fn write(&mut self, row: &serde_json::Value) -> Result<()> {
-        writeln!(self.out, "{row}").map_err(|e| Error::io(&self.path, e))
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| Error::io(&self.path, e))
+impl Scores {
+    /// The --log row of a validation after `step` steps.
+    fn row(&self, step: usize, epoch: usize) -> serde_json::Value {
+        json!({"step": step, "epoch": epoch, "val_loss": self.loss, "val_accuracy": self.accuracy})
     }
 }
 
-/// Accuracy over a validation set, BatchNorm on its running statistics.
+/// Accuracy and mean loss over a validation set, BatchNorm on its running statistics.
 fn validate(
     trainer: &mut Trainer,
     val: &dataset::Dataset,
@@ -461,18 +513,19 @@ fn validate(
     batch: usize,
     pool: &rayon::ThreadPool,
     quiet: bool,
-) -> Result<f64> {
+) -> Result<Scores> {
     let order: Vec<usize> = (0..val.len()).collect();
     let pb = progress::bar(order.len().div_ceil(batch) as u64, "validate", quiet);
-    let (mut correct, mut seen) = (0usize, 0usize);
+    let (mut correct, mut seen, mut loss_sum) = (0usize, 0usize, 0.0f64);
     for chunk in order.chunks(batch) {
         let (x, y) = val.batch(chunk, prep)?;
         let s = pool.install(|| trainer.evaluate(x, &y))?;
         (correct, seen) = (correct + s.correct, seen + s.total);
+        loss_sum += s.loss as f64 * s.total as f64;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(correct as f64 / seen as f64)
+    Ok(Scores { accuracy: correct as f64 / seen as f64, loss: loss_sum / seen as f64 })
 }
 
 /// Loads the written model (`written`, about to become `output`) as any user would (a fresh

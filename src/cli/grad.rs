@@ -15,6 +15,7 @@ use crate::train::{loss, select};
 /// A model and one labelled batch: what `grad` and `grad-flow` run on.
 #[derive(Args, Debug)]
 pub struct BatchArgs {
+    /// The ONNX model.
     pub model: PathBuf,
     /// float32 .npy batch for the first graph input.
     #[arg(long)]
@@ -22,9 +23,11 @@ pub struct BatchArgs {
     /// Integer class labels (.npy), one per batch entry.
     #[arg(long)]
     pub labels: PathBuf,
-    /// BatchNorm: batch statistics (train) or running statistics (frozen).
-    #[arg(long, value_enum, default_value = "train")]
+    /// BatchNorm: batch statistics (train), running statistics (frozen), or auto: train where
+    /// the layer's scale or bias gets gradients, frozen elsewhere (what finetune does).
+    #[arg(long, value_enum, default_value = "auto")]
     pub bn: BnMode,
+    /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
@@ -81,6 +84,6 @@ pub fn run(a: GradArgs) -> Result<()> {
     let mut arrays = vec![("loss".to_string(), Tensor::scalar(loss))];
     arrays.extend(names.zip(grads));
     npy::write_npz(&a.output, &arrays)?;
-    println!("loss {loss:.6}; {} gradients written to {}", arrays.len() - 1, a.output.display());
+    say!("loss {loss:.6}; {} gradients written to {}", arrays.len() - 1, a.output.display());
     Ok(())
 }

@@ -47,9 +47,9 @@ pub fn run(a: GradFlowArgs) -> Result<()> {
         draw(path, &a.batch.model, &report)?;
     }
     if a.json {
-        println!("{}", to_json(&report));
+        say!("{}", to_json(&report));
     } else {
-        print!("{}", to_text(&report, &a.batch.model));
+        say!("{}", to_text(&report, &a.batch.model).trim_end());
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::tensor::Tensor;
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
+    /// The ONNX model.
     pub model: PathBuf,
     /// float32 .npy for the first graph input.
     #[arg(long, conflicts_with = "image", required_unless_present = "image")]
@@ -85,7 +86,7 @@ pub fn run(a: InferArgs) -> Result<()> {
 
 fn print_top(y: &Tensor, names: &[String], labels: Option<&[String]>, k: usize) -> Result<()> {
     if y.rank() != 2 {
-        println!("output shape {:?}", y.shape());
+        say!("output shape {:?}", y.shape());
         return Ok(());
     }
     let classes = y.shape()[1];
@@ -96,12 +97,12 @@ fn print_top(y: &Tensor, names: &[String], labels: Option<&[String]>, k: usize) 
     }
     let probs = softmax_rows(y);
     for (row, name) in probs.chunks(classes).zip(names) {
-        println!("{name}");
+        say!("{name}");
         let mut idx: Vec<usize> = (0..classes).collect();
         idx.sort_by(|&i, &j| row[j].total_cmp(&row[i]));
         for (rank, &i) in idx.iter().take(k).enumerate() {
             let label = labels.map_or_else(|| format!("class {i}"), |l| l[i].clone());
-            println!("  {}. {label}  {:.4}", rank + 1, row[i]);
+            say!("  {}. {label}  {:.4}", rank + 1, row[i]);
         }
     }
     Ok(())

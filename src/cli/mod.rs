@@ -1,6 +1,23 @@
 //! The command-line interface: clap definitions and one module per subcommand. `main.rs` only
 //! parses, calls `run` and maps errors to exit codes.
 
+/// `println!` that never panics: with stdout closed (`edgetune ... | head`) the text is dropped
+/// and the command goes on, so a training run still writes its model and log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (stderr closed, as in `2>&1 | head -c 0`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod finetune;
 mod grad;
@@ -9,6 +26,8 @@ mod infer;
 pub(crate) mod input;
 mod interrupt;
 mod progress;
+mod steplog;
+mod values;
 
 use std::path::PathBuf;
 
@@ -52,6 +71,7 @@ fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
 pub enum Command {
     /// Show a model's inputs, outputs, ops, parameters and what edgetune supports of it.
     Inspect {
+        /// The ONNX model.
         model: PathBuf,
         /// One JSON object instead of text.
         #[arg(long)]
@@ -81,9 +101,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let m = crate::onnx::load(&model)?;
             let report = Report::new(&m);
             if json {
-                println!("{}", report.to_json());
+                say!("{}", report.to_json());
             } else {
-                print!("{report}");
+                say!("{}", report.to_string().trim_end());
             }
             Ok(())
         }

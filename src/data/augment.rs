@@ -33,6 +33,14 @@ impl FromStr for Augment {
     }
 }
 
+/// The form `--augment` takes: `crop,flip`.
+impl std::fmt::Display for Augment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|a| if *a == Aug::Crop { "crop" } else { "flip" }).collect();
+        write!(f, "{}", names.join(","))
+    }
+}
+
 const PAD: usize = 4;
 
 impl Augment {

@@ -2,7 +2,8 @@
 //! BatchNorm running statistics, optimizer state and step count, and the step reached (which
 //! fixes the schedule position, the epoch's shuffling seed and the data position). One `.npz` per
 //! directory, written atomically, so a crash or Ctrl-C leaves the previous checkpoint intact.
-//! A fingerprint of the options that shape the run guards against resuming a different run.
+//! The options that shape the run are stored with it: a checkpoint resumes only the same run
+//! (possibly continued to more steps), and names each option that differs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,11 +19,17 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join("checkpoint.npz")
 }
 
-/// Writes the trainer's state after `step` completed steps.
-pub fn save(dir: &Path, trainer: &Trainer, step: usize, fingerprint: &str) -> Result<()> {
+/// The options that shape a run's trajectory, by flag name (`lr`, `batch`, ...), as text: a
+/// checkpoint resumes only a run with the same ones. The run's length (`--steps`/`--epochs`) is
+/// not among them: a run continues to a larger one.
+pub type RunOptions = Vec<(&'static str, String)>;
+
+/// Writes the trainer's state after `step` completed steps of a run with `options`.
+pub fn save(dir: &Path, trainer: &Trainer, step: usize, options: &RunOptions) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let meta =
-        json!({"step": step, "optimizer_steps": trainer.optimizer.steps, "fingerprint": fingerprint}).to_string();
+    let opts: serde_json::Map<String, serde_json::Value> =
+        options.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let meta = json!({"step": step, "optimizer_steps": trainer.optimizer.steps, "options": opts}).to_string();
     let bytes: Vec<f32> = meta.bytes().map(f32::from).collect();
     let mut arrays = vec![("meta".to_string(), Tensor::from_vec([bytes.len()], bytes))];
     arrays.extend(trainer.values()?.into_iter().map(|(n, t)| (format!("value/{n}"), t)));
@@ -33,11 +40,16 @@ pub fn save(dir: &Path, trainer: &Trainer, step: usize, fingerprint: &str) -> Re
     write_npz(&path(dir), &arrays)
 }
 
-/// Restores the trainer from `dir`'s checkpoint, if there is one; returns the steps completed.
-pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Option<usize>> {
+/// Restores the trainer from `dir`'s checkpoint of a run with the same `options`; returns the
+/// steps it completed. No checkpoint there, or one of a run with other options, is an error
+/// naming the folder (and each option that differs).
+pub fn load(dir: &Path, trainer: &mut Trainer, options: &RunOptions) -> Result<usize> {
     let p = path(dir);
     if !p.exists() {
-        return Ok(None);
+        return Err(Error::data(
+            dir.display().to_string(),
+            "--resume: no checkpoint here (a run with --checkpoint DIR writes one)",
+        ));
     }
     let what = p.display().to_string();
     let bad = |msg: String| Error::data(&what, msg);
@@ -45,10 +57,20 @@ pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Opti
     let mut get = |name: &str| -> Result<Tensor> { Ok(from_array(npz.floats(name)?)) };
     let meta: String = get("meta")?.data().iter().map(|&v| v as u8 as char).collect();
     let meta: serde_json::Value = serde_json::from_str(&meta).map_err(|e| bad(format!("meta: {e}")))?;
-    if meta["fingerprint"] != fingerprint {
+    let saved = meta["options"]
+        .as_object()
+        .ok_or_else(|| bad("was written by an older edgetune; use another --checkpoint folder or delete it".into()))?;
+    let differ: Vec<String> = options
+        .iter()
+        .filter_map(|(k, v)| {
+            let was = saved.get(*k).and_then(|x| x.as_str());
+            (was != Some(v.as_str())).then(|| format!("--{k} {} (now {v})", was.unwrap_or("unset")))
+        })
+        .collect();
+    if !differ.is_empty() {
         return Err(bad(format!(
-            "was written by a run with other options ({}); use another --checkpoint folder or the same options",
-            meta["fingerprint"].as_str().unwrap_or("?")
+            "was written by a run with {}; resume with the same options, or use another --checkpoint folder",
+            differ.join(", ")
         )));
     }
     let mut values = HashMap::new();
@@ -61,5 +83,5 @@ pub fn load(dir: &Path, trainer: &mut Trainer, fingerprint: &str) -> Result<Opti
     }
     let steps = meta["optimizer_steps"].as_u64().ok_or_else(|| bad("meta without optimizer_steps".into()))?;
     trainer.restore(&values, &state, steps).map_err(bad)?;
-    Ok(meta["step"].as_u64().map(|s| s as usize))
+    meta["step"].as_u64().map(|s| s as usize).ok_or_else(|| bad("meta without step".into()))
 }

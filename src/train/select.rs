@@ -22,8 +22,16 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
             (0..n).map(|i| candidate(i) && head.contains(&i)).collect()
         }
         pattern => {
-            let re = Regex::new(pattern)
-                .map_err(|e| Error::Usage(format!("--train: '{pattern}' is not a valid regex: {e}")))?;
+            let re = Regex::new(pattern).map_err(|e| {
+                // The regex crate draws the pattern with a caret over several lines; its last
+                // line names the problem.
+                let text = e.to_string();
+                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                Error::Usage(format!(
+                    "--train: '{pattern}' is not a valid regex ({})",
+                    why.trim_start_matches("error: ")
+                ))
+            })?;
             (0..n).map(|i| candidate(i) && re.is_match(&graph.initializers[i].name)).collect()
         }
     };

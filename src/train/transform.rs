@@ -31,6 +31,18 @@ pub enum GradNorm {
     },
 }
 
+/// The form `--grad-norm` takes (ZNorm's ε and scope are options of their own).
+impl std::fmt::Display for GradNorm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GradNorm::None => write!(f, "none"),
+            GradNorm::ZNorm { .. } => write!(f, "znorm"),
+            GradNorm::Gc => write!(f, "gc"),
+            GradNorm::Clip { max_norm } => write!(f, "clip:{max_norm}"),
+        }
+    }
+}
+
 impl FromStr for GradNorm {
     type Err = String;
     /// `none`, `znorm`, `gc` or `clip:MAXNORM`.
