@@ -11,7 +11,7 @@ use super::progress;
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
-use crate::data::image::{Layout, Preprocess};
+use crate::data::image::{Layout, Preprocess, Resize};
 use crate::error::{Error, Result};
 use crate::graph::Dim;
 use crate::ops::softmax_2d;
@@ -26,11 +26,14 @@ pub struct FinetuneArgs {
     pub model: PathBuf,
     /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels), idx:DIR
     /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files), cifar:DIR (CIFAR-10
-    /// binary) or folder:DIR (one sub-folder of PNG/JPEG images per class).
+    /// binary) or folder:DIR (one sub-folder of PNG, JPEG, BMP or WebP images per class, the
+    /// sorted folder names being the classes; files that are not readable images are skipped
+    /// and counted, names starting with '.' ignored, an empty class folder is an error).
     #[arg(long)]
     pub data: String,
     /// Validation data, evaluated before training and after each epoch (same forms; idx:DIR
-    /// reads the t10k-* files, cifar:DIR test_batch.bin).
+    /// reads the t10k-* files, cifar:DIR test_batch.bin). A folder:DIR is matched to a training
+    /// folder's classes by name: it may hold some of them, not others.
     #[arg(long)]
     pub val: Option<String>,
     /// Also validate every N steps (learning curves; 0: only before training and per epoch).
@@ -42,6 +45,10 @@ pub struct FinetuneArgs {
     /// Preprocessing of image data.
     #[arg(long, value_enum, default_value = "unit")]
     pub preprocess: Preprocess,
+    /// How images reach --size: stretch (scaled to exactly HxW) or crop (aspect ratio kept:
+    /// scaled to cover HxW, then the centre cut out, as torchvision's Resize + CenterCrop).
+    #[arg(long, value_enum, default_value = "stretch")]
+    pub resize: Resize,
     /// The updated model (.onnx), written atomically at the end.
     #[arg(long)]
     pub output: PathBuf,
@@ -155,6 +162,7 @@ fn prep_for(
     data: &dataset::Dataset,
     size: Option<[usize; 2]>,
     pre: Preprocess,
+    resize: Resize,
 ) -> Result<Prep> {
     let info = super::input::image_input(graph)?;
     let native = match &data.images {
@@ -173,6 +181,7 @@ fn prep_for(
         size: size.or(declared).unwrap_or(native),
         preprocess: pre,
         layout: info.layout,
+        resize,
     })
 }
 
@@ -204,12 +213,13 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         println!("classifier replaced: {old} -> {k} classes");
     }
     let data = dataset::load(&a.data, false)?;
-    let val = a.val.as_deref().map(|v| dataset::load(v, true)).transpose()?;
+    // A validation folder takes the training folder's class names -> labels.
+    let val = a.val.as_deref().map(|v| dataset::load_with_classes(v, true, data.classes.as_deref())).transpose()?;
     check_classes(&model.graph, &a.data, &data, a.num_classes)?;
     if let (Some(v), Some(spec)) = (&val, &a.val) {
         check_classes(&model.graph, spec, v, a.num_classes)?;
     }
-    let prep = prep_for(&model.graph, &data, a.size, a.preprocess)?;
+    let prep = prep_for(&model.graph, &data, a.size, a.preprocess, a.resize)?;
     let norm = match a.grad_norm {
         GradNorm::ZNorm { .. } => {
             GradNorm::ZNorm { eps: a.znorm_eps, matrices_only: a.znorm_scope == ZnormScope::Matrices }

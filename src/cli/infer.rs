@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::input::{image_input, parse_size};
-use crate::data::image::{load_batch, read_labels, Preprocess};
+use crate::data::image::{load_batch, read_labels, Prep, Preprocess, Resize};
 use crate::data::npy;
 use crate::device::{Device, Runner};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ pub struct InferArgs {
     /// float32 .npy for the first graph input.
     #[arg(long, conflicts_with = "image", required_unless_present = "image")]
     pub input: Option<PathBuf>,
-    /// Image files (PNG/JPEG), one batch entry each.
+    /// Image files (PNG, JPEG, BMP or WebP), one batch entry each.
     #[arg(long, num_args = 1..)]
     pub image: Vec<PathBuf>,
     /// Where to write the first graph output (.npy).
@@ -31,6 +31,10 @@ pub struct InferArgs {
     /// Image size HxW (default: the model's declared size, else 224x224).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<[usize; 2]>,
+    /// How images reach the size: stretch (scaled to exactly HxW) or crop (aspect ratio kept:
+    /// scaled to cover HxW, then the centre cut out, as torchvision's Resize + CenterCrop).
+    #[arg(long, value_enum, default_value = "stretch")]
+    pub resize: Resize,
     /// Class names: one per line, or a JSON object/array.
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -57,7 +61,9 @@ pub fn run(a: InferArgs) -> Result<()> {
         None => {
             let info = image_input(&model.graph)?;
             let size = a.size.unwrap_or(info.size);
-            let x = load_batch(&a.image, size, info.channels, a.preprocess, info.layout)?;
+            let prep =
+                Prep { channels: info.channels, size, preprocess: a.preprocess, layout: info.layout, resize: a.resize };
+            let x = load_batch(&a.image, &prep)?;
             (x, a.image.iter().map(|p| p.display().to_string()).collect())
         }
     };
