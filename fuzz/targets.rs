@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use edgetune::data::dataset::{self, Prep};
-use edgetune::data::image::{Layout, Preprocess};
+use edgetune::data::image::{Layout, Preprocess, Resize};
 
 /// A scratch folder per process (fuzzers run one input at a time per process).
 fn scratch() -> &'static Path {
@@ -32,7 +32,7 @@ fn folder_with(files: &[(&str, &[u8])]) -> PathBuf {
 }
 
 fn prep() -> Prep {
-    Prep { channels: 3, size: [16, 16], preprocess: Preprocess::Imagenet, layout: Layout::Nchw }
+    Prep { channels: 3, size: [16, 16], preprocess: Preprocess::Imagenet, layout: Layout::Nchw, resize: Resize::Crop }
 }
 
 /// Loads a data SPEC and, when it loads, prepares its first batch (resize, channels, preprocess).

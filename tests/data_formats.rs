@@ -49,6 +49,7 @@ fn cifar_and_folder_load_and_reject_bad_files() {
         size: [32, 32],
         preprocess: edgetune::data::image::Preprocess::Unit,
         layout: edgetune::data::image::Layout::Nchw,
+        resize: edgetune::data::image::Resize::Stretch,
     };
     let (x, _) = train.batch(&[1], &prep).unwrap();
     let plane = 32 * 32;
@@ -62,9 +63,14 @@ fn cifar_and_folder_load_and_reject_bad_files() {
     let spec = format!("folder:{}", f.path().display());
     let ds = load(&spec, false).unwrap();
     assert_eq!(ds.y, vec![0, 0, 0, 1, 1, 1], "classes in sorted folder order");
+    // An image that cannot be read is skipped (and counted on stderr); a class folder left with
+    // none is an error naming the file.
     std::fs::write(f.path().join("dog").join("broken.png"), b"\x89PNG not really").unwrap();
+    assert_eq!(load(&spec, false).unwrap().y, vec![0, 0, 0, 1, 1, 1]);
+    std::fs::create_dir(f.path().join("emu")).unwrap();
+    std::fs::rename(f.path().join("dog").join("broken.png"), f.path().join("emu").join("broken.png")).unwrap();
     let err = load(&spec, false).err().unwrap().to_string();
-    assert!(err.contains("broken.png"), "{err}");
+    assert!(err.contains("emu/broken.png"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     assert!(load(&format!("folder:{}", empty.path().display()), false).is_err());
 }

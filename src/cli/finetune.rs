@@ -11,7 +11,7 @@ use super::{progress, values};
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
-use crate::data::image::{Layout, Preprocess};
+use crate::data::image::{Layout, Preprocess, Resize};
 use crate::data::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::graph::Dim;
@@ -29,11 +29,14 @@ pub struct FinetuneArgs {
     pub model: PathBuf,
     /// Training data: npz:FILE (arrays x: N×C×H×W float32, y: N integer labels), idx:DIR
     /// (MNIST/Fashion-MNIST idx files, gzipped or not; the train-* files), cifar:DIR (CIFAR-10
-    /// binary) or folder:DIR (one sub-folder of PNG/JPEG images per class).
+    /// binary) or folder:DIR (one sub-folder of PNG, JPEG, BMP or WebP images per class, the
+    /// sorted folder names being the classes; files that are not readable images are skipped
+    /// and counted, names starting with '.' ignored, an empty class folder is an error).
     #[arg(long)]
     pub data: String,
     /// Validation data, evaluated before training and after each epoch (same forms; idx:DIR
-    /// reads the t10k-* files, cifar:DIR test_batch.bin).
+    /// reads the t10k-* files, cifar:DIR test_batch.bin). A folder:DIR is matched to a training
+    /// folder's classes by name: it may hold some of them, not others.
     #[arg(long)]
     pub val: Option<String>,
     /// Also validate every N steps (learning curves; 0: only before training and per epoch).
@@ -46,6 +49,11 @@ pub struct FinetuneArgs {
     /// Preprocessing of image data (default: what the model records, else unit: pixels / 255).
     #[arg(long, value_enum)]
     pub preprocess: Option<Preprocess>,
+    /// How images reach --size: stretch (scaled to exactly HxW) or crop (aspect ratio kept:
+    /// scaled to cover HxW, then the centre cut out, as torchvision's Resize + CenterCrop).
+    /// Default: what the model records, else stretch.
+    #[arg(long, value_enum)]
+    pub resize: Option<Resize>,
     /// The updated model (.onnx), written atomically at the end (with `<OUTPUT>.data` beside it
     /// when the input keeps its tensors as external data).
     #[arg(long)]
@@ -159,11 +167,7 @@ pub enum ZnormScope {
 
 /// Every label must name one of the model's classes (its declared output size, or --num-classes).
 fn check_classes(graph: &crate::graph::Graph, spec: &str, data: &dataset::Dataset, k: Option<usize>) -> Result<()> {
-    let declared = graph.outputs.first().and_then(|(_, d)| d.dims.as_ref()).and_then(|d| match d.last() {
-        Some(Dim::Fixed(n)) => Some(*n),
-        _ => None,
-    });
-    let Some(classes) = k.or(declared) else { return Ok(()) };
+    let Some(classes) = k.or(declared_classes(graph)) else { return Ok(()) };
     match data.y.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
         Some((i, l)) => Err(Error::data(
             spec,
@@ -173,6 +177,14 @@ fn check_classes(graph: &crate::graph::Graph, spec: &str, data: &dataset::Datase
     }
 }
 
+/// The class count the first output declares (its last dim), when fixed.
+fn declared_classes(graph: &crate::graph::Graph) -> Option<usize> {
+    graph.outputs.first().and_then(|(_, d)| d.dims.as_ref()).and_then(|d| match d.last() {
+        Some(Dim::Fixed(n)) => Some(*n),
+        _ => None,
+    })
+}
+
 /// How the dataset's images become this model's inputs (`size`: the flag, else what the model
 /// records).
 fn prep_for(
@@ -180,6 +192,7 @@ fn prep_for(
     data: &dataset::Dataset,
     size: Option<[usize; 2]>,
     pre: Preprocess,
+    resize: Resize,
 ) -> Result<Prep> {
     let info = super::input::image_input(graph)?;
     let native = match &data.images {
@@ -198,6 +211,7 @@ fn prep_for(
         size: size.or(declared).unwrap_or(native),
         preprocess: pre,
         layout: info.layout,
+        resize,
     })
 }
 
@@ -248,13 +262,15 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         say!("classifier replaced: {old} -> {k} classes");
     }
     let data = dataset::load(&a.data, false)?;
-    let val = a.val.as_deref().map(|v| dataset::load(v, true)).transpose()?;
+    // A validation folder takes the training folder's class names -> labels.
+    let val = a.val.as_deref().map(|v| dataset::load_with_classes(v, true, data.classes.as_deref())).transpose()?;
     check_classes(&model.graph, &a.data, &data, a.num_classes)?;
     if let (Some(v), Some(spec)) = (&val, &a.val) {
         check_classes(&model.graph, spec, v, a.num_classes)?;
     }
     let preprocess = a.preprocess.or(recipe.preprocess).unwrap_or(Preprocess::Unit);
-    let prep = prep_for(&model.graph, &data, a.size.or(recipe.input_size), preprocess)?;
+    let resize = a.resize.or(recipe.resize).unwrap_or(Resize::Stretch);
+    let prep = prep_for(&model.graph, &data, a.size.or(recipe.input_size), preprocess, resize)?;
     let norm = match a.grad_norm {
         GradNorm::ZNorm { .. } => {
             GradNorm::ZNorm { eps: a.znorm_eps, matrices_only: a.znorm_scope == ZnormScope::Matrices }
@@ -421,7 +437,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     let mut diff = 0.0;
     let values = trainer.values()?;
-    let trained = trained_recipe(&recipe, &data, &prep, a.num_classes.is_some());
+    let classes = declared_classes(&model.graph);
+    let trained = trained_recipe(&recipe, &data, &prep, classes, a.num_classes.is_some());
     let export = Export { values: &values, input_size: trained.input_size, metadata: trained.to_metadata() };
     crate::onnx::save(&model, &export, &a.output, |written| {
         diff = verify_export(written, &a.output, &mut trainer, probe, &pool)?;
@@ -461,6 +478,7 @@ fn run_options(a: &FinetuneArgs, prep: &Prep) -> crate::train::checkpoint::RunOp
         ("batch", a.batch.to_string()),
         ("size", format!("{}x{}", prep.size[0], prep.size[1])),
         ("preprocess", name(&|| prep.preprocess.to_possible_value())),
+        ("resize", name(&|| prep.resize.to_possible_value())),
         ("optimizer", name(&|| a.optimizer.to_possible_value())),
         ("lr", a.lr.to_string()),
         ("momentum", a.momentum.to_string()),
@@ -483,13 +501,22 @@ fn run_options(a: &FinetuneArgs, prep: &Prep) -> crate::train::checkpoint::RunOp
 /// What the finetuned model records about its inputs: the size it was trained at, the
 /// preprocessing of its image data (arrays are taken as given: the model's own recipe stays),
 /// and its class names where they are known (a replaced head drops the old ones).
-fn trained_recipe(model: &Recipe, data: &dataset::Dataset, prep: &Prep, new_head: bool) -> Recipe {
-    let (size, preprocess) = match &data.images {
-        Images::Float(x) => ([x.shape()[2], x.shape()[3]], model.preprocess),
-        _ => (prep.size, Some(prep.preprocess)),
+fn trained_recipe(
+    model: &Recipe,
+    data: &dataset::Dataset,
+    prep: &Prep,
+    classes: Option<usize>,
+    new_head: bool,
+) -> Recipe {
+    let (size, preprocess, resize) = match &data.images {
+        Images::Float(x) => ([x.shape()[2], x.shape()[3]], model.preprocess, model.resize),
+        _ => (prep.size, Some(prep.preprocess), Some(prep.resize)),
     };
-    let classes = if new_head { None } else { model.classes.clone() };
-    Recipe { preprocess, input_size: Some(size), classes }
+    // Folder data names its classes (when they are the model's); otherwise a new head makes
+    // the old names wrong.
+    let named = data.classes.clone().filter(|c| Some(c.len()) == classes);
+    let classes = named.or(if new_head { None } else { model.classes.clone() });
+    Recipe { preprocess, input_size: Some(size), resize, classes }
 }
 
 /// A validation's accuracy and mean loss.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::input::{image_input, parse_size};
-use crate::data::image::{load_batch, read_labels, Preprocess};
+use crate::data::image::{load_batch, read_labels, Prep, Preprocess, Resize};
 use crate::data::npy;
 use crate::data::recipe::Recipe;
 use crate::device::{Device, Runner};
@@ -21,7 +21,7 @@ pub struct InferArgs {
     /// float32 .npy for the first graph input.
     #[arg(long, conflicts_with = "image", required_unless_present = "image")]
     pub input: Option<PathBuf>,
-    /// Image files (PNG/JPEG), one batch entry each.
+    /// Image files (PNG, JPEG, BMP or WebP), one batch entry each.
     #[arg(long, num_args = 1..)]
     pub image: Vec<PathBuf>,
     /// Where to write the first graph output (.npy).
@@ -35,6 +35,11 @@ pub struct InferArgs {
     /// 224x224).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<[usize; 2]>,
+    /// How images reach the size: stretch (scaled to exactly HxW) or crop (aspect ratio kept:
+    /// scaled to cover HxW, then the centre cut out, as torchvision's Resize + CenterCrop).
+    /// Default: what the model records, else stretch.
+    #[arg(long, value_enum)]
+    pub resize: Option<Resize>,
     /// Class names: one per line, or a JSON object/array (default: the class names the model
     /// records, e.g. the folder names it was finetuned on).
     #[arg(long)]
@@ -64,7 +69,9 @@ pub fn run(a: InferArgs) -> Result<()> {
             let info = image_input(&model.graph)?;
             let size = a.size.or(recipe.input_size).unwrap_or(info.size);
             let preprocess = a.preprocess.or(recipe.preprocess).unwrap_or(Preprocess::Imagenet);
-            let x = load_batch(&a.image, size, info.channels, preprocess, info.layout)?;
+            let resize = a.resize.or(recipe.resize).unwrap_or(Resize::Stretch);
+            let prep = Prep { channels: info.channels, size, preprocess, layout: info.layout, resize };
+            let x = load_batch(&a.image, &prep)?;
             (x, a.image.iter().map(|p| p.display().to_string()).collect())
         }
     };

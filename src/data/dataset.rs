@@ -2,15 +2,18 @@
 //! `npz:FILE` (arrays `x`: N×C×H×W float32, `y`: N integer labels, used as they are) or
 //! `idx:DIR` (MNIST/Fashion-MNIST idx files, gzipped or not; the `train` split, or `t10k` for a
 //! validation set), `cifar:DIR` (CIFAR-10 binary; `test_batch.bin` for validation) or
-//! `folder:DIR` (a sub-folder of PNG/JPEG images per class). Images are turned into model inputs
-//! per batch: resized to the model's size, gray replicated to its channels, preprocessed.
+//! `folder:DIR` (a sub-folder of images per class; the rules in `folder`). Images are turned into
+//! model inputs per batch: resized to the model's size, gray replicated to its channels,
+//! preprocessed.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use image::imageops::FilterType;
-use image::{GrayImage, RgbImage};
+use image::{DynamicImage, GrayImage, RgbImage};
 
-use super::image::{preprocess, Layout, Preprocess};
+pub use super::image::Prep;
+use super::image::{fit, preprocess, Layout};
 use super::npy::{from_array, Npz};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -22,25 +25,25 @@ pub enum Images {
     /// 8-bit images, `n` of `h`×`w`×`c` (channel-last), converted per batch.
     Bytes { data: Vec<u8>, n: usize, h: usize, w: usize, c: usize },
     /// Image files, decoded per batch.
-    Files(Vec<std::path::PathBuf>),
-}
-
-/// How byte images become model inputs.
-#[derive(Clone, Copy, Debug)]
-pub struct Prep {
-    pub channels: usize,
-    pub size: [usize; 2],
-    pub preprocess: Preprocess,
-    /// The model's input layout: batches are built NCHW and transposed for an NHWC model.
-    pub layout: Layout,
+    Files(Vec<PathBuf>),
 }
 
 pub struct Dataset {
     pub images: Images,
     pub y: Vec<i64>,
+    /// The class names of a `folder:` dataset, label k being `classes[k]`: the sorted class
+    /// folder names of a training folder, or the training classes a validation folder was
+    /// matched to (`load_with_classes`). `None` for npz, idx and cifar data (numbered labels).
+    pub classes: Option<Vec<String>>,
+    /// Files that passed the header check but do not decode, each named once when found.
+    undecodable: Mutex<BTreeSet<usize>>,
 }
 
 impl Dataset {
+    pub fn new(images: Images, y: Vec<i64>, classes: Option<Vec<String>>) -> Dataset {
+        Dataset { images, y, classes, undecodable: Mutex::new(BTreeSet::new()) }
+    }
+
     pub fn len(&self) -> usize {
         self.y.len()
     }
@@ -50,7 +53,10 @@ impl Dataset {
     }
 
     /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images and
-    /// files; an image file that fails to decode is an error naming it).
+    /// files). An image file that fails to decode (a PNG cut off in its pixel data passes the
+    /// header check made at load time) is replaced by the next file of the dataset that decodes, with that file's
+    /// label, and named once on stderr: one bad file does not stop a run, and the batch keeps
+    /// its size and stays the same on every run (resume included).
     pub fn batch(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
         self.batch_augmented(indices, prep, None)
     }
@@ -75,7 +81,7 @@ impl Dataset {
     }
 
     fn batch_nchw(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
-        let labels = indices.iter().map(|&i| self.y[i]).collect();
+        let labels = || indices.iter().map(|&i| self.y[i]).collect();
         match &self.images {
             Images::Float(x) => {
                 let per: usize = x.shape()[1..].iter().product();
@@ -85,18 +91,18 @@ impl Dataset {
                 }
                 let mut shape = x.shape().to_vec();
                 shape[0] = indices.len();
-                Ok((Tensor::from_vec(shape, data), labels))
+                Ok((Tensor::from_vec(shape, data), labels()))
             }
             Images::Files(paths) => {
-                let chosen: Vec<&std::path::Path> = indices.iter().map(|&i| paths[i].as_path()).collect();
-                let x = super::image::load_batch(
-                    &chosen,
-                    prep.size,
-                    prep.channels,
-                    prep.preprocess,
-                    super::image::Layout::Nchw,
-                )?;
-                Ok((x, labels))
+                let [h, w] = prep.size;
+                let mut data = Vec::with_capacity(indices.len() * prep.channels * h * w);
+                let mut labels = Vec::with_capacity(indices.len());
+                for &i in indices {
+                    let (j, img) = self.decode_or_next(paths, i)?;
+                    data.extend(super::image::planes(&img, prep, &paths[j])?);
+                    labels.push(self.y[j]);
+                }
+                Ok((Tensor::from_vec([indices.len(), prep.channels, h, w], data), labels))
             }
             Images::Bytes { data, h, w, c, .. } => {
                 let [oh, ow] = prep.size;
@@ -105,9 +111,25 @@ impl Dataset {
                     let px = &data[i * h * w * c..(i + 1) * h * w * c];
                     out.extend(to_input(px, [*h, *w], *c, prep));
                 }
-                Ok((Tensor::from_vec([indices.len(), prep.channels, oh, ow], out), labels))
+                Ok((Tensor::from_vec([indices.len(), prep.channels, oh, ow], out), labels()))
             }
         }
+    }
+
+    /// File `i` decoded, or the first file after it (wrapping) that decodes; its index too.
+    fn decode_or_next(&self, paths: &[PathBuf], i: usize) -> Result<(usize, DynamicImage)> {
+        let known_bad = |j: &usize| self.undecodable.lock().unwrap_or_else(|e| e.into_inner()).contains(j);
+        for j in (i..paths.len()).chain(0..i).filter(|j| !known_bad(j)) {
+            match super::image::decode(&paths[j]) {
+                Ok(img) => return Ok((j, img)),
+                Err(e) => {
+                    if self.undecodable.lock().unwrap_or_else(|e| e.into_inner()).insert(j) {
+                        super::warn(&format!("{e}; the next image that decodes takes its place in every batch"));
+                    }
+                }
+            }
+        }
+        Err(Error::data(paths[i].display().to_string(), "cannot read image, nor any other image of the dataset"))
     }
 }
 
@@ -116,10 +138,9 @@ fn to_input(px: &[u8], [h, w]: [usize; 2], c: usize, prep: &Prep) -> Vec<f32> {
     let [oh, ow] = prep.size;
     let plane = oh * ow;
     let mut chw = vec![0.0f32; prep.channels * plane];
-    let resize = [h, w] != prep.size;
     if c == 1 {
         let img = GrayImage::from_raw(w as u32, h as u32, px.to_vec()).expect("sizes checked at load");
-        let img = if resize { image::imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle) } else { img };
+        let img = fit(&DynamicImage::ImageLuma8(img), prep.size, prep.resize).into_luma8();
         for ch in 0..prep.channels {
             for (d, p) in chw[ch * plane..(ch + 1) * plane].iter_mut().zip(img.pixels()) {
                 *d = p.0[0] as f32;
@@ -127,7 +148,7 @@ fn to_input(px: &[u8], [h, w]: [usize; 2], c: usize, prep: &Prep) -> Vec<f32> {
         }
     } else {
         let img = RgbImage::from_raw(w as u32, h as u32, px.to_vec()).expect("sizes checked at load");
-        let img = if resize { image::imageops::resize(&img, ow as u32, oh as u32, FilterType::Triangle) } else { img };
+        let img = fit(&DynamicImage::ImageRgb8(img), prep.size, prep.resize).into_rgb8();
         for (i, p) in img.pixels().enumerate() {
             for ch in 0..prep.channels {
                 chw[ch * plane + i] = if prep.channels == 1 {
@@ -144,6 +165,14 @@ fn to_input(px: &[u8], [h, w]: [usize; 2], c: usize, prep: &Prep) -> Vec<f32> {
 
 /// Reads a data SPEC; `test` picks the held-out split where the format has one (idx: t10k).
 pub fn load(spec: &str, test: bool) -> Result<Dataset> {
+    load_with_classes(spec, test, None)
+}
+
+/// `load`, a `folder:` SPEC labelled by `classes` (the training set's names, for validation
+/// data): each class folder takes the label of its name, a name not in `classes` is an error.
+/// Without `classes` (or for other formats) labels are as `load` gives them. Files skipped at
+/// load time are counted in one line on stderr.
+pub fn load_with_classes(spec: &str, test: bool, classes: Option<&[String]>) -> Result<Dataset> {
     if let Some((kind, dir)) = spec.split_once(':').filter(|(k, _)| ["idx", "cifar", "folder"].contains(k)) {
         if !Path::new(dir).is_dir() {
             return Err(Error::data(dir, format!("no such folder (data '{kind}:' names a folder)")));
@@ -153,15 +182,18 @@ pub fn load(spec: &str, test: bool) -> Result<Dataset> {
         Some(("npz", file)) => load_npz(Path::new(file))?,
         Some(("idx", dir)) => {
             let (images, y) = super::idx::load(Path::new(dir), test)?;
-            Dataset { images, y }
+            Dataset::new(images, y, None)
         }
         Some(("cifar", dir)) => {
             let (images, y) = super::cifar::load(Path::new(dir), test)?;
-            Dataset { images, y }
+            Dataset::new(images, y, None)
         }
         Some(("folder", dir)) => {
-            let (files, y, _) = super::folder::load(Path::new(dir))?;
-            Dataset { images: Images::Files(files), y }
+            let f = super::folder::load(Path::new(dir), classes)?;
+            if !f.skipped.is_empty() {
+                super::note(&format!("{spec}: {}", f.skipped.summary()));
+            }
+            Dataset::new(Images::Files(f.files), f.labels, Some(f.classes))
         }
         _ => return Err(Error::Usage(format!("data '{spec}': expected npz:FILE, idx:DIR, cifar:DIR or folder:DIR"))),
     };
@@ -182,7 +214,7 @@ fn load_npz(path: &Path) -> Result<Dataset> {
     if x.shape()[0] != y.len() {
         return Err(Error::data(&what, format!("{} images but {} labels", x.shape()[0], y.len())));
     }
-    Ok(Dataset { images: Images::Float(from_array(x)), y })
+    Ok(Dataset::new(Images::Float(from_array(x)), y, None))
 }
 
 /// A small seeded generator (SplitMix64) for shuffling: deterministic across platforms.

@@ -1,4 +1,5 @@
-//! Images into model inputs: decode (PNG/JPEG through `image`), resize, preprocess, lay out.
+//! Images into model inputs: decode (PNG, JPEG, BMP, WebP through `image`), resize, preprocess,
+//! lay out. One loader for every image file (folder datasets, `infer --image`).
 //!
 //! Presets: `imagenet` — RGB scaled to [0,1], minus mean [0.485, 0.456, 0.406], over std
 //! [0.229, 0.224, 0.225] (torchvision); `caffe` — BGR, minus [103.939, 116.779, 123.68], no scaling
@@ -7,6 +8,7 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
+use image::DynamicImage;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -24,12 +26,45 @@ pub enum Layout {
     Nhwc,
 }
 
-/// One image as `channels` planes of `h×w` floats (channel-major), preprocessed.
-pub fn load_image(path: &Path, [h, w]: [usize; 2], channels: usize, pre: Preprocess) -> Result<Vec<f32>> {
-    let img =
-        image::open(path).map_err(|e| Error::data(path.display().to_string(), format!("cannot read image: {e}")))?;
-    let img = img.resize_exact(w as u32, h as u32, FilterType::Triangle);
-    let plane = h * w;
+/// How an image is brought to the model's input size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Resize {
+    /// Scaled to exactly HxW; the aspect ratio is not kept.
+    #[default]
+    Stretch,
+    /// Scaled (aspect ratio kept) until it covers HxW, then the centre HxW cut out (for a
+    /// square size, torchvision's Resize(size) + CenterCrop(size)).
+    Crop,
+}
+
+/// How images become model inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Prep {
+    pub channels: usize,
+    pub size: [usize; 2],
+    pub preprocess: Preprocess,
+    /// The model's input layout: batches are built NCHW and transposed for an NHWC model.
+    pub layout: Layout,
+    pub resize: Resize,
+}
+
+/// Decodes an image file (its format from its contents).
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let cannot = |e: &dyn std::fmt::Display| Error::data(path.display().to_string(), format!("cannot read image: {e}"));
+    let reader = image::ImageReader::open(path).map_err(|e| cannot(&e))?;
+    reader.with_guessed_format().map_err(|e| cannot(&e))?.decode().map_err(|e| cannot(&e))
+}
+
+/// One image file as `prep.channels` planes of the model's size (channel-major), preprocessed.
+pub fn load_image(path: &Path, prep: &Prep) -> Result<Vec<f32>> {
+    planes(&decode(path)?, prep, path)
+}
+
+/// A decoded image as `prep.channels` planes of `prep.size` (channel-major), preprocessed;
+/// `path` names it in errors.
+pub fn planes(img: &DynamicImage, prep: &Prep, path: &Path) -> Result<Vec<f32>> {
+    let img = fit(img, prep.size, prep.resize);
+    let (channels, plane) = (prep.channels, prep.size[0] * prep.size[1]);
     let mut out = vec![0.0f32; channels * plane];
     match channels {
         1 => {
@@ -51,8 +86,74 @@ pub fn load_image(path: &Path, [h, w]: [usize; 2], channels: usize, pre: Preproc
             ))
         }
     }
-    preprocess(&mut out, channels, plane, pre);
+    preprocess(&mut out, channels, plane, prep.preprocess);
     Ok(out)
+}
+
+/// Brings `img` to `[h, w]` (its colour type kept).
+pub fn fit(img: &DynamicImage, [h, w]: [usize; 2], mode: Resize) -> DynamicImage {
+    let scaled = |img: &DynamicImage, [nh, nw]: [usize; 2]| {
+        if [img.height() as usize, img.width() as usize] == [nh, nw] {
+            img.clone()
+        } else {
+            img.resize_exact(nw as u32, nh as u32, FilterType::Triangle)
+        }
+    };
+    let src = [img.height() as usize, img.width() as usize];
+    match mode {
+        Resize::Stretch => scaled(img, [h, w]),
+        // An image with no pixels (idx data may declare 0 rows) has no centre: blank, as stretched.
+        Resize::Crop if src.contains(&0) => scaled(img, [h, w]),
+        Resize::Crop => {
+            let [nh, nw] = cover_size(src, [h, w]);
+            // Resize-then-crop (torchvision's order) unless the scaled image would be far larger
+            // than the target (a strip of 1x10000 pixels would scale to 224x2240000): then the
+            // centre band of the source with the target's aspect ratio, scaled (the same pixels
+            // within sub-pixel alignment, and bounded memory).
+            if nh * nw <= MAX_COVER_AREA * h * w {
+                let r = scaled(img, [nh, nw]);
+                r.crop_imm(centre_offset(nw, w) as u32, centre_offset(nh, h) as u32, w as u32, h as u32)
+            } else {
+                let [bh, bw] = band_size(src, [h, w]);
+                let band = img.crop_imm(
+                    centre_offset(src[1], bw) as u32,
+                    centre_offset(src[0], bh) as u32,
+                    bw as u32,
+                    bh as u32,
+                );
+                scaled(&band, [h, w])
+            }
+        }
+    }
+}
+
+/// How many times the target's area a scaled image may take before `fit` crops the source first.
+const MAX_COVER_AREA: usize = 8;
+
+/// The size `[h, w]` scales to (aspect ratio kept) to just cover `[th, tw]`: the side with the
+/// larger ratio matches, the other is truncated as torchvision's `Resize` does
+/// (`int(size * long / short)`; in integers, which is the same value for any image size).
+pub fn cover_size([h, w]: [usize; 2], [th, tw]: [usize; 2]) -> [usize; 2] {
+    if th * w >= tw * h {
+        [th, th * w / h]
+    } else {
+        [tw * h / w, tw]
+    }
+}
+
+/// The centre part of `[h, w]` with the aspect ratio of `[th, tw]` (at least 1 pixel each way).
+fn band_size([h, w]: [usize; 2], [th, tw]: [usize; 2]) -> [usize; 2] {
+    if th * w >= tw * h {
+        [h, ((h * tw) as f64 / th as f64).round().clamp(1.0, w as f64) as usize]
+    } else {
+        [((w * th) as f64 / tw as f64).round().clamp(1.0, h as f64) as usize, w]
+    }
+}
+
+/// Where a centred `t` starts in `n`: torchvision's `int(round((n - t) / 2.0))`, Python's round
+/// (halves to even: a difference of 1 starts at 0, 3 at 2, 5 at 2).
+pub fn centre_offset(n: usize, t: usize) -> usize {
+    ((n - t) as f64 / 2.0).round_ties_even() as usize
 }
 
 /// Applies a preset in place to channel-major RGB (or gray) values in 0..=255.
@@ -81,26 +182,22 @@ pub fn preprocess(x: &mut [f32], channels: usize, plane: usize, pre: Preprocess)
     }
 }
 
-/// A batch of images as one input tensor in the model's layout.
-pub fn load_batch(
-    paths: &[impl AsRef<Path>],
-    size: [usize; 2],
-    channels: usize,
-    pre: Preprocess,
-    layout: Layout,
-) -> Result<Tensor> {
+/// A batch of image files as one input tensor in the model's layout; a file that does not
+/// decode is an error naming it.
+pub fn load_batch(paths: &[impl AsRef<Path>], prep: &Prep) -> Result<Tensor> {
+    let (size, channels) = (prep.size, prep.channels);
     let plane = size[0] * size[1];
     let mut data = Vec::with_capacity(paths.len() * channels * plane);
     for p in paths {
-        let chw = load_image(p.as_ref(), size, channels, pre)?;
-        match layout {
+        let chw = load_image(p.as_ref(), prep)?;
+        match prep.layout {
             Layout::Nchw => data.extend_from_slice(&chw),
             Layout::Nhwc => data
                 .extend((0..plane).flat_map(|i| (0..channels).map(move |c| (c, i))).map(|(c, i)| chw[c * plane + i])),
         }
     }
     let n = paths.len();
-    let shape = match layout {
+    let shape = match prep.layout {
         Layout::Nchw => vec![n, channels, size[0], size[1]],
         Layout::Nhwc => vec![n, size[0], size[1], channels],
     };
@@ -169,5 +266,38 @@ mod tests {
         let mut y = vec![255.0, 0.0, 127.5];
         preprocess(&mut y, 3, 1, Preprocess::Imagenet);
         assert!((y[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
+    }
+    #[test]
+    fn crop_sizes_and_offsets_are_torchvisions() {
+        // torchvision 0.29.2 on PIL images: Resize(224) gives these (h, w); CenterCrop(8) of an
+        // 8-row image W columns wide keeps columns from 0 (W 9), 1 (10), 2 (11, 12, 13), 4 (15).
+        let resized = [
+            ([375, 500], [224, 298]),
+            ([500, 333], [336, 224]),
+            ([224, 224], [224, 224]),
+            ([100, 101], [224, 226]),
+            ([333, 500], [224, 336]),
+            ([480, 640], [224, 298]),
+            ([1000, 3], [74666, 224]),
+        ];
+        for (src, want) in resized {
+            assert_eq!(cover_size(src, [224, 224]), want, "{src:?}");
+        }
+        for (w, first) in [(9, 0), (10, 1), (11, 2), (12, 2), (13, 2), (15, 4)] {
+            assert_eq!(centre_offset(w, 8), first, "width {w}");
+        }
+    }
+
+    #[test]
+    fn an_extreme_strip_is_cropped_in_bounded_memory() {
+        // 1 x 4000 pixels to 4x4: scaling first would give 4 x 16000; the centre band of 1x1
+        // (column round((4000 - 1) / 2) = 2000, ties to even) holds value 2000 % 251 = 243.
+        let strip = image::GrayImage::from_fn(4000, 1, |x, _| image::Luma([(x % 251) as u8]));
+        let out = fit(&DynamicImage::ImageLuma8(strip), [4, 4], Resize::Crop).into_luma8();
+        assert_eq!(out.dimensions(), (4, 4));
+        assert!(out.pixels().all(|p| p.0[0] == 243), "{:?}", out.as_raw());
+        // No pixels at all (the fuzzers' idx data with 0 rows): a blank 4x4, no division by 0.
+        let empty = fit(&DynamicImage::ImageLuma8(image::GrayImage::new(5, 0)), [4, 4], Resize::Crop);
+        assert_eq!(empty.into_luma8().dimensions(), (4, 4));
     }
 }
