@@ -84,11 +84,17 @@ fn x() -> Tensor {
     Tensor::from_vec(SHAPE, edgetune::tensor::lcg_values(SHAPE.iter().product(), 7))
 }
 
-fn run_ort(model: &Path, x: &Path, y: &Path) -> Tensor {
+/// onnxruntime on each (model, output file) pair with input `x`, in one process.
+fn run_ort(runs: &[(PathBuf, PathBuf)], x: &Path) -> Vec<Tensor> {
     let py = root().join("tools/.venv-light/bin/python");
-    let out = std::process::Command::new(py).arg(root().join("tools/ort_run.py")).args([model, x, y]).output().unwrap();
-    assert!(out.status.success(), "onnxruntime on {}: {}", model.display(), String::from_utf8_lossy(&out.stderr));
-    read_tensor(y).unwrap()
+    let mut cmd = std::process::Command::new(py);
+    cmd.arg(root().join("tools/ort_run.py"));
+    for (model, y) in runs {
+        cmd.arg(model).arg(x).arg(y);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&out.stderr));
+    runs.iter().map(|(_, y)| read_tensor(y).unwrap()).collect()
 }
 
 #[test]
@@ -120,11 +126,13 @@ fn every_mode_and_opset_form_matches_onnxruntime() {
     let d = tempfile::tempdir().unwrap();
     let xp = d.path().join("x.npy");
     write_tensor(&xp, &x()).unwrap();
-    for (k, c) in cases.iter().enumerate() {
+    let runs: Vec<(PathBuf, PathBuf)> = (0..cases.len())
+        .map(|k| (pad_model(d.path(), &cases[k], &format!("case{k}")), d.path().join(format!("y{k}.npy"))))
+        .collect();
+    let peer = run_ort(&runs, &xp);
+    for ((c, (path, _)), want) in cases.iter().zip(&runs).zip(peer) {
         let what = format!("{} opset {} pads {:?}", c.mode, c.opset, c.pads);
-        let path = pad_model(d.path(), c, &format!("case{k}"));
-        let want = run_ort(&path, &xp, &d.path().join(format!("y{k}.npy")));
-        let graph = edgetune::onnx::load(&path).unwrap_or_else(|e| panic!("{what}: {e}")).graph;
+        let graph = edgetune::onnx::load(path).unwrap_or_else(|e| panic!("{what}: {e}")).graph;
         let ours = edgetune::Session::new(graph, 1)
             .and_then(|s| s.run(vec![x()]))
             .unwrap_or_else(|e| panic!("{what}: {e}"))
