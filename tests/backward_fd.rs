@@ -172,7 +172,6 @@ fn movement_rules() {
     check("transpose", Case::new("Transpose", vec![vec![2, 3, 4]]).attrs(vec![attr::ints("perm", &[2, 0, 1])]));
     check("squeeze", Case::new("Squeeze", vec![vec![2, 1, 3]]).ints(vec![Some(vec![1])]));
     check("unsqueeze", Case::new("Unsqueeze", vec![vec![2, 3]]).ints(vec![Some(vec![0, 3])]));
-    check("pad", Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]));
     check("concat axis 1", Case::new("Concat", vec![vec![2, 3, 2], vec![2, 1, 2]]).attrs(vec![attr::int("axis", 1)]));
     check(
         "slice with steps",
@@ -182,6 +181,39 @@ fn movement_rules() {
             Some(vec![0, 1, 2]),
             Some(vec![2, 3, -2]),
         ]),
+    );
+}
+
+/// Pad in every mode: the backward rule scatter-adds each output's gradient into the input it was
+/// read from, so border inputs that edge, reflect and wrap read several times collect several terms.
+#[test]
+fn pad_rules() {
+    let pad = |mode: &str, shape: Vec<usize>, pads: Vec<i64>| {
+        Case::new("Pad", vec![shape]).attrs(vec![attr::string("mode", mode)]).ints(vec![Some(pads)])
+    };
+    check("pad constant", Case::new("Pad", vec![vec![1, 2, 3, 3]]).ints(vec![Some(vec![0, 0, 1, 2, 0, 0, 2, 1])]));
+    // Edge: a pad of 2 on an axis of 3 gives the border element three terms.
+    check("pad edge", pad("edge", vec![1, 2, 3, 4], vec![0, 0, 2, 1, 0, 0, 1, 3]));
+    // Reflect up to its limit (length − 1) on both sides.
+    check("pad reflect", pad("reflect", vec![1, 2, 3, 4], vec![0, 0, 2, 1, 0, 0, 2, 3]));
+    // Wrap by more than the axis length: some inputs are read three times.
+    check("pad wrap", pad("wrap", vec![1, 2, 3, 2], vec![0, 0, 4, 1, 0, 0, 2, 5]).opset(19));
+    // Negative pads crop first (onnxruntime's rule), then the mode pads the cropped axis.
+    check("pad edge with a crop", pad("edge", vec![1, 2, 4, 4], vec![0, 0, -1, 2, 0, 0, 2, -1]));
+    check("pad reflect with a crop", pad("reflect", vec![1, 2, 5, 4], vec![0, -1, 3, 0, 0, 0, -1, 2]));
+    // Pads as attributes (before opset 11) and on named axes (opset 18).
+    check(
+        "pad reflect, opset 10 attributes",
+        Case::new("Pad", vec![vec![2, 3, 4]])
+            .attrs(vec![attr::string("mode", "reflect"), attr::ints("pads", &[0, 1, 3, 0, 2, 1])])
+            .opset(10),
+    );
+    check(
+        "pad edge on axes (-1, 1)",
+        Case::new("Pad", vec![vec![2, 3, 4]])
+            .attrs(vec![attr::string("mode", "edge")])
+            .ints(vec![Some(vec![2, 0, 1, 2]), None, Some(vec![-1, 1])])
+            .opset(18),
     );
 }
 

@@ -15,8 +15,8 @@ use crate::kernels::pool::Pool;
 use crate::kernels::simd::Arith;
 use crate::ops::window::{Geometry, Window};
 use crate::ops::{
-    BatchNorm, Binary, Conv, Gemm, GlobalAveragePool, Identity, Op, Pad, Pooling, Relu, Reshape, Saves, Softmax,
-    Transpose,
+    BatchNorm, Binary, Conv, Gemm, GlobalAveragePool, Identity, Op, Pad, PadMode, Pooling, Relu, Reshape, Saves,
+    Softmax, Transpose,
 };
 use crate::tensor::strides;
 
@@ -40,7 +40,7 @@ pub enum GOp {
     /// Inference only, over the last axis.
     Softmax(Softmax),
     Transpose(Transpose),
-    /// Constant padding.
+    /// Constant padding (negative pads crop).
     Pad(Pad),
 }
 
@@ -86,6 +86,9 @@ impl GOp {
             return Ok(GOp::Transpose(t.clone()));
         }
         if let Some(p) = any.downcast_ref::<Pad>() {
+            if p.mode() != PadMode::Constant {
+                return Err(format!("Pad mode '{}' does not run on the GPU (only 'constant')", p.mode().name()));
+            }
             return Ok(GOp::Pad(p.clone()));
         }
         Err(format!("this op does not run on the GPU; {SUPPORTED}"))
@@ -402,7 +405,7 @@ impl GOp {
             }
             GOp::Pad(p) => {
                 let (before, _) = p.amounts(x[0].shape.len()).map_err(Error::Runtime)?;
-                let begin: Vec<i64> = before.iter().map(|&b| b as i64).collect();
+                let begin: Vec<i64> = before.iter().map(|&b| b as i64).collect(); // negative: a crop
                 plain(gpu.gather(x[0], out_shape, &strides(&x[0].shape), &begin, &x[0].shape, p.value())?)
             }
             GOp::Softmax(s) => {
@@ -747,4 +750,32 @@ fn gemm_backward(gpu: &Gpu, g: &Gemm, rec: &GRecord, dy: &DTensor, need: &[bool]
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GOp;
+    use crate::attrs::{Attr, Attrs};
+    use crate::graph::Node;
+    use crate::ops::{builder, BuildCtx, InputInfo};
+
+    /// The GPU form of a Pad node (pads as attributes, opset 10) in `mode`.
+    fn gpu_pad(mode: &str) -> Result<GOp, String> {
+        let attrs = Attrs(vec![("mode".into(), Attr::Str(mode.into())), ("pads".into(), Attr::Ints(vec![0, 1, 1, 0]))]);
+        let node = Node { name: "p".into(), op_type: "Pad".into(), inputs: vec![Some(0)], outputs: vec![1], attrs };
+        let ctx = BuildCtx { node: &node, opset: 10, inputs: vec![Some(InputInfo { shape: &[2, 3], value: None })] };
+        let built = builder("Pad").unwrap()(&ctx)?;
+        GOp::of(built.op.as_ref(), 1)
+    }
+
+    /// The GPU gathers constant pads (and crops) only; the other modes are refused, not padded
+    /// with a constant.
+    #[test]
+    fn pad_modes_other_than_constant_are_refused() {
+        assert!(matches!(gpu_pad("constant"), Ok(GOp::Pad(_))));
+        for mode in ["edge", "reflect"] {
+            let Err(err) = gpu_pad(mode) else { panic!("Pad mode '{mode}' was given a GPU form") };
+            assert!(err.contains(&format!("'{mode}'")) && err.contains("does not run on the GPU"), "{err}");
+        }
+    }
 }

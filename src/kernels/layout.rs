@@ -97,17 +97,104 @@ pub fn concat<T: Copy>(parts: &[(&[T], &[usize])], axis: usize) -> Vec<T> {
     out
 }
 
-/// Copy of `data` with `before[d]`/`after[d]` elements of `value` added around axis d.
-pub fn pad<T: Copy>(data: &[T], shape: &[usize], before: &[usize], after: &[usize], value: T) -> Vec<T> {
-    let out_shape: Vec<usize> = (0..shape.len()).map(|d| before[d] + shape[d] + after[d]).collect();
-    let mut out = vec![value; numel(&out_shape)];
-    let ost = strides(&out_shape);
-    let base: usize = before.iter().zip(&ost).map(|(b, s)| b * s).sum();
-    let dst: Vec<isize> = ost.iter().map(|&s| s as isize).collect();
+/// Calls `row(base, last)` once per row of an output whose axis d has `maps[d].len()` positions,
+/// in row-major order (a row: every position of the last axis). Output position o_d reads source
+/// position `maps[d][o_d]` of axis d (a negative entry: no source). `base` is the source offset of
+/// the row's first `rank − 1` coordinates (`None` when one of them has no source); the row's
+/// element j reads `base + last[j]`. Offsets add up per axis: no division in the loops.
+fn for_each_mapped_row(shape: &[usize], maps: &[Vec<isize>], mut row: impl FnMut(Option<usize>, &[isize])) {
+    let rank = shape.len();
+    if rank == 0 {
+        return row(Some(0), &[0]);
+    }
+    if maps.iter().any(Vec::is_empty) {
+        return;
+    }
+    let st = strides(shape);
+    let outer = &maps[..rank - 1];
+    let mut idx = vec![0usize; rank - 1];
+    loop {
+        let mut base = Some(0usize);
+        for (d, &i) in idx.iter().enumerate() {
+            let src = outer[d][i];
+            base = base.filter(|_| src >= 0).map(|b| b + src as usize * st[d]);
+        }
+        row(base, &maps[rank - 1]);
+        // Next row: the odometer over the outer axes.
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < outer[d].len() {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// out[o] = data[Σ_d maps[d][o_d]·stride_d] for `data` of `shape`, or `fill` where some
+/// `maps[d][o_d]` is negative: Pad in every mode, with crops (the ops build the maps).
+pub fn gather_axes<T: Copy>(data: &[T], shape: &[usize], maps: &[Vec<isize>], fill: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(maps.iter().map(Vec::len).product());
+    // The part of each row that reads consecutive elements (a pad's interior) is one slice copy.
+    let (lo, hi) = maps.last().map_or((0, 0), |m| longest_consecutive_run(m));
+    for_each_mapped_row(shape, maps, |base, last| match base {
+        Some(b) => {
+            let read = |&m: &isize| if m >= 0 { data[b + m as usize] } else { fill };
+            out.extend(last[..lo].iter().map(read));
+            if hi > lo {
+                let start = b + last[lo] as usize;
+                out.extend_from_slice(&data[start..start + (hi - lo)]);
+            }
+            out.extend(last[hi..].iter().map(read));
+        }
+        None => out.resize(out.len() + last.len(), fill),
+    });
+    out
+}
+
+/// The longest range lo..hi of `map` whose entries are non-negative and count up by one.
+fn longest_consecutive_run(map: &[isize]) -> (usize, usize) {
+    let (mut best, mut start) = ((0, 0), 0);
+    for j in 0..map.len() {
+        if map[j] < 0 || (j > start && map[j] != map[j - 1] + 1) {
+            start = j + usize::from(map[j] < 0);
+        }
+        if j + 1 > start && j + 1 - start > best.1 - best.0 {
+            best = (start, j + 1);
+        }
+    }
+    best
+}
+
+/// Adjoint of `gather_axes`: each entry of `g` (laid out as its output) added into the source
+/// element it was read from, in zeros of `shape`; entries read from no source are dropped.
+pub fn scatter_add_axes(g: &[f32], shape: &[usize], maps: &[Vec<isize>]) -> Vec<f32> {
+    let mut out = vec![0.0f32; numel(shape)];
+    let (lo, hi) = maps.last().map_or((0, 0), |m| longest_consecutive_run(m));
     let mut k = 0;
-    for_each_offset(shape, &dst, base as isize, |o| {
-        out[o] = data[k];
-        k += 1;
+    for_each_mapped_row(shape, maps, |base, last| {
+        if let Some(b) = base {
+            let row = &g[k..k + last.len()];
+            let mut add = |range: std::ops::Range<usize>| {
+                for (&m, &v) in last[range.clone()].iter().zip(&row[range]) {
+                    if m >= 0 {
+                        out[b + m as usize] += v;
+                    }
+                }
+            };
+            add(0..lo);
+            add(hi..last.len());
+            if hi > lo {
+                let start = b + last[lo] as usize;
+                out[start..start + (hi - lo)].iter_mut().zip(&row[lo..hi]).for_each(|(o, &v)| *o += v);
+            }
+        }
+        k += last.len();
     });
     out
 }
@@ -171,7 +258,15 @@ mod tests {
             vec![11, 12, 13, 21, 22, 23]
         );
         assert_eq!(concat(&[(&[1, 2][..], &[1, 2][..]), (&[3][..], &[1, 1][..])], 1), vec![1, 2, 3]);
-        assert_eq!(pad(&[1, 2], &[1, 2], &[0, 1], &[1, 0], 0), vec![0, 1, 2, 0, 0, 0]);
         assert_eq!(gather(&[0, 1, 2, 3, 4, 5], &[2, 3], 1, &[2, 0]), vec![2, 0, 5, 3]);
+        // [[0,1,2],[3,4,5]]: rows (none, 1, 0), columns (2, 2, none, 0).
+        let maps = [vec![-1, 1, 0], vec![2, 2, -1, 0]];
+        assert_eq!(gather_axes(&[0, 1, 2, 3, 4, 5], &[2, 3], &maps, 9), vec![9, 9, 9, 9, 5, 5, 9, 3, 2, 2, 9, 0]);
+        // Its adjoint on ones: element 2 and 5 are read twice, 0 and 3 once, 1 and 4 never.
+        assert_eq!(scatter_add_axes(&[1.0; 12], &[2, 3], &maps), vec![1.0, 0.0, 2.0, 1.0, 0.0, 2.0]);
+        assert_eq!(gather_axes(&[7], &[], &[], 0), vec![7]);
+        assert_eq!(longest_consecutive_run(&[-1, 3, 0, 1, 2, 3, 3, -1]), (2, 6));
+        assert_eq!(longest_consecutive_run(&[-1, -1]), (0, 0));
+        assert_eq!(gather_axes(&[1, 2], &[1, 2], &[vec![0], vec![]], 0), Vec::<i32>::new());
     }
 }

@@ -36,7 +36,7 @@ pub use conv::Conv;
 pub use gemm::Gemm;
 pub use global_pool::GlobalAveragePool;
 pub use identity::Identity;
-pub use pad::Pad;
+pub use pad::{Pad, PadMode};
 pub use pool::Pooling;
 pub use relu::Relu;
 pub use reshape::Reshape;

@@ -27,11 +27,13 @@ pub struct Case {
     pub bn: BnMode,
     /// Non-trainable float inputs (BatchNorm running statistics), appended after `inputs`.
     pub fixed: Vec<Vec<f32>>,
+    /// The model's opset (17 unless a case needs a form from another one).
+    pub opset: i64,
 }
 
 impl Case {
     pub fn new(op: &'static str, inputs: Vec<Vec<usize>>) -> Case {
-        Case { op, attrs: vec![], inputs, ints: vec![], bn: BnMode::Train, fixed: vec![] }
+        Case { op, attrs: vec![], inputs, ints: vec![], bn: BnMode::Train, fixed: vec![], opset: 17 }
     }
     pub fn attrs(mut self, a: Vec<pb::AttributeProto>) -> Case {
         self.attrs = a;
@@ -39,6 +41,10 @@ impl Case {
     }
     pub fn ints(mut self, i: Vec<Option<Vec<i64>>>) -> Case {
         self.ints = i;
+        self
+    }
+    pub fn opset(mut self, v: i64) -> Case {
+        self.opset = v;
         self
     }
 }
@@ -77,7 +83,8 @@ impl Case {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut n = node(self.op, "n", &refs, &["y"]);
         n.attribute = self.attrs.clone();
-        let m = model(vec![n], inits, vec![], vec![value("y", &[])]);
+        let mut m = model(vec![n], inits, vec![], vec![value("y", &[])]);
+        m.opset_import[0].version = self.opset;
         let path = dir.path().join("m.onnx");
         super::build::save(&m, &path);
         (edgetune::onnx::load(&path).unwrap().graph, dir)
