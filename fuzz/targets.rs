@@ -110,5 +110,5 @@ pub fn checkpoint(data: &[u8]) {
     });
     let d = folder_with(&[("checkpoint.npz", data)]);
     let mut t = trainer.lock().unwrap_or_else(|e| e.into_inner());
-    let _ = edgetune::train::checkpoint::load(&d, &mut t, "fuzz");
+    let _ = edgetune::train::checkpoint::load(&d, &mut t, &vec![("fuzz", "1".to_string())]);
 }
