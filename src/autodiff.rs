@@ -157,6 +157,26 @@ impl GradPlan {
         plan.steps.truncate(end);
         plan.outputs = vec![logits];
         plan.compute_lifetimes();
+        // What the forward pass records stays alive until the backward pass; the backward pass
+        // itself holds about two activations' gradients more at a time, and a gradient per
+        // trainable tensor, and the optimizer writes each into a fresh copy of its weights.
+        let recorded = |i: usize| {
+            let s = &plan.steps[i];
+            if !requires_grad[s.output] {
+                return Vec::new();
+            }
+            let saves = s.op.saves();
+            let mut v: Vec<ValueId> =
+                s.inputs.iter().enumerate().filter(|(k, _)| saves.inputs & (1 << k) != 0).map(|(_, &x)| x).collect();
+            if saves.output {
+                v.push(s.output);
+            }
+            v
+        };
+        let largest = plan.steps.iter().map(|s| crate::tensor::numel(&s.out_shape) * 4).max().unwrap_or(0);
+        let weights: usize = param_shapes.iter().map(|s| crate::tensor::numel(s) * 4).sum();
+        let need = plan.peak_bytes(recorded).saturating_add(largest.saturating_mul(2)).saturating_add(weights * 2);
+        crate::memory::check_fits(need, || format!("training on inputs of shape {shapes:?}"))?;
         let names = plan
             .steps
             .iter()

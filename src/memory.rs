@@ -20,6 +20,49 @@ pub fn set_cap(bytes: usize) {
     CAP.store(bytes, Ordering::SeqCst);
 }
 
+/// Heap bytes this process can still take: what the system has available (Linux
+/// `MemAvailable`), and no more than `--max-memory` leaves; `None` where neither is known.
+pub fn available() -> Option<usize> {
+    let cap = CAP.load(Ordering::Relaxed);
+    let left = (cap != usize::MAX).then(|| cap.saturating_sub(in_use()));
+    let system = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    match (left, system) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Refuses work that needs about `bytes` of heap when that is more than is available: a
+/// one-line error naming `what` (exit 2) before anything is allocated, instead of an
+/// out-of-memory kill half way.
+pub fn check_fits(bytes: usize, what: impl FnOnce() -> String) -> crate::error::Result<()> {
+    match available() {
+        Some(free) if bytes > free => Err(crate::error::Error::data(
+            what(),
+            format!(
+                "needs about {} of memory, and {} is available (a smaller --batch or --size needs less)",
+                human(bytes),
+                human(free)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `bytes` as MiB or GiB.
+pub fn human(bytes: usize) -> String {
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
 /// Heap bytes in use now.
 pub fn in_use() -> usize {
     IN_USE.load(Ordering::Relaxed)

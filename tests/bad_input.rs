@@ -200,3 +200,41 @@ fn finetune_refuses_an_unwritable_output_before_training() {
         "directory",
     );
 }
+
+#[test]
+fn work_that_cannot_fit_in_memory_is_refused_before_it_starts() {
+    // 100000x100000 RGB floats are 112 GiB for the input alone: refused up front (it was an
+    // out-of-memory kill at 24 GB), naming the size. The figure is computed by edgetune from
+    // /proc/meminfo, so only its form is checked.
+    let d = tmp();
+    let photo = d.path().join("p.png");
+    image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9])).save(&photo).unwrap();
+    let model = saved(d.path(), "m.onnx", &conv_relu());
+    let p = photo.display().to_string();
+    let args = ["infer", model.to_str().unwrap(), "--image", &p, "--size", "100000x100000"];
+    assert_bad_input(&args, "1 image(s) at 100000x100000: needs about");
+    // A training plan larger than --max-memory allows: the plan's own estimate refuses it
+    // (the allocator's cap would end the run at its first allocation past the cap).
+    let x = edgetune::Tensor::from_vec([8, 3, 64, 64], vec![0.1; 8 * 3 * 64 * 64]);
+    let data = d.path().join("d.npz");
+    write_xy_npz(&data, &x, &[0; 8]);
+    let spec = format!("npz:{}", data.display());
+    let out = d.path().join("o.onnx");
+    let m18 = fixtures().join("models/resnet18_bn_op17.onnx");
+    let args = [
+        "--max-memory",
+        "200M",
+        "finetune",
+        m18.to_str().unwrap(),
+        "--data",
+        &spec,
+        "--steps",
+        "1",
+        "--batch",
+        "8",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    assert_bad_input(&args, "training on inputs of shape [[8, 3, 64, 64]]: needs about");
+    assert!(!out.exists());
+}

@@ -187,6 +187,9 @@ pub fn preprocess(x: &mut [f32], channels: usize, plane: usize, pre: Preprocess)
 pub fn load_batch(paths: &[impl AsRef<Path>], prep: &Prep) -> Result<Tensor> {
     let (size, channels) = (prep.size, prep.channels);
     let plane = size[0] * size[1];
+    // The batch, one image's planes and its decoded pixels at the target size.
+    let need = (paths.len() + 2).saturating_mul(channels.max(3)).saturating_mul(plane).saturating_mul(4);
+    crate::memory::check_fits(need, || format!("{} image(s) at {}x{}", paths.len(), size[0], size[1]))?;
     let mut data = Vec::with_capacity(paths.len() * channels * plane);
     for p in paths {
         let chw = load_image(p.as_ref(), prep)?;

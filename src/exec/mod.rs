@@ -44,6 +44,7 @@ impl Session {
         check_inputs(&self.graph, shapes)?;
         let mut p = plan::plan(&self.graph, shapes)?;
         fuse::fuse_for_inference(&mut p);
+        crate::memory::check_fits(p.peak_bytes(|_| Vec::new()), || format!("inference on inputs of shape {shapes:?}"))?;
         let p = Arc::new(p);
         self.plans.lock().expect("plan cache").insert(shapes.to_vec(), p.clone());
         Ok(p)

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::fold;
 use crate::graph::{Const, Dim, Graph, IntTensor, Source, ValueId};
 use crate::ops::{self, BuildCtx, InputInfo, Op};
-use crate::tensor::Tensor;
+use crate::tensor::{numel, Tensor};
 
 pub struct Step {
     /// Index of the graph node (for names in errors and reports).
@@ -230,6 +230,40 @@ impl Plan {
                 self.free_after[i].push(s.output);
             }
         }
+    }
+
+    /// The most bytes of run-time values (inputs and step outputs) alive at once when the steps
+    /// run in order; `kept(i)` names values that stay alive from step `i` on (what a training
+    /// pass records for its backward rules). Parameters and constants are not counted: they
+    /// are already in memory.
+    pub fn peak_bytes(&self, kept: impl Fn(usize) -> Vec<ValueId>) -> usize {
+        let mut bytes = vec![0usize; self.n_values];
+        for &v in &self.inputs {
+            bytes[v] = self.shapes.get(v).cloned().flatten().map_or(0, |s| numel(&s) * 4);
+        }
+        for s in &self.steps {
+            bytes[s.output] = numel(&s.out_shape) * 4;
+        }
+        let mut alive = vec![false; self.n_values];
+        let mut now: usize = self.inputs.iter().map(|&v| bytes[v]).sum();
+        self.inputs.iter().for_each(|&v| alive[v] = true);
+        let mut retained = vec![false; self.n_values];
+        let mut peak = now;
+        for (i, s) in self.steps.iter().enumerate() {
+            if !alive[s.output] {
+                alive[s.output] = true;
+                now += bytes[s.output];
+            }
+            peak = peak.max(now);
+            kept(i).into_iter().for_each(|v| retained[v] = true);
+            for &v in &self.free_after[i] {
+                if alive[v] && !retained[v] {
+                    alive[v] = false;
+                    now -= bytes[v];
+                }
+            }
+        }
+        peak
     }
 
     /// Number of steps reading each value.
