@@ -1,11 +1,17 @@
-//! `edgetune inspect`: what a model is and whether edgetune can run it, as text or JSON.
+//! `edgetune inspect`: what a model is and whether edgetune can run it, as text or JSON. Whether
+//! it runs is decided as a run decides it: ops edgetune does not know are listed by type (count,
+//! first nodes); when every op is known, the graph is planned at its declared input size
+//! (a free batch as 1, a free image side as 224) for inference and for training (every float
+//! initializer trainable, BatchNorm in training mode), and the first node a plan refuses is
+//! named with the reason (an attribute form, a shape).
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::json;
 
-use crate::graph::{Const, Dim, ValueDecl};
+use crate::autodiff::BnMode;
+use crate::graph::{Const, Dim, Graph, ValueDecl};
 use crate::onnx::Model;
 use crate::ops;
 
@@ -22,11 +28,18 @@ pub struct Report {
     /// Float initializers (candidates for training) and BatchNorm running statistics.
     pub trainable: Vec<(String, Vec<usize>)>,
     pub running_stats: Vec<String>,
-    /// Op types that run forward (all of them, or the model would not have loaded).
-    pub forward_supported: bool,
+    /// Ops edgetune does not know: op type, node count, the first few node names.
+    pub unknown_ops: Vec<(String, usize, Vec<String>)>,
+    /// Why the inference plan at the declared size fails (`None`: it plans).
+    pub forward_error: Option<String>,
     /// Op types present whose backward rule is missing.
     pub no_backward: Vec<String>,
+    /// Why the training plan at the declared size fails (`None`: it plans).
+    pub backward_error: Option<String>,
 }
+
+/// How many node names each unknown op type lists.
+const FIRST_NODES: usize = 3;
 
 fn dims_string(d: &ValueDecl) -> String {
     match &d.dims {
@@ -63,6 +76,13 @@ impl Report {
         let runtime: Vec<&str> = ops::runtime_ops().collect();
         let no_backward =
             op_counts.keys().filter(|op| runtime.contains(&op.as_str()) && !ops::has_backward(op)).cloned().collect();
+        let unknown_ops = unknown_ops(model);
+        let (forward_error, backward_error) = if unknown_ops.is_empty() {
+            plan_errors(g)
+        } else {
+            let why = "the model has ops edgetune does not know".to_string();
+            (Some(why.clone()), Some(why))
+        };
         Report {
             path: model.path.display().to_string(),
             opset: g.opset,
@@ -74,9 +94,19 @@ impl Report {
             parameters: g.parameter_count(),
             trainable,
             running_stats,
-            forward_supported: true,
+            unknown_ops,
+            forward_error,
             no_backward,
+            backward_error,
         }
+    }
+
+    pub fn forward_supported(&self) -> bool {
+        self.forward_error.is_none()
+    }
+
+    pub fn backward_supported(&self) -> bool {
+        self.forward_supported() && self.no_backward.is_empty() && self.backward_error.is_none()
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -97,8 +127,11 @@ impl Report {
             "parameters": self.parameters,
             "trainable": self.trainable.iter().map(|(n, s)| json!({"name": n, "shape": s})).collect::<Vec<_>>(),
             "running_stats": self.running_stats,
-            "forward_supported": self.forward_supported,
-            "backward_supported": self.no_backward.is_empty(),
+            "forward_supported": self.forward_supported(),
+            "forward_error": self.forward_error,
+            "unsupported_ops": self.unknown_ops.iter().map(|(op, n, nodes)| json!({"op": op, "count": n, "first_nodes": nodes})).collect::<Vec<_>>(),
+            "backward_supported": self.backward_supported(),
+            "backward_error": self.backward_error,
             "ops_without_backward": self.no_backward,
         })
     }
@@ -131,11 +164,73 @@ impl fmt::Display for Report {
             self.trainable.len(),
             self.running_stats.len()
         )?;
-        writeln!(f, "forward    supported (every op)")?;
-        if self.no_backward.is_empty() {
-            writeln!(f, "backward   supported (every op)")
-        } else {
-            writeln!(f, "backward   not available for: {}", self.no_backward.join(", "))
+        if !self.unknown_ops.is_empty() {
+            writeln!(f, "unsupported ops (edgetune does not know them):")?;
+            for (op, n, nodes) in &self.unknown_ops {
+                let more = if *n > nodes.len() { ", ..." } else { "" };
+                writeln!(f, "  {op} x{n} (nodes {}{more})", nodes.join(", "))?;
+            }
+            return writeln!(f, "forward    not supported\nbackward   not supported");
+        }
+        match &self.forward_error {
+            None => writeln!(f, "forward    supported (planned at the declared input size)")?,
+            Some(e) => writeln!(f, "forward    not supported: {e}")?,
+        }
+        match (&self.backward_error, self.no_backward.is_empty()) {
+            _ if self.forward_error.is_some() => writeln!(f, "backward   not supported"),
+            (_, false) => writeln!(f, "backward   not available for: {}", self.no_backward.join(", ")),
+            (Some(e), true) => writeln!(f, "backward   not supported: {e}"),
+            (None, true) => writeln!(f, "backward   supported (every trainable tensor)"),
         }
     }
+}
+
+/// Nodes of ops edgetune does not know (or of another domain), grouped by op type in file order.
+fn unknown_ops(model: &Model) -> Vec<(String, usize, Vec<String>)> {
+    let mut out: Vec<(String, usize, Vec<String>)> = Vec::new();
+    for (i, n) in model.proto.graph.iter().flat_map(|g| g.node.iter()).enumerate() {
+        let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+        if std_domain && ops::is_known(&n.op_type) {
+            continue;
+        }
+        let op = if std_domain { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) };
+        let name = if n.name.is_empty() { format!("#{i}") } else { n.name.clone() };
+        match out.iter_mut().find(|(o, _, _)| *o == op) {
+            Some((_, count, nodes)) => {
+                *count += 1;
+                if nodes.len() < FIRST_NODES {
+                    nodes.push(name);
+                }
+            }
+            None => out.push((op, 1, vec![name])),
+        }
+    }
+    out
+}
+
+/// The inference and the training plan at the declared input shapes: why each fails, if it does.
+fn plan_errors(g: &Graph) -> (Option<String>, Option<String>) {
+    let shapes: Vec<Vec<usize>> = g
+        .inputs
+        .iter()
+        .map(|(_, d)| {
+            let dims = d.dims.as_deref().unwrap_or(&[]);
+            let image = crate::exec::channel_axis(dims).is_some();
+            dims.iter()
+                .enumerate()
+                .map(|(k, x)| match x {
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbolic(_) if k == 0 || !image => 1,
+                    Dim::Symbolic(_) => 224,
+                })
+                .collect()
+        })
+        .collect();
+    let forward = crate::exec::plan::plan(g, &shapes).err().map(|e| e.to_string());
+    if forward.is_some() {
+        return (forward, None);
+    }
+    let trainable: Vec<bool> = g.initializers.iter().map(|i| matches!(i.data, Const::F32(_))).collect();
+    let backward = crate::autodiff::GradPlan::new(g, &shapes, &trainable, BnMode::Train).err().map(|e| e.to_string());
+    (None, backward)
 }

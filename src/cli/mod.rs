@@ -98,7 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Inspect { model, json } => {
-            let m = crate::onnx::load(&model)?;
+            let m = crate::onnx::load_any_ops(&model)?;
             let report = Report::new(&m);
             if json {
                 say!("{}", report.to_json());

@@ -55,6 +55,16 @@ impl Model {
 
 /// Loads and checks an ONNX model.
 pub fn load(path: &Path) -> Result<Model> {
+    load_with(path, true)
+}
+
+/// `load` that keeps nodes of ops edgetune does not know (for `inspect`, which reports them;
+/// such a graph cannot be planned).
+pub fn load_any_ops(path: &Path) -> Result<Model> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, known_ops_only: bool) -> Result<Model> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
@@ -81,7 +91,7 @@ pub fn load(path: &Path) -> Result<Model> {
         ));
     }
     let mut gp = proto.graph.take().ok_or_else(|| Error::invalid_model(path, "the model has no graph"))?;
-    let graph = build_graph(&mut gp, opset, path, inline.as_ref()).map_err(|e| match e {
+    let graph = build_graph(&mut gp, opset, path, inline.as_ref(), known_ops_only).map_err(|e| match e {
         Fail::Model(reason) => Error::invalid_model(path, reason),
         Fail::Other(e) => e,
     })?;
@@ -122,7 +132,13 @@ impl From<String> for Fail {
     }
 }
 
-fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path, inline: Option<&InlineData>) -> Result<Graph, Fail> {
+fn build_graph(
+    gp: &mut pb::GraphProto,
+    opset: i64,
+    path: &Path,
+    inline: Option<&InlineData>,
+    known_ops_only: bool,
+) -> Result<Graph, Fail> {
     let mut external = ExternalFiles::new(path);
     let mut values = Values::default();
 
@@ -143,7 +159,9 @@ fn build_graph(gp: &mut pb::GraphProto, opset: i64, path: &Path, inline: Option<
         inputs.push((id, value_decl(vi)));
     }
 
-    check_known_ops(&gp.node, path)?;
+    if known_ops_only {
+        check_known_ops(&gp.node, path)?;
+    }
     let order = topological_order(&gp.node, &values.by_name)?;
     let mut nodes = Vec::with_capacity(order.len());
     for &i in &order {
@@ -263,8 +281,6 @@ fn convert_attrs(list: &mut [pb::AttributeProto], external: &mut ExternalFiles) 
             AttributeType::Ints => Attr::Ints(a.ints.clone()),
             AttributeType::Floats => Attr::Floats(a.floats.clone()),
             AttributeType::String => Attr::Str(String::from_utf8_lossy(&a.s).into_owned()),
-            // Decoded from a copy: the proto keeps the tensor whole, so an export writes it
-            // back (attribute tensors are small: Constant values, ConstantOfShape's fill).
             // Decoded from a copy: the proto keeps the tensor whole, so an export writes it
             // back (attribute tensors are small: Constant values, ConstantOfShape's fill); one
             // stored as external data is taken inline, as the export cannot point back to it.

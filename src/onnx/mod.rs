@@ -8,7 +8,7 @@ mod inline;
 mod tensor_data;
 
 pub use export::{files_written, save, Export};
-pub use import::{load, Model};
+pub use import::{load, load_any_ops, Model};
 
 /// The range of default-domain opsets whose op forms edgetune implements.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 9..=21;
