@@ -200,3 +200,23 @@ fn finetune_refuses_an_unwritable_output_before_training() {
         "directory",
     );
 }
+
+#[test]
+fn graph_inputs_that_are_not_float_tensors_are_refused_at_load() {
+    // edgetune runs float32 tensors: a sequence input (onnx's test_identity_sequence) or an int8
+    // one (whose arithmetic would wrap) cannot be fed, so the model is refused, naming the input.
+    // tract's protobuf types know only tensor types: a sequence, map or optional type decodes as
+    // a TypeProto holding no tensor type, which is how it is built here.
+    let d = tmp();
+    let x = write_input(d.path(), &[1, 3, 8, 8]);
+    let mut seq = conv_relu();
+    seq.graph.as_mut().unwrap().input[0].r#type = Some(pb::TypeProto::default());
+    check(infer(&saved(d.path(), "seq.onnx", &seq), &x), "input 'x' is not a tensor");
+    let mut int8 = conv_relu();
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        int8.graph.as_mut().unwrap().input[0].r#type.as_mut().unwrap().value.as_mut()
+    {
+        t.elem_type = 3;
+    }
+    check(infer(&saved(d.path(), "int8.onnx", &int8), &x), "input 'x' has element type INT8");
+}
