@@ -44,17 +44,7 @@ pub fn eval(ctx: &BuildCtx) -> Result<Const, String> {
                 None => Const::F32(Tensor::zeros(shape)),
             })
         }
-        "Cast" => {
-            let x = ctx.const_input(0)?.ok_or("missing input")?;
-            Ok(match ctx.attrs().int("to", 0)? {
-                1 | 10 | 11 => Const::F32(Tensor::from_vec(x.shape().to_vec(), x.to_floats())),
-                9 => Const::I64(IntTensor {
-                    shape: x.shape().to_vec(),
-                    data: x.to_floats().iter().map(|&v| (v != 0.0) as i64).collect(),
-                }),
-                _ => Const::I64(IntTensor { shape: x.shape().to_vec(), data: x.to_ints() }),
-            })
-        }
+        "Cast" => ops::cast_const(ctx.const_input(0)?.ok_or("missing input")?, ctx.attrs().int("to", 0)?),
         "Range" => {
             let vals: Vec<&Const> =
                 (0..3).map(|i| ctx.const_input(i)?.ok_or(format!("missing input {i}"))).collect::<Result<_, _>>()?;

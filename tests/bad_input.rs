@@ -72,13 +72,46 @@ fn every_unsupported_op_is_named_in_one_message() {
     let g = m.graph.as_mut().unwrap();
     g.node.push(node("LSTM", "lstm_1", &["y"], &["z"]));
     g.node.push(node("NonMaxSuppression", "nms", &["z"], &["q"]));
+    g.node.push(node("NonMaxSuppression", "nms_2", &["q"], &["r"]));
     let p = saved(d.path(), "m.onnx", &m);
-    let (code, _, err) = edgetune(&["inspect", p.to_str().unwrap()]);
-    assert_eq!(code, 2);
-    for needle in ["LSTM", "lstm_1", "NonMaxSuppression", "nms"] {
-        assert!(err.contains(needle), "{needle} missing from {err}");
-    }
-    assert_eq!(err.trim_end().lines().count(), 1);
+    // Running it: one line naming every offender.
+    let x = write_input(d.path(), &[1, 3, 8, 8]);
+    check(infer(&p, &x), "LSTM (node 'lstm_1'), NonMaxSuppression (node 'nms'), NonMaxSuppression (node 'nms_2')");
+    // inspect: a report (exit 0) that groups them by op type.
+    let (code, out, err) = edgetune(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("  LSTM x1 (nodes lstm_1)\n  NonMaxSuppression x2 (nodes nms, nms_2)"), "{out}");
+    assert!(out.contains("forward    not supported"), "{out}");
+    let (code, json, _) = edgetune(&["inspect", p.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(
+        v["unsupported_ops"][1],
+        serde_json::json!({"op": "NonMaxSuppression", "count": 2, "first_nodes": ["nms", "nms_2"]})
+    );
+    assert_eq!(v["forward_supported"], false);
+}
+
+#[test]
+fn inspect_checks_attributes_as_a_run_does() {
+    // A known op with a form edgetune refuses (Pad mode 'symmetric' does not exist in ONNX):
+    // inspect plans the model and names the node, where it used to say "supported (every op)".
+    let d = tmp();
+    let mut m = conv_relu();
+    let g = m.graph.as_mut().unwrap();
+    g.node[0].input[0] = "xp".into();
+    g.node.insert(0, node("Pad", "pad_1", &["x", "pads"], &["xp"]));
+    g.node[0].attribute.push(common::attr::string("mode", "symmetric"));
+    g.initializer.push(ints_init("pads", &[0, 0, 1, 1, 0, 0, 1, 1]));
+    g.output[0] = value("y", &[-1, 4, 8, 8]);
+    let p = saved(d.path(), "pad.onnx", &m);
+    let (code, out, err) = edgetune(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("forward    not supported: node 'pad_1' (Pad): pad mode 'symmetric'"), "{out}");
+    // The valid model plans for inference and for training.
+    let ok = saved(d.path(), "ok.onnx", &conv_relu());
+    let (_, out, _) = edgetune(&["inspect", ok.to_str().unwrap()]);
+    assert!(out.contains("forward    supported") && out.contains("backward   supported"), "{out}");
 }
 
 #[test]
@@ -237,4 +270,24 @@ fn work_that_cannot_fit_in_memory_is_refused_before_it_starts() {
     ];
     assert_bad_input(&args, "training on inputs of shape [[8, 3, 64, 64]]: needs about");
     assert!(!out.exists());
+}
+
+#[test]
+fn graph_inputs_that_are_not_float_tensors_are_refused_at_load() {
+    // edgetune runs float32 tensors: a sequence input (onnx's test_identity_sequence) or an int8
+    // one (whose arithmetic would wrap) cannot be fed, so the model is refused, naming the input.
+    // tract's protobuf types know only tensor types: a sequence, map or optional type decodes as
+    // a TypeProto holding no tensor type, which is how it is built here.
+    let d = tmp();
+    let x = write_input(d.path(), &[1, 3, 8, 8]);
+    let mut seq = conv_relu();
+    seq.graph.as_mut().unwrap().input[0].r#type = Some(pb::TypeProto::default());
+    check(infer(&saved(d.path(), "seq.onnx", &seq), &x), "input 'x' is not a tensor");
+    let mut int8 = conv_relu();
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        int8.graph.as_mut().unwrap().input[0].r#type.as_mut().unwrap().value.as_mut()
+    {
+        t.elem_type = 3;
+    }
+    check(infer(&saved(d.path(), "int8.onnx", &int8), &x), "input 'x' has element type INT8");
 }

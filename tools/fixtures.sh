@@ -4,6 +4,8 @@
 #   2. tools/fetch_resnet50.py      -> build/models/resnet50_imagenet.onnx, imagenet_labels.txt,
 #                                      build/images/{chelsea,coffee}.png (+ preprocessed .npy)
 #   3. tools/make_fixtures.py       -> build/models/<name>.onnx, build/refs/<name>.npz, index.json
+#   4. tools/backend_node_cases.py  -> build/backend-node/<case>/ (the onnx package's backend node
+#                                      tests of every supported op, for tests/backend_node.rs)
 # Idempotent: the second run only checks timestamps (well under a second).
 # Needs python3 (with venv), npm (first run only) and network access to PyPI and npm on the first run.
 set -euo pipefail
@@ -18,3 +20,4 @@ py="$(printf '%s\n' "$py" | tail -n 1)"
 
 "$py" tools/fetch_resnet50.py || die "tools/fetch_resnet50.py failed (npm ResNet-50 download/convert/check)"
 "$py" tools/make_fixtures.py || die "tools/make_fixtures.py failed (build/models, build/refs)"
+"$py" tools/backend_node_cases.py || die "tools/backend_node_cases.py failed (build/backend-node)"

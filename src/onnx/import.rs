@@ -155,6 +155,7 @@ fn build_graph(
         if initializers.iter().any(|i| i.name == vi.name) {
             continue;
         }
+        check_input_type(vi)?;
         let id = values.declare(&vi.name, Source::Input(inputs.len()))?;
         inputs.push((id, value_decl(vi)));
     }
@@ -321,6 +322,25 @@ fn constant_value(attrs: &Attrs) -> Result<Const, String> {
         Some(("value_int", Attr::Int(i))) => Ok(Const::I64(IntTensor { shape: vec![], data: vec![*i] })),
         Some(("value_ints", Attr::Ints(v))) => Ok(Const::I64(IntTensor::vector(v.clone()))),
         _ => Err("no supported value attribute (value, value_float(s), value_int(s))".into()),
+    }
+}
+
+/// A graph input must be a float tensor: edgetune feeds float32 (float16 and double inputs take
+/// float32 values too); integers exist only as constants. No declared type at all is accepted.
+fn check_input_type(vi: &pb::ValueInfoProto) -> Result<(), String> {
+    let Some(t) = vi.r#type.as_ref() else { return Ok(()) };
+    // tract's TypeProto knows tensor types only: a sequence, map or optional type decodes empty.
+    let Some(type_proto::Value::TensorType(tensor)) = t.value.as_ref() else {
+        return Err(format!("graph input '{}' is not a tensor (a sequence, map or optional type)", vi.name));
+    };
+    match pb::tensor_proto::DataType::try_from(tensor.elem_type) {
+        Ok(pb::tensor_proto::DataType::Undefined | pb::tensor_proto::DataType::Float)
+        | Ok(pb::tensor_proto::DataType::Float16 | pb::tensor_proto::DataType::Double) => Ok(()),
+        other => Err(format!(
+            "graph input '{}' has element type {}: edgetune's inputs are float tensors",
+            vi.name,
+            other.map_or_else(|_| tensor.elem_type.to_string(), |d| d.as_str_name().to_string())
+        )),
     }
 }
 

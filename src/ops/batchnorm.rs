@@ -21,6 +21,12 @@ pub struct BatchNorm {
 }
 
 pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
+    // ONNX training_mode=1 (opset 14+) normalises with the batch statistics even at inference.
+    if ctx.attrs().int("training_mode", 0)? != 0 {
+        return Err("training_mode=1 (batch statistics at inference) is not supported; \
+                    `finetune --bn train` trains with batch statistics from a model saved in inference mode"
+            .into());
+    }
     let epsilon = ctx.attrs().float("epsilon", 1e-5)?;
     let momentum = ctx.attrs().float("momentum", 0.9)?;
     Built::new(BatchNorm { epsilon, momentum, training: false }, [0, 1, 2, 3, 4])
@@ -219,5 +225,25 @@ impl Op for BatchNorm {
             None,
             None,
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::Attr;
+    use crate::ops::testing::{ctx, node};
+
+    #[test]
+    fn training_mode_is_refused_not_run_with_the_running_statistics() {
+        // ONNX BatchNormalization-14/15 with training_mode=1 normalises with the batch statistics;
+        // the inference form here uses the running ones, so it must refuse rather than differ.
+        let inputs: Vec<(Vec<usize>, Option<crate::graph::Const>)> =
+            [vec![2, 3, 4, 4], vec![3], vec![3], vec![3], vec![3]].into_iter().map(|s| (s, None)).collect();
+        let train = node("BatchNormalization", vec![("training_mode", Attr::Int(1))]);
+        let err = build(&ctx(&train, 15, &inputs)).err().expect("training_mode=1 must be refused");
+        assert!(err.contains("training_mode"), "{err}");
+        let infer = node("BatchNormalization", vec![("training_mode", Attr::Int(0))]);
+        assert!(build(&ctx(&infer, 15, &inputs)).is_ok());
     }
 }

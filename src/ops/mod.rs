@@ -11,6 +11,7 @@ use crate::tensor::Tensor;
 
 mod batchnorm;
 mod binary;
+mod cast;
 mod clip;
 mod concat;
 pub mod conv;
@@ -32,6 +33,7 @@ pub mod window;
 
 pub use batchnorm::BatchNorm;
 pub use binary::Binary;
+pub use cast::cast_const;
 pub use conv::Conv;
 pub use gemm::Gemm;
 pub use global_pool::GlobalAveragePool;
@@ -197,7 +199,7 @@ const TABLE: &[(&str, BuildFn, bool)] = &[
     ("Add", binary::build_add, true),
     ("AveragePool", pool::build_average, true),
     ("BatchNormalization", batchnorm::build, true),
-    ("Cast", identity::build_cast, true),
+    ("Cast", cast::build, true),
     ("Clip", clip::build, true),
     ("Concat", concat::build, true),
     ("Conv", conv::build, true),
@@ -252,4 +254,31 @@ pub(crate) fn expect_rank(shape: &[usize], rank: usize, what: &str) -> Result<()
         return Err(format!("{what} must have rank {rank}, got shape {shape:?}"));
     }
     Ok(())
+}
+
+/// Nodes and build contexts for the builders' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{BuildCtx, InputInfo};
+    use crate::attrs::{Attr, Attrs};
+    use crate::graph::{Const, Node};
+
+    pub fn node(op: &str, attrs: Vec<(&str, Attr)>) -> Node {
+        Node {
+            name: format!("{op}#0"),
+            op_type: op.to_string(),
+            inputs: Vec::new(),
+            outputs: vec![0],
+            attrs: Attrs(attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect()),
+        }
+    }
+
+    /// A context at `opset` whose inputs have these shapes and, where given, constant values.
+    pub fn ctx<'a>(node: &'a Node, opset: i64, inputs: &'a [(Vec<usize>, Option<Const>)]) -> BuildCtx<'a> {
+        BuildCtx {
+            node,
+            opset,
+            inputs: inputs.iter().map(|(shape, value)| Some(InputInfo { shape, value: value.as_ref() })).collect(),
+        }
+    }
 }

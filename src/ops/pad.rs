@@ -8,6 +8,7 @@
 //! reflect again); edge and wrap cannot extend an empty axis.
 
 use super::{BuildCtx, Built, Op, Record};
+use crate::graph::IntTensor;
 use crate::kernels::layout;
 use crate::tensor::{norm_axis, Tensor};
 
@@ -151,6 +152,17 @@ impl Op for Pad {
         let x = inputs[0];
         let maps = self.source_maps(x.shape()).expect("checked at plan time");
         Tensor::from_vec(out_shape, layout::gather_axes(x.data(), x.shape(), &maps, self.value))
+    }
+
+    /// The same gather on integer constants (padded shape sub-graphs; the ONNX node tests pad
+    /// int32 data).
+    fn forward_ints(&self, inputs: &[&IntTensor], out_shape: &[usize]) -> Option<IntTensor> {
+        let x = inputs[0];
+        let maps = self.source_maps(&x.shape).ok()?;
+        Some(IntTensor {
+            shape: out_shape.to_vec(),
+            data: layout::gather_axes(&x.data, &x.shape, &maps, self.value as i64),
+        })
     }
 
     /// dx: each output's gradient added into the input element it was read from (the border

@@ -83,7 +83,13 @@ impl Reshape {
                 Ok(out)
             }
             Reshape::Flatten { axis } => {
-                let a = norm_axis(*axis, x.len() + 1).ok_or(format!("axis {axis} out of range for {x:?}"))?;
+                // axis in [-r, r]: a negative one counts from the rank r, not from r + 1.
+                let r = x.len() as i64;
+                let a = if *axis < 0 { axis + r } else { *axis };
+                if !(0..=r).contains(&a) {
+                    return Err(format!("axis {axis} out of range for {x:?}"));
+                }
+                let a = a as usize;
                 Ok(vec![x[..a].iter().product(), x[a..].iter().product()])
             }
             Reshape::Squeeze { axes } => {
@@ -138,6 +144,17 @@ impl Op for Reshape {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flatten_counts_a_negative_axis_from_the_rank() {
+        // ONNX (opset 11+): axis in [-r, r], negative counts from the back, so -1 on a rank-4
+        // input is axis 3: [2, 3, 4, 5] -> [2*3*4, 5] (onnx's test_flatten_negative_axis1).
+        assert_eq!(Reshape::Flatten { axis: -1 }.apply(&[2, 3, 4, 5]).unwrap(), vec![24, 5]);
+        assert_eq!(Reshape::Flatten { axis: -4 }.apply(&[2, 3, 4, 5]).unwrap(), vec![1, 120]);
+        assert_eq!(Reshape::Flatten { axis: 4 }.apply(&[2, 3, 4, 5]).unwrap(), vec![120, 1]);
+        assert!(Reshape::Flatten { axis: -5 }.apply(&[2, 3, 4, 5]).is_err());
+        assert!(Reshape::Flatten { axis: 5 }.apply(&[2, 3, 4, 5]).is_err());
+    }
 
     #[test]
     fn shapes_follow_the_onnx_rules() {

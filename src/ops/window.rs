@@ -55,7 +55,9 @@ impl Window {
     pub fn from_attrs(attrs: &Attrs, kernel: Option<[usize; 2]>) -> Result<Window, String> {
         let kernel = match (attrs.ints("kernel_shape")?, kernel) {
             (Some(k), _) if k.len() == 2 && k.iter().all(|&x| x >= 1) => [k[0] as usize, k[1] as usize],
-            (Some(k), _) => return Err(format!("'kernel_shape' must be two positive values, got {k:?}")),
+            (Some(k), _) => {
+                return Err(format!("'kernel_shape' must be two positive values (2-D windows only), got {k:?}"))
+            }
             (None, Some(k)) => k,
             (None, None) => return Err("missing 'kernel_shape'".into()),
         };
