@@ -176,3 +176,100 @@ fn the_input_model_is_replaced_only_with_overwrite() {
     assert_eq!(code, 0, "{err}");
     assert_ne!(std::fs::read(&model).unwrap(), before, "--overwrite replaces it");
 }
+
+/// A folder of photos as a user brings one: `classes` sub-folders of PNG and JPEG images of
+/// several sizes and aspect ratios (each class its own colour and stripe direction, plus noise,
+/// from a seeded generator), and a file that is not an image.
+fn photo_folder(root: &Path, classes: &[&str], per_class: usize, seed: u64) -> Vec<PathBuf> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let mut written = Vec::new();
+    for (k, class) in classes.iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..per_class {
+            let (w, h) = [(80, 60), (48, 72), (64, 64)][i % 3];
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let stripe = if k == 1 { (x / 8) % 2 } else { (y / 8) % 2 } as u8;
+                let base = [[200u8, 40, 40], [40, 180, 60], [50, 60, 210]][k % 3];
+                image::Rgb(base.map(|c| c.saturating_sub(stripe * 60).saturating_add((next() % 30) as u8)))
+            });
+            let path = root.join(class).join(format!("img{i}.{}", if i % 2 == 0 { "png" } else { "jpg" }));
+            img.save(&path).unwrap();
+            written.push(path);
+        }
+    }
+    std::fs::write(root.join(classes[0]).join("notes.txt"), "not an image").unwrap();
+    written
+}
+
+#[test]
+fn a_folder_of_photos_finetunes_and_deploys_to_onnxruntime() {
+    // The user's path, end to end: today's exporters (PyTorch's default dynamo exporter at batch
+    // 1, and the legacy exporter), a folder of photos in 3 classes with a stray text file and a
+    // validation folder holding 2 of them, batch 8 at 64x64 with a new 3-class head. The result
+    // passes the full checker, loads in onnxruntime from its path at the size it was trained at,
+    // gives edgetune's probabilities there (1e-4), and `infer --top 3` names the class folders.
+    let d = tempfile::tempdir().unwrap();
+    let classes = ["cat", "dog", "fox"];
+    photo_folder(&d.path().join("train"), &classes, 6, 1);
+    let val_images = photo_folder(&d.path().join("val"), &["cat", "fox"], 2, 2);
+    for name in ["resnet18_dynamo_b1", "mobilenet_v2_legacy"] {
+        let model = fixtures().join(format!("models/{name}.onnx"));
+        let out = d.path().join(format!("{name}_tuned.onnx"));
+        let (train, val) =
+            (format!("folder:{}/train", d.path().display()), format!("folder:{}/val", d.path().display()));
+        let args = [
+            "finetune",
+            model.to_str().unwrap(),
+            "--data",
+            &train,
+            "--val",
+            &val,
+            "--batch",
+            "8",
+            "--size",
+            "64x64",
+            "--num-classes",
+            "3",
+            "--steps",
+            "3",
+            "--quiet",
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        let (code, _, err) = edgetune(&args);
+        assert_eq!(code, 0, "{name}: {err}");
+        // The training and the validation folder each hold one stray text file.
+        assert_eq!(err.matches("skipped 1 file that is not an image (cat/notes.txt)").count(), 2, "{name}: {err}");
+
+        let tuned = edgetune::onnx::load(&out).unwrap();
+        let recipe = edgetune::data::recipe::Recipe::of(&tuned);
+        assert_eq!(recipe.classes.as_deref(), Some(&classes.map(String::from)[..]), "{name}: class names recorded");
+        assert_eq!(recipe.input_size, Some([64, 64]));
+        let prep = edgetune::data::image::Prep {
+            channels: 3,
+            size: [64, 64],
+            preprocess: recipe.preprocess.unwrap(),
+            layout: edgetune::data::image::Layout::Nchw,
+            resize: recipe.resize.unwrap(),
+        };
+        // One image at a time: the dynamo export keeps its declared batch of 1.
+        for img in &val_images {
+            let x = edgetune::data::image::load_batch(&[img], &prep).unwrap();
+            let ort = deploy_check(&out, &x).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (p_ort, p_ours) = (edgetune::ops::softmax_2d(&ort), edgetune::ops::softmax_2d(&ours(&out, &x)));
+            let diff = p_ort.iter().zip(&p_ours).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(diff <= 1e-4, "{name}: probabilities differ by {diff}");
+        }
+        let img = val_images[0].to_str().unwrap();
+        let (code, stdout, err) = edgetune(&["infer", out.to_str().unwrap(), "--image", img, "--top", "3"]);
+        assert_eq!(code, 0, "{err}");
+        for class in classes {
+            assert!(stdout.contains(&format!(". {class}  ")), "{name}: infer names '{class}': {stdout}");
+        }
+        println!("{name}: deployed; infer says\n{stdout}");
+    }
+}
