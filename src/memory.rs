@@ -40,17 +40,17 @@ pub fn available() -> Option<usize> {
 /// one-line error naming `what` (exit 2) before anything is allocated, instead of an
 /// out-of-memory kill half way.
 pub fn check_fits(bytes: usize, what: impl FnOnce() -> String) -> crate::error::Result<()> {
-    match available() {
-        Some(free) if bytes > free => Err(crate::error::Error::data(
-            what(),
-            format!(
-                "needs about {} of memory, and {} is available (a smaller --batch or --size needs less)",
-                human(bytes),
-                human(free)
-            ),
-        )),
-        _ => Ok(()),
-    }
+    let Some(free) = available().filter(|&free| bytes > free) else { return Ok(()) };
+    let cap = CAP.load(Ordering::Relaxed);
+    let under = if cap == usize::MAX { String::new() } else { format!(" under --max-memory {}", human(cap)) };
+    Err(crate::error::Error::data(
+        what(),
+        format!(
+            "needs about {} of memory, and {} is available{under} (a smaller --batch or --size needs less)",
+            human(bytes),
+            human(free)
+        ),
+    ))
 }
 
 /// `bytes` as MiB or GiB.
