@@ -11,6 +11,7 @@ use std::fmt;
 use serde_json::json;
 
 use crate::autodiff::BnMode;
+use crate::data::recipe::Recipe;
 use crate::graph::{Const, Dim, Graph, ValueDecl};
 use crate::onnx::Model;
 use crate::ops;
@@ -36,6 +37,8 @@ pub struct Report {
     pub no_backward: Vec<String>,
     /// Why the training plan at the declared size fails (`None`: it plans).
     pub backward_error: Option<String>,
+    /// What the model records about its inputs (what `infer` uses by default).
+    pub recipe: Recipe,
 }
 
 /// How many node names each unknown op type lists.
@@ -98,6 +101,7 @@ impl Report {
             forward_error,
             no_backward,
             backward_error,
+            recipe: Recipe::of(model),
         }
     }
 
@@ -133,6 +137,12 @@ impl Report {
             "backward_supported": self.backward_supported(),
             "backward_error": self.backward_error,
             "ops_without_backward": self.no_backward,
+            "recorded": {
+                "preprocess": self.recipe.preprocess.map(|p| format!("{p:?}").to_lowercase()),
+                "input_size": self.recipe.input_size,
+                "resize": self.recipe.resize.map(|r| format!("{r:?}").to_lowercase()),
+                "classes": self.recipe.classes,
+            },
         })
     }
 }
@@ -164,6 +174,25 @@ impl fmt::Display for Report {
             self.trainable.len(),
             self.running_stats.len()
         )?;
+        let r = &self.recipe;
+        let mut recorded = Vec::new();
+        if let Some(p) = r.preprocess {
+            recorded.push(format!("preprocess {}", format!("{p:?}").to_lowercase()));
+        }
+        if let Some([h, w]) = r.input_size {
+            recorded.push(format!("input size {h}x{w}"));
+        }
+        if let Some(z) = r.resize {
+            recorded.push(format!("resize {}", format!("{z:?}").to_lowercase()));
+        }
+        if let Some(c) = &r.classes {
+            let shown: Vec<&str> = c.iter().take(5).map(String::as_str).collect();
+            let more = if c.len() > 5 { ", ..." } else { "" };
+            recorded.push(format!("{} classes ({}{more})", c.len(), shown.join(", ")));
+        }
+        if !recorded.is_empty() {
+            writeln!(f, "recorded   {} (infer's defaults)", recorded.join("; "))?;
+        }
         if !self.unknown_ops.is_empty() {
             writeln!(f, "unsupported ops (edgetune does not know them):")?;
             for (op, n, nodes) in &self.unknown_ops {

@@ -46,7 +46,7 @@ pub fn check_fits(bytes: usize, what: impl FnOnce() -> String) -> crate::error::
     Err(crate::error::Error::data(
         what(),
         format!(
-            "needs about {} of memory, and {} is available{under} (a smaller --batch or --size needs less)",
+            "needs about {} of memory, and {} is available{under} (fewer or smaller inputs need less)",
             human(bytes),
             human(free)
         ),

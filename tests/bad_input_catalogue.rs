@@ -1,7 +1,7 @@
 //! The catalogue of bad inputs, through the CLI: models, arrays, images, labels, data and
 //! options. Every case must exit with code 2 and one `error:` line that names the problem (the
 //! needle), with no panic, and leave nothing behind: the case's folder holds exactly the files
-//! it was given (no output, no temporary file). The figure in the README's "Reliability" section
+//! it was given (no output, no temporary file). The figure in docs/verification.md's "Reliability" section
 //! is the number of cases here.
 
 mod common;

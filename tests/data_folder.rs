@@ -163,7 +163,8 @@ fn files_that_are_not_images_are_skipped_and_counted() {
 
     let m = root.join("m.onnx");
     always_class_2(&m);
-    let (code, _, err) = finetune(&m, &spec(root), &["--steps", "1", "--batch", "2", "--resize", "crop"]);
+    let args = ["--steps", "1", "--batch", "2", "--resize", "crop", "--preprocess", "unit"];
+    let (code, _, err) = finetune(&m, &spec(root), &args);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {err}");

@@ -264,6 +264,8 @@ fn a_folder_of_photos_finetunes_and_deploys_to_onnxruntime() {
             let diff = p_ort.iter().zip(&p_ours).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(diff <= 1e-4, "{name}: probabilities differ by {diff}");
         }
+        let (_, report, _) = edgetune(&["inspect", out.to_str().unwrap()]);
+        assert!(report.contains("3 classes (cat, dog, fox)"), "{name}: inspect shows the recorded classes: {report}");
         let img = val_images[0].to_str().unwrap();
         let (code, stdout, err) = edgetune(&["infer", out.to_str().unwrap(), "--image", img, "--top", "3"]);
         assert_eq!(code, 0, "{err}");

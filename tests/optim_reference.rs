@@ -56,7 +56,7 @@ fn batch() -> (Tensor, Vec<i64>) {
 
 thread_local! {
     /// The largest raw relative error from float64 that `judge` saw in the current case (the
-    /// README's table).
+    /// table in docs/verification.md).
     static RAW: std::cell::Cell<f64> = const { std::cell::Cell::new(0.0) };
 }
 

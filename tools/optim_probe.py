@@ -10,7 +10,7 @@ Runs the case of tools/optim_refs.py (same model, batch, transform and optimizer
 float32 keeping every tensor; prints, per step, the tensors furthest from float64 (edgetune's and
 PyTorch float32's relative error, and how many entries are off by more than lr/2: Adam steps whose
 direction flipped), at those entries the step's transformed gradient in float64 and float32, and
-the ReLU inputs that are within 1e-6 of zero in float64 at each step. This is how the README traces
+the ReLU inputs that are within 1e-6 of zero in float64 at each step. This is how docs/verification.md traces
 the cases furthest from float64 to single events float32 cannot decide: a transformed gradient
 entry about Adam's eps (1e-8), or a ReLU input within rounding of zero.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does ZNorm help? The comparison behind the README's section of that name, in one command.
+"""Does ZNorm help? The comparison behind docs/znorm-study.md, in one command.
 
     cargo build --release && bash tools/fixtures.sh     # edgetune and the ImageNet ResNet-50
     PY=$(tools/venv.sh torch)                           # numpy, onnx, torch, matplotlib

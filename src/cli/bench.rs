@@ -64,7 +64,7 @@ pub struct GradBench {
     #[arg(long, value_enum, default_value = "auto")]
     pub bn: BnMode,
     /// Which initializers train: all, head or a regex.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", value_parser = crate::train::select::parse_spec)]
     pub train: String,
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]

@@ -105,7 +105,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Which initializers train: all, head or a regex on names.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", value_parser = crate::train::select::parse_spec)]
     pub train: String,
     /// BatchNorm while training: train (batch statistics; running statistics updated as
     /// PyTorch's model.train()), frozen (running statistics, kept), or auto: train where the
@@ -261,6 +261,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         let old = crate::train::head::replace_head(&mut model, k, a.seed)?;
         say!("classifier replaced: {old} -> {k} classes");
     }
+    // What trains is known from the model alone: a --train that selects nothing fails here,
+    // before the data is read.
+    crate::train::select::trainable(&model.graph, &a.train)?;
     let data = dataset::load(&a.data, false)?;
     // A validation folder takes the training folder's class names -> labels.
     let val = a.val.as_deref().map(|v| dataset::load_with_classes(v, true, data.classes.as_deref())).transpose()?;
@@ -269,6 +272,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
         check_classes(&model.graph, spec, v, a.num_classes)?;
     }
     let preprocess = a.preprocess.or(recipe.preprocess).unwrap_or(Preprocess::Unit);
+    if a.preprocess.is_none() && recipe.preprocess.is_none() && matches!(data.images, Images::Files(_)) {
+        note!("note: images preprocessed as pixels / 255 (unit); a model pretrained on ImageNet wants --preprocess imagenet");
+    }
     let resize = a.resize.or(recipe.resize).unwrap_or(Resize::Stretch);
     let prep = prep_for(&model.graph, &data, a.size.or(recipe.input_size), preprocess, resize)?;
     let norm = match a.grad_norm {
@@ -446,7 +452,8 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     })?;
     if let Some(s) = last {
         say!(
-            "{total} steps ({seen} images) in {secs:.1} s of training, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}",
+            "{} ({seen} images) in {secs:.1} s of training, {:.1} img/s; last batch loss {:.4}, accuracy {:.3}",
+            steps_done(start, total),
             seen as f64 / secs,
             s.loss,
             s.correct as f64 / s.total as f64,
@@ -496,6 +503,15 @@ fn run_options(a: &FinetuneArgs, prep: &Prep) -> crate::train::checkpoint::RunOp
         ("augment", a.augment.to_string()),
         ("num-classes", a.num_classes.map_or("unset".into(), |k| k.to_string())),
     ]
+}
+
+/// `12 steps`, `1 step`, or `steps 14-40` for a resumed run.
+fn steps_done(start: usize, total: usize) -> String {
+    match (start, total - start) {
+        (0, 1) => "1 step".into(),
+        (0, n) => format!("{n} steps"),
+        (s, _) => format!("steps {}-{total} of a resumed run", s + 1),
+    }
 }
 
 /// What the finetuned model records about its inputs: the size it was trained at, the

@@ -56,7 +56,7 @@ pub struct GradArgs {
     #[command(flatten)]
     pub batch: BatchArgs,
     /// Which initializers get gradients: all, head (the classifier) or a regex on names.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", value_parser = crate::train::select::parse_spec)]
     pub train: String,
     /// The .npz to write: `loss` and one array per trainable initializer.
     #[arg(long)]

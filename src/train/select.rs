@@ -7,6 +7,24 @@ use crate::autodiff::running_stat_values;
 use crate::error::{Error, Result};
 use crate::graph::{Const, Graph};
 
+/// Checks a `--train` value when the command line is read: all, head, or a valid regex.
+pub fn parse_spec(spec: &str) -> Result<String, String> {
+    match spec {
+        "all" | "head" => Ok(spec.to_string()),
+        pattern => regex(pattern).map(|_| spec.to_string()),
+    }
+}
+
+fn regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| {
+        // The regex crate draws the pattern with a caret over several lines; its last line
+        // names the problem.
+        let text = e.to_string();
+        let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        format!("'{pattern}' is not a valid regex ({})", why.trim_start_matches("error: "))
+    })
+}
+
 /// One flag per initializer of `graph`.
 pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
     let stats = running_stat_values(graph);
@@ -22,16 +40,7 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
             (0..n).map(|i| candidate(i) && head.contains(&i)).collect()
         }
         pattern => {
-            let re = Regex::new(pattern).map_err(|e| {
-                // The regex crate draws the pattern with a caret over several lines; its last
-                // line names the problem.
-                let text = e.to_string();
-                let why = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-                Error::Usage(format!(
-                    "--train: '{pattern}' is not a valid regex ({})",
-                    why.trim_start_matches("error: ")
-                ))
-            })?;
+            let re = regex(pattern).map_err(|e| Error::Usage(format!("--train: {e}")))?;
             (0..n).map(|i| candidate(i) && re.is_match(&graph.initializers[i].name)).collect()
         }
     };
