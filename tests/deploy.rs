@@ -44,20 +44,6 @@ fn assert_deploys(path: &Path, x: &Tensor, what: &str) {
     assert!(err <= 1e-4, "{what}: onnxruntime differs by {err}");
 }
 
-/// `edgetune finetune MODEL --data npz:(x, y) --output DIR/tuned.onnx OPTIONS` (must succeed).
-fn finetune(dir: &Path, model: &Path, x: &Tensor, y: &[i64], options: &[&str]) -> PathBuf {
-    let data = dir.join("train.npz");
-    write_xy_npz(&data, x, y);
-    let out = dir.join("tuned.onnx");
-    let spec = format!("npz:{}", data.display());
-    let mut args =
-        vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--output", out.to_str().unwrap(), "--quiet"];
-    args.extend_from_slice(options);
-    let (code, _, err) = edgetune(&args);
-    assert_eq!(code, 0, "{args:?}: {err}");
-    out
-}
-
 fn images(n: usize, size: usize, seed: u32) -> Tensor {
     Tensor::from_vec([n, 3, size, size], edgetune::tensor::lcg_values(n * 3 * size * size, seed))
 }
@@ -73,7 +59,8 @@ fn constant_nodes_and_their_tensors_are_written_back() {
     for (name, size) in [("tiny_op17_torch", 16), ("mobilenet_v2_legacy", 64)] {
         let d = tempfile::tempdir().unwrap();
         let model = fixtures().join(format!("models/{name}.onnx"));
-        let out = finetune(d.path(), &model, &images(4, size, 1), &[0, 1, 2, 3], &["--steps", "1", "--batch", "4"]);
+        let (out, _) =
+            finetune_npz(d.path(), &model, &images(4, size, 1), &[0, 1, 2, 3], &["--steps", "1", "--batch", "4"]);
         let (orig, tuned) = (edgetune::onnx::load(&model).unwrap(), edgetune::onnx::load(&out).unwrap());
         assert!(count_op(&orig, "Constant") > 0, "{name} has Constant nodes");
         assert_eq!(count_op(&tuned, "Constant"), count_op(&orig, "Constant"), "{name}: Constant nodes kept");
@@ -88,7 +75,7 @@ fn external_data_stays_external_and_small_tensors_stay_inline() {
     // and cannot read them from external data.
     let d = tempfile::tempdir().unwrap();
     let model = fixtures().join("models/resnet18_dynamo_op18.onnx");
-    let out = finetune(d.path(), &model, &images(2, 64, 3), &[3, 5], &["--steps", "1", "--batch", "2"]);
+    let (out, _) = finetune_npz(d.path(), &model, &images(2, 64, 3), &[3, 5], &["--steps", "1", "--batch", "2"]);
     let external = |m: &edgetune::onnx::Model| -> Vec<(String, bool)> {
         let g = m.proto.graph.as_ref().unwrap();
         g.initializer.iter().map(|t| (t.name.clone(), t.data_location == Some(1))).collect()
@@ -108,7 +95,7 @@ fn a_new_head_and_the_training_size_are_declared() {
         let d = tempfile::tempdir().unwrap();
         let model = fixtures().join(format!("models/{name}.onnx"));
         let options = ["--steps", "1", "--batch", "4", "--num-classes", "3"];
-        let out = finetune(d.path(), &model, &images(4, 64, 5), &[0, 1, 2, 0], &options);
+        let (out, _) = finetune_npz(d.path(), &model, &images(4, 64, 5), &[0, 1, 2, 0], &options);
         let tuned = edgetune::onnx::load(&out).unwrap();
         let dims = |d: &edgetune::graph::ValueDecl| {
             d.dims.as_ref().unwrap().iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
@@ -127,8 +114,8 @@ fn a_batch_baked_in_by_the_exporter_trains_at_any_batch() {
     // declared batch 1 in onnxruntime.
     let d = tempfile::tempdir().unwrap();
     let model = fixtures().join("models/resnet18_dynamo_b1.onnx");
-    let out =
-        finetune(d.path(), &model, &images(8, 64, 7), &[0, 1, 2, 3, 4, 5, 6, 7], &["--steps", "1", "--batch", "8"]);
+    let options = ["--steps", "1", "--batch", "8"];
+    let (out, _) = finetune_npz(d.path(), &model, &images(8, 64, 7), &[0, 1, 2, 3, 4, 5, 6, 7], &options);
     assert_eq!(ours(&out, &images(8, 64, 8)).shape(), &[8, 1000]);
     assert_deploys(&out, &images(1, 64, 9), "dynamo ResNet-18 exported at batch 1");
 }

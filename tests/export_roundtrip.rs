@@ -23,21 +23,6 @@ fn run_ort(model: &Path, x: &Path, y: &Path) -> Tensor {
     read_tensor(y).unwrap()
 }
 
-/// Finetunes `model` on the batch (`x`, `y`) with `options`, into `dir/tuned.onnx`; returns it
-/// and what the command printed.
-fn finetune(dir: &Path, model: &Path, x: &Tensor, y: &[i64], options: &[&str]) -> (std::path::PathBuf, String) {
-    let data = dir.join("train.npz");
-    write_xy_npz(&data, x, y);
-    let out = dir.join("tuned.onnx");
-    let spec = format!("npz:{}", data.display());
-    let mut args =
-        vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--output", out.to_str().unwrap(), "--quiet"];
-    args.extend_from_slice(options);
-    let (code, stdout, err) = edgetune(&args);
-    assert_eq!(code, 0, "{err}");
-    (out, stdout)
-}
-
 /// The exported model on `x` in edgetune, onnxruntime and tract: within 1e-4 of the output scale.
 fn assert_peers_agree(dir: &Path, model: &Path, x: &Tensor, what: &str) -> Tensor {
     let (xp, yp) = (dir.join("x.npy"), dir.join("y_ort.npy"));
@@ -57,7 +42,7 @@ fn finetuned_resnet18_runs_the_same_in_edgetune_tract_and_onnxruntime() {
     let before = digest(&model);
     // A small batch at 64x64 (the model declares 224x224; it is convolutional up to its pooling).
     let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 3));
-    let (out, _) = finetune(
+    let (out, _) = finetune_npz(
         d.path(),
         &model,
         &x,
@@ -87,7 +72,7 @@ fn a_replaced_head_exports_with_its_new_shapes() {
     let model = fixtures().join("models/resnet18_bn_op17.onnx");
     let x = Tensor::from_vec([4, 3, 64, 64], edgetune::tensor::lcg_values(4 * 3 * 64 * 64, 5));
     let options = ["--steps", "1", "--batch", "4", "--num-classes", "4", "--train", "head"];
-    let (out, stdout) = finetune(d.path(), &model, &x, &[0, 1, 2, 3], &options);
+    let (out, stdout) = finetune_npz(d.path(), &model, &x, &[0, 1, 2, 3], &options);
     assert!(stdout.contains("1000 -> 4 classes"), "{stdout}");
     let tuned = edgetune::onnx::load(&out).unwrap();
     let fc = tuned.graph.initializers.iter().find(|i| i.name == "fc.weight").unwrap();
@@ -115,7 +100,7 @@ fn external_data_models_export_their_data_beside_the_output() {
     let (before, before_data) = (digest(&model), digest(&data_file));
     let x = Tensor::from_vec([2, 3, 64, 64], edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 9));
     let options = ["--steps", "1", "--batch", "2", "--optimizer", "sgd", "--lr", "0.01"];
-    let (out, _) = finetune(d.path(), &model, &x, &[3, 5], &options);
+    let (out, _) = finetune_npz(d.path(), &model, &x, &[3, 5], &options);
     assert_eq!((digest(&model), digest(&data_file)), (before, before_data), "the input and its data are unchanged");
     assert!(d.path().join("tuned.onnx.data").exists(), "external data written beside the output");
     assert!(std::fs::metadata(&out).unwrap().len() < 1 << 20, "the .onnx itself holds no weights");
@@ -131,7 +116,7 @@ fn the_imagenet_resnet50_finetunes_and_round_trips() {
     let pixels = edgetune::tensor::lcg_values(2 * 3 * 64 * 64, 13).iter().map(|v| v * 100.0).collect();
     let x = Tensor::from_vec([2, 3, 64, 64], pixels);
     let options = ["--steps", "1", "--batch", "2", "--train", "head", "--bn", "frozen", "--size", "64x64"];
-    let (out, _) = finetune(d.path(), &model, &x, &[281, 967], &options);
+    let (out, _) = finetune_npz(d.path(), &model, &x, &[281, 967], &options);
     assert_eq!(digest(&model), before, "the input model is unchanged");
     let tuned = edgetune::onnx::load(&out).unwrap();
     let orig = edgetune::onnx::load(&model).unwrap();

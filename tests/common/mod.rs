@@ -255,3 +255,18 @@ pub fn write_xy_npz(path: &Path, x: &Tensor, y: &[i64]) {
     npz.add_array("y", &ndarray::Array1::from(y.to_vec())).unwrap();
     npz.finish().unwrap();
 }
+
+/// Finetunes `model` on the batch (`x`, `y`) with `options`, into `dir/tuned.onnx`; returns it
+/// and what the command printed.
+pub fn finetune_npz(dir: &Path, model: &Path, x: &Tensor, y: &[i64], options: &[&str]) -> (std::path::PathBuf, String) {
+    let data = dir.join("train.npz");
+    write_xy_npz(&data, x, y);
+    let out = dir.join("tuned.onnx");
+    let spec = format!("npz:{}", data.display());
+    let mut args =
+        vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--output", out.to_str().unwrap(), "--quiet"];
+    args.extend_from_slice(options);
+    let (code, stdout, err) = edgetune(&args);
+    assert_eq!(code, 0, "{err}");
+    (out, stdout)
+}
