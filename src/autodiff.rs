@@ -99,6 +99,7 @@ impl GradPlan {
         bn: BnMode,
         skip_softmax: bool,
     ) -> Result<GradPlan> {
+        crate::exec::check_inputs(graph, shapes)?;
         let mut plan = plan::plan(graph, shapes)?;
         let chosen = graph.initializers.iter().enumerate().filter(|(i, _)| trainable[*i]).map(|(_, init)| init);
         let (params, param_shapes): (Vec<ValueId>, Vec<Vec<usize>>) =
@@ -157,12 +158,23 @@ impl GradPlan {
         plan.steps.truncate(end);
         plan.outputs = vec![logits];
         plan.compute_lifetimes();
-        // What the forward pass records stays alive until the backward pass; the backward pass
-        // itself holds about two activations' gradients more at a time, and a gradient per
-        // trainable tensor, and the optimizer writes each into a fresh copy of its weights.
+        let names = plan
+            .steps
+            .iter()
+            .map(|s| (graph.nodes[s.node].name.clone(), graph.nodes[s.node].op_type.clone()))
+            .collect();
+        Ok(GradPlan { plan, requires_grad, logits, params, param_shapes, names })
+    }
+
+    /// About how many bytes of host memory one training step on this plan takes: what the
+    /// forward pass records stays alive until the backward pass, which itself holds about two
+    /// activations' gradients at a time and a gradient per trainable tensor; the optimizer
+    /// writes each weight into a fresh copy.
+    pub fn memory_estimate(&self) -> usize {
+        let plan = &self.plan;
         let recorded = |i: usize| {
             let s = &plan.steps[i];
-            if !requires_grad[s.output] {
+            if !self.requires_grad[s.output] {
                 return Vec::new();
             }
             let saves = s.op.saves();
@@ -174,15 +186,15 @@ impl GradPlan {
             v
         };
         let largest = plan.steps.iter().map(|s| crate::tensor::numel(&s.out_shape) * 4).max().unwrap_or(0);
-        let weights: usize = param_shapes.iter().map(|s| crate::tensor::numel(s) * 4).sum();
-        let need = plan.peak_bytes(recorded).saturating_add(largest.saturating_mul(2)).saturating_add(weights * 2);
-        crate::memory::check_fits(need, || format!("training on inputs of shape {shapes:?}"))?;
-        let names = plan
-            .steps
-            .iter()
-            .map(|s| (graph.nodes[s.node].name.clone(), graph.nodes[s.node].op_type.clone()))
-            .collect();
-        Ok(GradPlan { plan, requires_grad, logits, params, param_shapes, names })
+        let weights: usize = self.param_shapes.iter().map(|s| crate::tensor::numel(s) * 4).sum();
+        plan.peak_bytes(recorded).saturating_add(largest.saturating_mul(2)).saturating_add(weights * 2)
+    }
+
+    /// Refuses (one line) a training step on the CPU that would not fit in memory.
+    pub fn check_memory(&self) -> Result<()> {
+        let shapes: Vec<&[usize]> =
+            self.plan.inputs.iter().map(|&v| self.plan.shapes[v].as_deref().unwrap_or(&[])).collect();
+        crate::memory::check_fits(self.memory_estimate(), || format!("training on inputs of shape {shapes:?}"))
     }
 
     /// The plan itself (the GPU path walks the same steps).

@@ -1,7 +1,7 @@
 //! `edgetune inspect`: what a model is and whether edgetune can run it, as text or JSON. Whether
 //! it runs is decided as a run decides it: ops edgetune does not know are listed by type (count,
 //! first nodes); when every op is known, the graph is planned at its declared input size
-//! (a free batch as 1, a free image side as 224) for inference and for training (every float
+//! (a free batch as 1, a free image side as the size the model records, else 224) for inference and for training (every float
 //! initializer trainable, BatchNorm in training mode), and the first node a plan refuses is
 //! named with the reason (an attribute form, a shape).
 
@@ -56,7 +56,9 @@ impl Report {
         let g = &model.graph;
         let mut op_counts = BTreeMap::new();
         for n in model.proto.graph.iter().flat_map(|g| g.node.iter()) {
-            *op_counts.entry(n.op_type.clone()).or_insert(0) += 1;
+            let std_domain = n.domain.is_empty() || n.domain == "ai.onnx";
+            let op = if std_domain { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) };
+            *op_counts.entry(op).or_insert(0) += 1;
         }
         // BatchNormalization inputs 3 and 4 are statistics, not trained by gradient.
         let mut stats = vec![false; g.values.len()];
@@ -80,8 +82,9 @@ impl Report {
         let no_backward =
             op_counts.keys().filter(|op| runtime.contains(&op.as_str()) && !ops::has_backward(op)).cloned().collect();
         let unknown_ops = unknown_ops(model);
+        let recipe = Recipe::of(model);
         let (forward_error, backward_error) = if unknown_ops.is_empty() {
-            plan_errors(g)
+            plan_errors(g, recipe.input_size)
         } else {
             let why = "the model has ops edgetune does not know".to_string();
             (Some(why.clone()), Some(why))
@@ -101,7 +104,7 @@ impl Report {
             forward_error,
             no_backward,
             backward_error,
-            recipe: Recipe::of(model),
+            recipe,
         }
     }
 
@@ -238,23 +241,9 @@ fn unknown_ops(model: &Model) -> Vec<(String, usize, Vec<String>)> {
 }
 
 /// The inference and the training plan at the declared input shapes: why each fails, if it does.
-fn plan_errors(g: &Graph) -> (Option<String>, Option<String>) {
-    let shapes: Vec<Vec<usize>> = g
-        .inputs
-        .iter()
-        .map(|(_, d)| {
-            let dims = d.dims.as_deref().unwrap_or(&[]);
-            let image = crate::exec::channel_axis(dims).is_some();
-            dims.iter()
-                .enumerate()
-                .map(|(k, x)| match x {
-                    Dim::Fixed(n) => *n,
-                    Dim::Symbolic(_) if k == 0 || !image => 1,
-                    Dim::Symbolic(_) => 224,
-                })
-                .collect()
-        })
-        .collect();
+fn plan_errors(g: &Graph, size: Option<[usize; 2]>) -> (Option<String>, Option<String>) {
+    let shapes: Vec<Vec<usize>> =
+        g.inputs.iter().map(|(_, d)| crate::exec::example_shape(d.dims.as_deref().unwrap_or(&[]), size)).collect();
     let forward = crate::exec::plan::plan(g, &shapes).err().map(|e| e.to_string());
     if forward.is_some() {
         return (forward, None);

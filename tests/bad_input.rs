@@ -291,3 +291,22 @@ fn graph_inputs_that_are_not_float_tensors_are_refused_at_load() {
     }
     check(infer(&saved(d.path(), "int8.onnx", &int8), &x), "input 'x' has element type INT8");
 }
+
+#[test]
+fn training_a_model_with_two_inputs_is_a_clear_error() {
+    // x + z -> Conv -> Relu: finetune feeds one batch; it is refused in one line, not a panic.
+    let d = tmp();
+    let mut m = conv_relu();
+    let g = m.graph.as_mut().unwrap();
+    g.input.push(value("z", &[-1, 3, 8, 8]));
+    g.node[0].input[0] = "xz".into();
+    g.node.insert(0, node("Add", "add_inputs", &["x", "z"], &["xz"]));
+    let model = saved(d.path(), "two.onnx", &m);
+    let data = d.path().join("d.npz");
+    write_xy_npz(&data, &edgetune::Tensor::from_vec([2, 3, 8, 8], vec![0.5; 384]), &[0, 1]);
+    let spec = format!("npz:{}", data.display());
+    let out = d.path().join("o.onnx");
+    let out = out.to_str().unwrap();
+    let args = ["finetune", model.to_str().unwrap(), "--data", &spec, "--steps", "1", "--batch", "2", "--output", out];
+    assert_bad_input(&args, "the model takes 2 input(s), got 1");
+}

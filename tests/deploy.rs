@@ -262,3 +262,107 @@ fn a_folder_of_photos_finetunes_and_deploys_to_onnxruntime() {
         println!("{name}: deployed; infer says\n{stdout}");
     }
 }
+
+/// The model file at `path`, decoded as it is on disk.
+fn proto_of(path: &Path) -> tract_onnx::pb::ModelProto {
+    use prost::Message;
+    tract_onnx::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap()
+}
+
+fn write_proto(m: &tract_onnx::pb::ModelProto, path: &Path) {
+    use prost::Message;
+    std::fs::write(path, m.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn declared_shapes_follow_the_model_as_its_exporter_wrote_them() {
+    use tract_onnx::pb::type_proto;
+    let d = tempfile::tempdir().unwrap();
+    let tiny = fixtures().join("models/tiny_op17_torch.onnx");
+    // (a) A batch dim declared as unknown (neither a number nor a name) stays unknown: the
+    // written model still runs at any batch in onnxruntime.
+    let mut m = proto_of(&tiny);
+    let g = m.graph.as_mut().unwrap();
+    for vi in g.input.iter_mut().chain(g.output.iter_mut()) {
+        if let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            t.shape.as_mut().unwrap().dim[0].value = None;
+        }
+    }
+    let unknown = d.path().join("unknown_batch.onnx");
+    write_proto(&m, &unknown);
+    let (out, _) =
+        finetune_npz(d.path(), &unknown, &images(4, 16, 11), &[0, 1, 2, 3], &["--steps", "1", "--batch", "4"]);
+    assert_deploys(&out, &images(4, 16, 12), "unknown batch dim, batch 4");
+
+    // (b) An IR 3 model lists its initializers among the graph inputs: those declarations
+    // follow a new head too (onnxruntime refuses a declared [10, 8] holding [3, 8]).
+    let mut m = proto_of(&tiny);
+    m.ir_version = 3;
+    let g = m.graph.as_mut().unwrap();
+    let listed: Vec<_> =
+        g.initializer.iter().filter(|t| t.data_type == 1).map(|t| common::build::value(&t.name, &t.dims)).collect();
+    g.input.extend(listed);
+    let ir3 = d.path().join("ir3.onnx");
+    write_proto(&m, &ir3);
+    let sub = d.path().join("ir3");
+    std::fs::create_dir(&sub).unwrap();
+    let options = ["--steps", "1", "--batch", "4", "--num-classes", "3"];
+    let (out, _) = finetune_npz(&sub, &ir3, &images(4, 16, 13), &[0, 1, 2, 0], &options);
+    assert_deploys(&out, &images(2, 16, 14), "IR 3 with initializers as inputs, new head");
+}
+
+#[test]
+fn class_names_that_no_longer_fit_are_dropped() {
+    // A model finetuned on a 3-class folder records cat, dog, fox; finetuned again on a folder
+    // of 2 classes without a new head, its 3 outputs no longer mean those names (nor the
+    // folder's 2): infer numbers the classes instead of printing stale names.
+    let d = tempfile::tempdir().unwrap();
+    photo_folder(&d.path().join("three"), &["cat", "dog", "fox"], 2, 3);
+    let two = photo_folder(&d.path().join("two"), &["ant", "bee"], 2, 4);
+    let tiny = fixtures().join("models/tiny_op17_torch.onnx");
+    let (m3, m2) = (d.path().join("m3.onnx"), d.path().join("m2.onnx"));
+    for (model, data, out, extra) in [(&tiny, "three", &m3, &["--num-classes", "3"][..]), (&m3, "two", &m2, &[][..])] {
+        let spec = format!("folder:{}/{data}", d.path().display());
+        let mut args = vec!["finetune", model.to_str().unwrap(), "--data", &spec, "--steps", "1", "--batch", "4"];
+        args.extend_from_slice(&["--quiet", "--output", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let (code, _, err) = edgetune(&args);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(edgetune::onnx::load(&m3).unwrap().metadata("classes").is_some());
+    assert_eq!(edgetune::onnx::load(&m2).unwrap().metadata("classes"), None, "stale names dropped");
+    let (code, stdout, err) = edgetune(&["infer", m2.to_str().unwrap(), "--image", two[0].to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("class 0") && !stdout.contains("cat"), "{stdout}");
+}
+
+#[test]
+fn a_baked_batch_that_a_node_selects_from_is_refused_at_other_batches() {
+    // Gather(axis 0, index 0) on an input declared [1, 3, 8, 8] (dynamo's `x[0]`): at batch 2
+    // it would silently use the first sample only; edgetune refuses it, naming the node.
+    use common::build::*;
+    let d = tempfile::tempdir().unwrap();
+    let mut m = conv_relu();
+    let g = m.graph.as_mut().unwrap();
+    g.input[0] = value("x", &[1, 3, 8, 8]);
+    g.node[0].input[0] = "first".into();
+    g.node.insert(0, node("Gather", "pick_first", &["x", "zero"], &["first"]));
+    g.initializer.push(tract_onnx::pb::TensorProto {
+        name: "zero".into(),
+        dims: vec![1],
+        data_type: 7,
+        raw_data: 0i64.to_le_bytes().to_vec(),
+        ..Default::default()
+    });
+    g.output[0] = value("y", &[1, 4, 6, 6]);
+    let path = d.path().join("gather.onnx");
+    save(&m, &path);
+    let run = |n: usize| {
+        let graph = edgetune::onnx::load(&path).unwrap().graph;
+        let x = edgetune::Tensor::from_vec([n, 3, 8, 8], vec![0.5; n * 192]);
+        edgetune::Session::new(graph, 1).unwrap().run(vec![x])
+    };
+    assert_eq!(run(1).unwrap()[0].shape(), &[1, 4, 6, 6]);
+    let err = run(2).err().unwrap().to_string();
+    assert!(err.contains("node 'pick_first' (Gather): selects along the batch axis"), "{err}");
+}

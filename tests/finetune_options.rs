@@ -26,7 +26,7 @@ fn option_values_are_checked_when_the_command_line_is_read() {
     let d = tempfile::tempdir().unwrap();
     let (m, spec) = (model(), data(d.path(), 4));
     let out = d.path().join("out.onnx");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--lr", "nan"], "nan is not a finite number"),
         // A negative number is read as the value it is, then refused (not "unexpected argument").
         (&["--lr", "-1"], "-1 must be greater than 0"),
@@ -35,6 +35,8 @@ fn option_values_are_checked_when_the_command_line_is_read() {
         (&["--weight-decay", "-0.1"], "-0.1 must not be negative"),
         (&["--znorm-eps", "0"], "0 must be greater than 0"),
         (&["--batch", "0"], "--batch"),
+        (&["--steps", "0"], "--steps"),
+        (&["--epochs", "0"], "--epochs"),
         // The regex crate's multi-line report comes out as one line.
         (&["--train", "("], "is not a valid regex (unclosed group)"),
     ];

@@ -74,9 +74,9 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     assert!(bytes(&plain) == bytes(&full), "checkpointing must not change the result");
 
     // The same run, killed as soon as its first checkpoint (after step 3, mid-epoch 1) exists.
-    let ck = out("ck");
+    let (ck, log) = (out("ck"), out("log.jsonl"));
     let mut a = args(model, &data, &resumed, "10");
-    a.extend(["--checkpoint", &ck, "--checkpoint-every", "3"]);
+    a.extend(["--checkpoint", &ck, "--checkpoint-every", "3", "--log", &log]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgetune")).args(&a).spawn().unwrap();
     // If it finishes before the kill, the resume below starts from its end.
     wait_for_checkpoint(&mut child, &ck);
@@ -89,6 +89,13 @@ fn killed_and_resumed_run_equals_uninterrupted_run() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("resuming after step"), "{stdout}");
     assert!(bytes(&resumed) == bytes(&full), "resumed run differs from the uninterrupted one");
+    // The log holds each step once: rows the killed run wrote past its checkpoint are replaced.
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=10).collect::<Vec<u64>>(), "one row per step");
 
     // Other options with the same checkpoint folder are refused, naming the one that differs.
     let mut other = args(model, &data, &resumed, "10");

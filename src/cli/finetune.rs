@@ -11,7 +11,7 @@ use super::{progress, values};
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Images, Prep, Rng};
-use crate::data::image::{Layout, Preprocess, Resize};
+use crate::data::image::{Preprocess, Resize};
 use crate::data::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::graph::Dim;
@@ -62,10 +62,10 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Passes over the data (ignored with --steps).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = values::count)]
     pub epochs: usize,
     /// Exactly this many optimizer steps.
-    #[arg(long)]
+    #[arg(long, value_parser = values::count)]
     pub steps: Option<usize>,
     /// Images per optimizer step (the last batch of an epoch may be smaller).
     #[arg(long, default_value_t = 32, value_parser = values::count)]
@@ -200,12 +200,7 @@ fn prep_for(
         Images::Float(x) => [x.shape()[2], x.shape()[3]],
         Images::Files(_) => [224, 224],
     };
-    let hw = if info.layout == Layout::Nchw { [2, 3] } else { [1, 2] };
-    let dims = graph.inputs[0].1.dims.as_deref().unwrap_or(&[]);
-    let declared = match (dims.get(hw[0]), dims.get(hw[1])) {
-        (Some(Dim::Fixed(h)), Some(Dim::Fixed(w))) => Some([*h, *w]),
-        _ => None,
-    };
+    let declared = crate::exec::declared_size(graph.inputs[0].1.dims.as_deref().unwrap_or(&[]));
     Ok(Prep {
         channels: info.channels,
         size: size.or(declared).unwrap_or(native),
@@ -295,12 +290,15 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     let options = run_options(&a, &prep);
     let start = match (&a.checkpoint, a.resume) {
         (Some(dir), true) => {
-            let step = crate::train::checkpoint::load(dir, &mut trainer, &options)?;
+            let (step, was) = crate::train::checkpoint::load(dir, &mut trainer, &options)?;
             if step > total {
                 return Err(Error::Usage(format!(
                     "the checkpoint in {} is at step {step}, past this run's {total} steps (--steps / --epochs)",
                     dir.display()
                 )));
+            }
+            if let Some(was) = was.filter(|&w| w != total) {
+                note!("note: the checkpoint's run was {was} steps, this one is {total}: the schedule follows {total}");
             }
             let how = if step == total { "the run is complete at" } else { "resuming after" };
             say!("{how} step {step} of {total} from {}", dir.display());
@@ -315,7 +313,9 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             data.len()
         );
     }
-    let mut log = a.log.as_deref().map(|p| StepLog::open(p, start > 0)).transpose()?;
+    // A resumed run's log keeps the rows up to its checkpoint (a killed run may have written
+    // some past it) and goes on from there.
+    let mut log = a.log.as_deref().map(|p| StepLog::open(p, start)).transpose()?;
     // Validation time is kept out of the reported training time and images/s.
     let val_secs = std::cell::Cell::new(0.0);
     let evaluate = |trainer: &mut Trainer| -> Result<Option<Scores>> {
@@ -327,7 +327,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     if let Some(v) = evaluate(&mut trainer)? {
         say!("validation accuracy before: {:.4} (loss {:.4})", v.accuracy, v.loss);
-        if let Some(w) = log.as_mut() {
+        if let Some(w) = log.as_mut().filter(|_| start == 0) {
             w.write(v.row(start, start / per_epoch))?;
         }
     }
@@ -406,7 +406,7 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
             log.as_mut().map(StepLog::flush).transpose()?;
         }
         if let Some(dir) = save {
-            crate::train::checkpoint::save(dir, &trainer, step + 1, &options)?;
+            crate::train::checkpoint::save(dir, &trainer, (step + 1, total), &options)?;
         }
         if stop {
             pb.finish_and_clear();
@@ -443,9 +443,14 @@ pub fn run(a: FinetuneArgs) -> Result<()> {
     };
     let mut diff = 0.0;
     let values = trainer.values()?;
-    let classes = declared_classes(&model.graph);
+    let classes = trainer.logits_shape(probe.shape())?.last().copied();
     let trained = trained_recipe(&recipe, &data, &prep, classes, a.num_classes.is_some());
-    let export = Export { values: &values, input_size: trained.input_size, metadata: trained.to_metadata() };
+    let mut metadata = trained.to_metadata();
+    if trained.classes.is_none() && (a.num_classes.is_some() || data.classes.is_some()) {
+        // The labels mean something else now: names recorded before would be wrong.
+        metadata.push((crate::data::recipe::CLASSES.into(), None));
+    }
+    let export = Export { values: &values, input_size: trained.input_size, metadata };
     crate::onnx::save(&model, &export, &a.output, |written| {
         diff = verify_export(written, &a.output, &mut trainer, probe, &pool)?;
         Ok(())
@@ -475,29 +480,27 @@ fn run_options(a: &FinetuneArgs, prep: &Prep) -> crate::train::checkpoint::RunOp
         Some((kind, path)) => format!("{kind}:{}", canonical(path.as_ref())),
         None => a.data.clone(),
     };
-    let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
-        v().map(|p| p.get_name().to_string()).unwrap_or_default()
-    };
-    use clap::ValueEnum;
+    // The flag's value as typed (the enums' names are their variants in lower case).
+    let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     vec![
         ("model", canonical(&a.model)),
         ("data", data),
         ("batch", a.batch.to_string()),
         ("size", format!("{}x{}", prep.size[0], prep.size[1])),
-        ("preprocess", name(&|| prep.preprocess.to_possible_value())),
-        ("resize", name(&|| prep.resize.to_possible_value())),
-        ("optimizer", name(&|| a.optimizer.to_possible_value())),
+        ("preprocess", name(&prep.preprocess)),
+        ("resize", name(&prep.resize)),
+        ("optimizer", name(&a.optimizer)),
         ("lr", a.lr.to_string()),
         ("momentum", a.momentum.to_string()),
         ("nesterov", a.nesterov.to_string()),
         ("weight-decay", a.weight_decay.to_string()),
-        ("schedule", name(&|| a.schedule.to_possible_value())),
+        ("schedule", name(&a.schedule)),
         ("warmup", a.warmup.to_string()),
         ("grad-norm", a.grad_norm.to_string()),
         ("znorm-eps", a.znorm_eps.to_string()),
-        ("znorm-scope", name(&|| a.znorm_scope.to_possible_value())),
+        ("znorm-scope", name(&a.znorm_scope)),
         ("train", a.train.clone()),
-        ("bn", name(&|| a.bn.to_possible_value())),
+        ("bn", name(&a.bn)),
         ("no-shuffle", a.no_shuffle.to_string()),
         ("seed", a.seed.to_string()),
         ("augment", a.augment.to_string()),
@@ -528,10 +531,13 @@ fn trained_recipe(
         Images::Float(x) => ([x.shape()[2], x.shape()[3]], model.preprocess, model.resize),
         _ => (prep.size, Some(prep.preprocess), Some(prep.resize)),
     };
-    // Folder data names its classes (when they are the model's); otherwise a new head makes
-    // the old names wrong.
-    let named = data.classes.clone().filter(|c| Some(c.len()) == classes);
-    let classes = named.or(if new_head { None } else { model.classes.clone() });
+    // Folder data names its classes (when there are as many as the model's outputs: else the
+    // labels' names are unknown); otherwise a new head makes the old names wrong.
+    let classes = match &data.classes {
+        Some(names) => Some(names.clone()).filter(|c| Some(c.len()) == classes),
+        None if new_head => None,
+        None => model.classes.clone(),
+    };
     Recipe { preprocess, input_size: Some(size), resize, classes }
 }
 
@@ -584,7 +590,8 @@ fn verify_export(
     let graph = crate::onnx::load(written)?.graph;
     let first = graph.outputs[0].0;
     let ends_in_softmax = graph.nodes.iter().any(|n| n.op_type == "Softmax" && n.outputs.contains(&first));
-    let session = crate::exec::Session::new(graph, pool.current_num_threads())?;
+    // The training plan fitted, so this smaller batch does: no memory check may cost the run.
+    let session = crate::exec::Session::new(graph, pool.current_num_threads())?.without_memory_check();
     let out = session.run(vec![probe.clone()])?.swap_remove(0);
     // Training stops at the logits, before a trailing Softmax.
     let got = if ends_in_softmax { out.data().to_vec() } else { softmax_2d(&out) };

@@ -74,6 +74,7 @@ pub fn run(a: GradArgs) -> Result<()> {
     let (loss, grads) = match a.device {
         Device::Cpu => pool.install(|| -> Result<_> {
             let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
+            plan.check_memory()?;
             let tape = plan.forward(vec![x], &[]);
             let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
             Ok((loss, plan.backward(tape, dlogits)?))

@@ -3,7 +3,7 @@
 pub use crate::data::image::parse_size;
 use crate::data::image::Layout;
 use crate::error::{Error, Result};
-use crate::exec::channel_axis;
+use crate::exec::{channel_axis, declared_size};
 use crate::graph::{Dim, Graph};
 
 /// The first graph input seen as an image batch.
@@ -21,14 +21,6 @@ pub fn image_input(graph: &Graph) -> Result<ImageInput> {
         Error::data(format!("input '{}'", decl.name), "is not an image batch (rank 4 with a fixed channel count)")
     })?;
     let Dim::Fixed(channels) = dims[c] else { unreachable!("channel_axis returns a fixed axis") };
-    let (layout, hw) = if c == 1 { (Layout::Nchw, [2, 3]) } else { (Layout::Nhwc, [1, 2]) };
-    let fixed = |d: &Dim| match d {
-        Dim::Fixed(n) if *n > 0 => Some(*n),
-        _ => None,
-    };
-    let size = match (fixed(&dims[hw[0]]), fixed(&dims[hw[1]])) {
-        (Some(h), Some(w)) => [h, w],
-        _ => [224, 224],
-    };
-    Ok(ImageInput { layout, channels, size })
+    let layout = if c == 1 { Layout::Nchw } else { Layout::Nhwc };
+    Ok(ImageInput { layout, channels, size: declared_size(dims).unwrap_or([224, 224]) })
 }

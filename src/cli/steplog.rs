@@ -19,8 +19,26 @@ pub struct StepLog {
 }
 
 impl StepLog {
-    /// Opens `path`, appending (a resumed run) or truncating.
-    pub fn open(path: &Path, append: bool) -> Result<StepLog> {
+    /// Opens `path` for a run starting after step `start`: a new run truncates it; a resumed one
+    /// keeps the rows of steps up to `start` (a killed run may have written rows past its last
+    /// checkpoint, which the resumed run writes again) and appends. `elapsed_s` counts from this
+    /// process's start.
+    pub fn open(path: &Path, start: usize) -> Result<StepLog> {
+        let append = start > 0;
+        if append {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    let row: Option<Value> = serde_json::from_str(l).ok();
+                    row.and_then(|r| r["step"].as_u64()).is_some_and(|s| s <= start as u64)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if kept.len() != text.len() {
+                crate::atomic::write_atomic(path, |w| w.write_all(kept.as_bytes()))?;
+            }
+        }
         let f = std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path);
         let out = std::io::BufWriter::new(f.map_err(|e| Error::io(path, e))?);
         Ok(StepLog { path: path.to_path_buf(), out, started: Instant::now() })
@@ -83,5 +101,27 @@ mod tests {
         assert_eq!(f32_json(1e-4).to_string(), "0.0001");
         assert_eq!(f32_json(0.1).to_string(), "0.1");
         assert_eq!(f32_json(f32::NAN), Value::Null);
+    }
+
+    #[test]
+    fn a_resumed_log_keeps_the_rows_up_to_its_checkpoint() {
+        // A killed run wrote steps 1-5 (and a validation at 4) but checkpointed after step 3.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.jsonl");
+        let rows: String = [1, 2, 3, 4, 4, 5].iter().map(|s| format!("{{\"step\":{s}}}\n")).collect();
+        std::fs::write(&p, rows).unwrap();
+        let mut log = StepLog::open(&p, 3).unwrap();
+        log.write(json!({"step": 4})).unwrap();
+        log.flush().unwrap();
+        let steps: Vec<u64> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+        // A new run starts the file afresh.
+        drop(log);
+        StepLog::open(&p, 0).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
     }
 }

@@ -31,18 +31,15 @@ impl Recipe {
         Recipe { preprocess, input_size, resize, classes }
     }
 
-    /// The `metadata_props` changes that record this recipe; `None` fields remove their entry.
+    /// The `metadata_props` entries that record this recipe (a `None` field leaves its key as
+    /// the model had it).
     pub fn to_metadata(&self) -> Vec<(String, Option<String>)> {
         let preprocess = self.preprocess.map(|p| format!("{p:?}").to_lowercase());
         let size = self.input_size.map(|[h, w]| format!("{h}x{w}"));
         let resize = self.resize.map(|r| format!("{r:?}").to_lowercase());
         let classes = self.classes.as_ref().map(|c| serde_json::Value::from(c.clone()).to_string());
-        vec![
-            (PREPROCESS.into(), preprocess),
-            (INPUT_SIZE.into(), size),
-            (RESIZE.into(), resize),
-            (CLASSES.into(), classes),
-        ]
+        let entries = [(PREPROCESS, preprocess), (INPUT_SIZE, size), (RESIZE, resize), (CLASSES, classes)];
+        entries.into_iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.to_string(), v)).collect()
     }
 }
 
@@ -63,5 +60,7 @@ mod tests {
         assert_eq!(m[1], ("input_size".into(), Some("64x48".into())));
         assert_eq!(m[2], ("resize".into(), Some("crop".into())));
         assert_eq!(m[3], ("classes".into(), Some(r#"["cat","dog \"x\""]"#.into())));
+        // What is not known is not written: the model's own entry stays.
+        assert_eq!(Recipe { input_size: Some([8, 8]), ..Recipe::default() }.to_metadata().len(), 1);
     }
 }

@@ -16,6 +16,8 @@ pub struct Session {
     graph: Arc<Graph>,
     pool: rayon::ThreadPool,
     plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<Plan>>>,
+    /// Whether a plan that would not fit in memory is refused before it runs.
+    check_memory: bool,
 }
 
 impl Session {
@@ -25,7 +27,14 @@ impl Session {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Runtime(format!("cannot start the thread pool: {e}")))?;
-        Ok(Session { graph: Arc::new(graph), pool, plans: Mutex::new(HashMap::new()) })
+        Ok(Session { graph: Arc::new(graph), pool, plans: Mutex::new(HashMap::new()), check_memory: true })
+    }
+
+    /// This session without the memory check before each new plan (for work already known to
+    /// fit, such as checking a just-written model on a batch smaller than training's).
+    pub fn without_memory_check(mut self) -> Session {
+        self.check_memory = false;
+        self
     }
 
     pub fn graph(&self) -> &Graph {
@@ -44,7 +53,11 @@ impl Session {
         check_inputs(&self.graph, shapes)?;
         let mut p = plan::plan(&self.graph, shapes)?;
         fuse::fuse_for_inference(&mut p);
-        crate::memory::check_fits(p.peak_bytes(|_| Vec::new()), || format!("inference on inputs of shape {shapes:?}"))?;
+        if self.check_memory {
+            crate::memory::check_fits(p.peak_bytes(|_| Vec::new()), || {
+                format!("inference on inputs of shape {shapes:?}")
+            })?;
+        }
         let p = Arc::new(p);
         self.plans.lock().expect("plan cache").insert(shapes.to_vec(), p.clone());
         Ok(p)
@@ -93,6 +106,35 @@ pub fn channel_axis(dims: &[Dim]) -> Option<usize> {
     } else {
         matches!(dims[1], Dim::Fixed(_)).then_some(1)
     }
+}
+
+/// The spatial axes (H, W) of a declared image input: [2, 3] for NCHW, [1, 2] for NHWC.
+pub fn spatial_axes(dims: &[Dim]) -> Option<[usize; 2]> {
+    channel_axis(dims).map(|c| if c == 1 { [2, 3] } else { [1, 2] })
+}
+
+/// The declared spatial size of an image input, when both sides are fixed.
+pub fn declared_size(dims: &[Dim]) -> Option<[usize; 2]> {
+    let [h, w] = spatial_axes(dims)?;
+    match (&dims[h], &dims[w]) {
+        (Dim::Fixed(h), Dim::Fixed(w)) if *h > 0 && *w > 0 => Some([*h, *w]),
+        _ => None,
+    }
+}
+
+/// A concrete shape for declared `dims` (to plan a model without data): fixed dims as declared,
+/// a free batch (axis 0) as 1, free image sides as `size` (else 224), any other free dim as 1.
+pub fn example_shape(dims: &[Dim], size: Option<[usize; 2]>) -> Vec<usize> {
+    let hw = spatial_axes(dims);
+    let side = |k: usize| hw.and_then(|a| a.iter().position(|&x| x == k)).map(|i| size.map_or(224, |s| s[i]));
+    dims.iter()
+        .enumerate()
+        .map(|(k, d)| match d {
+            Dim::Fixed(n) => *n,
+            Dim::Symbolic(_) if k == 0 => 1,
+            Dim::Symbolic(_) => side(k).unwrap_or(1),
+        })
+        .collect()
 }
 
 /// Runs the steps in order, freeing each value right after its last reader.

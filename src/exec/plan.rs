@@ -72,6 +72,55 @@ fn rebatched_target(spec: &Const, input: &[usize], (exported, now): (i64, usize)
     fits.then(|| Const::I64(IntTensor::vector(data)))
 }
 
+/// What a step does with axis 0 of a batch-carrying input.
+enum BatchUse {
+    /// Keeps it as its own axis 0 (element-wise ops, convolutions, pooling, reshapes ...).
+    Keeps,
+    /// Moves it elsewhere (a Transpose whose permutation does not start with 0).
+    Moves,
+    /// Picks some of its entries (Gather or Squeeze on axis 0, a Slice of axis 0 that ends
+    /// before the running batch): a baked batch makes that a different computation.
+    Selects,
+}
+
+fn batch_use(ctx: &BuildCtx, now: usize) -> Result<BatchUse, String> {
+    let a = ctx.attrs();
+    let has_zero = |axes: &[i64], rank: usize| axes.iter().any(|&x| x == 0 || x == -(rank as i64));
+    let rank = ctx.input(0).map(|i| i.shape.len()).unwrap_or(0);
+    Ok(match ctx.node.op_type.as_str() {
+        "Transpose" => match a.ints("perm")? {
+            Some(p) if p.first() == Some(&0) => BatchUse::Keeps,
+            _ if rank <= 1 => BatchUse::Keeps,
+            _ => BatchUse::Moves,
+        },
+        "Gather" if has_zero(&[a.int("axis", 0)?], rank) => BatchUse::Selects,
+        "Squeeze" => {
+            let axes = if ctx.opset < 13 { a.ints("axes")? } else { ctx.const_ints(1)? };
+            if axes.is_some_and(|x| has_zero(&x, rank)) {
+                BatchUse::Selects
+            } else {
+                BatchUse::Keeps
+            }
+        }
+        "Slice" => {
+            let (ends, axes) = if ctx.opset < 10 {
+                (a.ints("ends")?, a.ints("axes")?)
+            } else {
+                (ctx.const_ints(2)?, ctx.const_ints(3)?)
+            };
+            let ends = ends.unwrap_or_default();
+            let axes = axes.unwrap_or_else(|| (0..ends.len() as i64).collect());
+            let cut = axes.iter().zip(&ends).any(|(&x, &e)| has_zero(&[x], rank) && e < now as i64);
+            if cut {
+                BatchUse::Selects
+            } else {
+                BatchUse::Keeps
+            }
+        }
+        _ => BatchUse::Keeps,
+    })
+}
+
 /// Builds the plan of `graph` for inputs of `input_shapes` (one per graph input, in order).
 /// The batch (axis 0 of the first input) is free even where the exporter baked its example's
 /// batch into the graph: `Reshape` targets holding it follow the running batch.
@@ -157,8 +206,21 @@ pub fn plan(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<Plan> {
                     )));
                 }
             }
-            let batched = step_inputs.iter().any(|&v| carries_batch[v]);
-            carries_batch[node.outputs[0]] = batched && baked.is_some_and(|(_, now)| out_shape.first() == Some(&now));
+            let batched = node.inputs.first().copied().flatten().is_some_and(|v| carries_batch[v])
+                || step_inputs.iter().any(|&v| carries_batch[v]);
+            let keeps = match baked.filter(|_| batched) {
+                None => false,
+                Some((exported, now)) => match batch_use(&ctx, now).map_err(fail)? {
+                    BatchUse::Keeps => out_shape.first() == Some(&now),
+                    BatchUse::Moves => false,
+                    BatchUse::Selects => {
+                        return Err(fail(format!(
+                            "selects along the batch axis, which the exporter baked in as {exported}: this model runs only at batch {exported} (export it with a dynamic batch to use others)"
+                        )))
+                    }
+                },
+            };
+            carries_batch[node.outputs[0]] = keeps;
             steps.push(Step {
                 node: ni,
                 op: built.op,

@@ -18,7 +18,7 @@ use super::tensor_data;
 use super::Model;
 use crate::atomic::{write_atomic, write_checked};
 use crate::error::{Error, Result};
-use crate::exec::{channel_axis, plan};
+use crate::exec::{example_shape, plan, spatial_axes};
 use crate::graph::{Const, Dim, Graph};
 use crate::tensor::Tensor;
 
@@ -54,7 +54,9 @@ fn is_external(t: &tract_onnx::pb::TensorProto) -> bool {
 }
 
 /// Writes `model` to `path` as `export` says; `check` sees the complete model file (under a
-/// temporary name, its data already in place) before it lands.
+/// temporary name, its data beside it under another) before anything lands. With external
+/// data, the data file takes its name only after the check, right before the model takes its
+/// own: a failed check leaves an existing output and its data as they were.
 pub fn save(model: &Model, export: &Export, path: &Path, check: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let mut proto = model.proto.clone();
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Runtime("model without graph".into()))?;
@@ -64,12 +66,41 @@ pub fn save(model: &Model, export: &Export, path: &Path, check: impl FnOnce(&Pat
 
     let graph = proto.graph.as_mut().expect("checked above");
     let data_name = data_file_name(path);
-    let blob = write_initializers(&model.graph, graph, export.values, &data_name)?;
-    if let Some(blob) = blob {
-        write_atomic(&path.with_file_name(&data_name), |w| w.write_all(&blob))?;
+    let Some(blob) = write_initializers(&model.graph, graph, export.values, &data_name)? else {
+        let bytes = proto.encode_to_vec();
+        return write_checked(path, |w| w.write_all(&bytes), check);
+    };
+    let pid = std::process::id();
+    let staged_name = format!(".{data_name}.tmp-{pid}");
+    let (staged, probe) = (path.with_file_name(&staged_name), path.with_file_name(format!(".{data_name}.check-{pid}")));
+    let result = (|| {
+        write_atomic(&staged, |w| w.write_all(&blob))?;
+        set_location(&mut proto, &staged_name);
+        let checked = proto.encode_to_vec();
+        write_atomic(&probe, |w| w.write_all(&checked))?;
+        check(&probe)?;
+        set_location(&mut proto, &data_name);
+        let bytes = proto.encode_to_vec();
+        let data_path = path.with_file_name(&data_name);
+        write_checked(
+            path,
+            |w| w.write_all(&bytes),
+            |_| std::fs::rename(&staged, &data_path).map_err(|e| Error::io(&data_path, e)),
+        )
+    })();
+    let _ = std::fs::remove_file(&probe);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&staged);
     }
-    let bytes = proto.encode_to_vec();
-    write_checked(path, |w| w.write_all(&bytes), check)
+    result
+}
+
+/// Points every external initializer of `proto` at the data file `name`.
+fn set_location(proto: &mut tract_onnx::pb::ModelProto, name: &str) {
+    let tensors = proto.graph.iter_mut().flat_map(|g| g.initializer.iter_mut());
+    for e in tensors.flat_map(|t| t.external_data.iter_mut()).filter(|e| e.key == "location") {
+        e.value = name.to_string();
+    }
 }
 
 /// Fills every initializer of `graph` (new value, else the loaded one); those the input kept
@@ -113,59 +144,52 @@ fn write_initializers(
 /// batch and a size is given).
 fn declared_input(graph: &Graph, size: Option<[usize; 2]>) -> Option<Vec<Dim>> {
     let mut dims = graph.inputs.first()?.1.dims.clone()?;
-    if let (Some(c), Some([h, w])) = (channel_axis(&dims), size) {
-        let hw = if c == 1 { [2, 3] } else { [1, 2] };
-        dims[hw[0]] = Dim::Fixed(h);
-        dims[hw[1]] = Dim::Fixed(w);
+    if let (Some([ha, wa]), Some([h, w])) = (spatial_axes(&dims), size) {
+        dims[ha] = Dim::Fixed(h);
+        dims[wa] = Dim::Fixed(w);
     }
     Some(dims)
 }
 
-/// Restates the first input (`input_dims`), every `value_info` entry and every output with the
-/// shapes of a plan of the exported graph: a symbolic dim stays symbolic, a fixed one takes the
-/// planned size. Entries the plan cannot restate are dropped (`value_info` is optional); if
-/// the graph cannot be planned at the declared size, every `value_info` entry is dropped.
+/// Restates every graph input (initializers listed as inputs included), `value_info` entry and
+/// output with the shapes of a plan of the exported graph at the trained size (`input_dims` for
+/// the first input): only dims declared as fixed numbers change; symbolic and unknown dims stay
+/// as they are. A `value_info` entry the plan cannot restate is dropped (it is optional), an
+/// output's shape is left undeclared; if the graph cannot be planned, every `value_info` entry
+/// is dropped and no output declares a shape.
 fn restate_shapes(ours: &Graph, graph: &mut GraphProto, input_dims: Option<&[Dim]>) {
-    if let (Some(dims), Some((_, decl))) = (input_dims, ours.inputs.first()) {
-        if let Some(vi) = graph.input.iter_mut().find(|vi| vi.name == decl.name) {
-            restate(vi, &dims.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).collect::<Vec<_>>());
-        }
-    }
     let shapes: Vec<Vec<usize>> = ours
         .inputs
         .iter()
         .enumerate()
         .map(|(i, (_, decl))| {
             let dims = if i == 0 { input_dims.map(<[Dim]>::to_vec) } else { decl.dims.clone() };
-            // A symbolic dim is planned at 1 (the batch) or 224 (a free image side).
-            dims.unwrap_or_default().iter().enumerate().map(|(k, d)| concrete(d, k)).collect()
+            example_shape(&dims.unwrap_or_default(), None)
         })
         .collect();
     let Ok(p) = plan::plan(ours, &shapes) else {
         graph.value_info.clear();
+        graph.output.iter_mut().for_each(undeclare_shape);
         return;
     };
     let ids: HashMap<&str, usize> = ours.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
     let planned = |name: &str| ids.get(name).and_then(|&v| p.shapes.get(v).cloned().flatten());
+    for vi in graph.input.iter_mut() {
+        if let Some(s) = planned(&vi.name) {
+            restate(vi, &s);
+        }
+    }
     graph.value_info.retain_mut(|vi| planned(&vi.name).is_some_and(|s| restate(vi, &s)));
     for vi in graph.output.iter_mut() {
         if let Some(s) = planned(&vi.name) {
             if !restate(vi, &s) {
-                set_dims(vi, &s);
+                undeclare_shape(vi);
             }
         }
     }
 }
 
-fn concrete(d: &Dim, axis: usize) -> usize {
-    match d {
-        Dim::Fixed(n) => *n,
-        Dim::Symbolic(_) if axis == 0 => 1,
-        Dim::Symbolic(_) => 224,
-    }
-}
-
-/// Sets the fixed dims of `vi` to `shape`, keeping symbolic ones; false when the ranks differ.
+/// Sets the dims of `vi` declared as fixed numbers to `shape`; false when the ranks differ.
 /// A value declared without a shape stays so.
 fn restate(vi: &mut ValueInfoProto, shape: &[usize]) -> bool {
     let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
@@ -176,24 +200,17 @@ fn restate(vi: &mut ValueInfoProto, shape: &[usize]) -> bool {
         return false;
     }
     for (d, &n) in s.dim.iter_mut().zip(shape) {
-        if !matches!(d.value, Some(DimValue::DimParam(_))) {
+        if matches!(d.value, Some(DimValue::DimValue(_))) {
             d.value = Some(DimValue::DimValue(n as i64));
         }
     }
     true
 }
 
-/// Replaces the declared shape of `vi` by `shape`.
-fn set_dims(vi: &mut ValueInfoProto, shape: &[usize]) {
+/// Leaves the shape of `vi` undeclared (its element type stays).
+fn undeclare_shape(vi: &mut ValueInfoProto) {
     if let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-        let dim = shape
-            .iter()
-            .map(|&n| tract_onnx::pb::tensor_shape_proto::Dimension {
-                value: Some(DimValue::DimValue(n as i64)),
-                ..Default::default()
-            })
-            .collect();
-        t.shape = Some(tract_onnx::pb::TensorShapeProto { dim });
+        t.shape = None;
     }
 }
 

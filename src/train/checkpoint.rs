@@ -24,12 +24,13 @@ pub fn path(dir: &Path) -> PathBuf {
 /// not among them: a run continues to a larger one.
 pub type RunOptions = Vec<(&'static str, String)>;
 
-/// Writes the trainer's state after `step` completed steps of a run with `options`.
-pub fn save(dir: &Path, trainer: &Trainer, step: usize, options: &RunOptions) -> Result<()> {
+/// Writes the trainer's state after `step` completed steps of a run of `total` with `options`.
+pub fn save(dir: &Path, trainer: &Trainer, (step, total): (usize, usize), options: &RunOptions) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let opts: serde_json::Map<String, serde_json::Value> =
         options.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let meta = json!({"step": step, "optimizer_steps": trainer.optimizer.steps, "options": opts}).to_string();
+    let meta = json!({"step": step, "total_steps": total, "optimizer_steps": trainer.optimizer.steps, "options": opts})
+        .to_string();
     let bytes: Vec<f32> = meta.bytes().map(f32::from).collect();
     let mut arrays = vec![("meta".to_string(), Tensor::from_vec([bytes.len()], bytes))];
     arrays.extend(trainer.values()?.into_iter().map(|(n, t)| (format!("value/{n}"), t)));
@@ -41,9 +42,9 @@ pub fn save(dir: &Path, trainer: &Trainer, step: usize, options: &RunOptions) ->
 }
 
 /// Restores the trainer from `dir`'s checkpoint of a run with the same `options`; returns the
-/// steps it completed. No checkpoint there, or one of a run with other options, is an error
-/// naming the folder (and each option that differs).
-pub fn load(dir: &Path, trainer: &mut Trainer, options: &RunOptions) -> Result<usize> {
+/// steps it completed and the length of the run that wrote it. No checkpoint there, or one of a
+/// run with other options, is an error naming the folder (and each option that differs).
+pub fn load(dir: &Path, trainer: &mut Trainer, options: &RunOptions) -> Result<(usize, Option<usize>)> {
     let p = path(dir);
     if !p.exists() {
         return Err(Error::data(
@@ -83,5 +84,6 @@ pub fn load(dir: &Path, trainer: &mut Trainer, options: &RunOptions) -> Result<u
     }
     let steps = meta["optimizer_steps"].as_u64().ok_or_else(|| bad("meta without optimizer_steps".into()))?;
     trainer.restore(&values, &state, steps).map_err(bad)?;
-    meta["step"].as_u64().map(|s| s as usize).ok_or_else(|| bad("meta without step".into()))
+    let step = meta["step"].as_u64().map(|s| s as usize).ok_or_else(|| bad("meta without step".into()))?;
+    Ok((step, meta["total_steps"].as_u64().map(|t| t as usize)))
 }

@@ -67,20 +67,7 @@ pub fn replace_head(model: &mut Model, k: usize, seed: u64) -> Result<usize> {
     if let Some(b) = bias {
         graph.initializers[b].data = Const::F32(Tensor::from_vec([k], uniform(k, bound, &mut rng)));
     }
-    // Declared shapes whose last dim was the old class count now say k.
-    let proto = model.proto.graph.as_mut().expect("a loaded model has a graph");
-    for vi in proto.output.iter_mut().chain(proto.value_info.iter_mut()) {
-        if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
-            vi.r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            if let Some(last) = t.shape.as_mut().and_then(|s| s.dim.last_mut()) {
-                use tract_onnx::pb::tensor_shape_proto::dimension::Value;
-                if last.value == Some(Value::DimValue(old as i64)) {
-                    last.value = Some(Value::DimValue(k as i64));
-                }
-            }
-        }
-    }
+    // The graph's declared outputs say k (the export restates the file's shapes from a plan).
     for (_, decl) in graph.outputs.iter_mut() {
         if let Some(d) = decl.dims.as_mut().and_then(|d| d.last_mut()) {
             if *d == crate::graph::Dim::Fixed(old) {

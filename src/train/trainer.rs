@@ -120,6 +120,14 @@ impl Trainer {
         None
     }
 
+    /// Whether weights and state live on the GPU.
+    fn on_gpu(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return self.gpu.is_some();
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
@@ -138,6 +146,10 @@ impl Trainer {
                 (vec![false; self.trainable.len()], BnMode::Frozen)
             };
             let plan = GradPlan::new(&self.graph, &[shape.to_vec()], &flags, bn)?;
+            // Inference plans need less than the training plan that came first.
+            if train && !self.on_gpu() {
+                plan.check_memory()?;
+            }
             self.plans.insert(key.clone(), plan);
         }
         Ok(&self.plans[&key])
