@@ -13,16 +13,17 @@ use crate::kernels::simd::{self, Arith};
 use crate::ops::{BatchNorm, Record, Softmax};
 use crate::tensor::Tensor;
 
-/// BatchNorm behaviour while training (design.md, "Numerics").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BnMode {
-    /// Batch statistics; running statistics updated like PyTorch's `model.train()`.
-    Train,
-    /// Running statistics, as in inference, and kept; scale and bias still train.
-    Frozen,
-    /// Per layer: train where the layer's scale or bias trains, frozen where neither does (a
-    /// frozen backbone keeps its statistics, as Keras' `trainable=False`).
-    Auto,
+crate::choices::choices! {
+    /// BatchNorm behaviour while training (design.md, "Numerics").
+    pub enum BnMode {
+        /// Batch statistics; running statistics updated like PyTorch's `model.train()`.
+        Train = "train",
+        /// Running statistics, as in inference, and kept; scale and bias still train.
+        Frozen = "frozen",
+        /// Per layer: train where the layer's scale or bias trains, frozen where neither does
+        /// (a frozen backbone keeps its statistics, as Keras' `trainable=False`).
+        Auto = "auto",
+    }
 }
 
 impl BnMode {
@@ -112,7 +113,7 @@ impl GradPlan {
                 step.op = Box::new(BatchNorm { training: bn.trains_layer(affine_trains), ..b.clone() });
             }
         }
-        let (out, out_decl) = graph.outputs.first().ok_or_else(|| Error::Usage("the model has no output".into()))?;
+        let (out, out_decl) = graph.outputs.first().ok_or_else(|| Error::Config("the model has no output".into()))?;
         if out_decl.elem != crate::graph::ElemType::F32 {
             return Err(Error::data(
                 format!("output '{}'", out_decl.name),

@@ -4,22 +4,21 @@
 
 use crate::error::{Error, Result};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// edgetune's own CPU kernels.
-    #[default]
-    Cpu,
-    /// An NVIDIA GPU through CUDA (cuBLAS and NVRTC-compiled kernels).
-    Cuda,
+crate::choices::choices! {
+    /// Where the work runs.
+    pub enum Device {
+        /// edgetune's own CPU kernels.
+        Cpu = "cpu",
+        /// An NVIDIA GPU through CUDA (cuBLAS and NVRTC-compiled kernels).
+        Cuda = "cuda",
+    }
 }
 
-impl Device {
-    /// The flag's value, `cpu` or `cuda` (for reports).
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        }
+// Not derived: the enum is declared by `choices!`, which takes no `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for Device {
+    fn default() -> Device {
+        Device::Cpu
     }
 }
 

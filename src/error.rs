@@ -1,5 +1,5 @@
 //! The one error type of the crate. Every variant renders as a single line that names the
-//! file, node, op or value at fault; `exit_code` maps it onto the CLI contract.
+//! file, node, op or value at fault; the CLI maps it onto its exit codes (`cli::exit_code`).
 
 use std::path::Path;
 
@@ -23,9 +23,10 @@ pub enum Error {
     #[error("{what}: {msg}")]
     Data { what: String, msg: String },
 
-    /// Bad command-line usage that clap itself cannot catch.
+    /// Options or a configuration that cannot work (an option naming nothing, a checkpoint
+    /// past the run, an output that would replace the input ...).
     #[error("{0}")]
-    Usage(String),
+    Config(String),
 
     /// An I/O failure on a named path.
     #[error("{path}: {source}")]
@@ -43,9 +44,10 @@ pub enum Error {
     #[error("{0}")]
     Device(String),
 
-    /// The user stopped a run (Ctrl-C); the message says what was saved.
+    /// A run was stopped on request (its observer, Ctrl-C in the CLI); the message says what
+    /// was saved.
     #[error("{0}")]
-    Interrupted(String),
+    Stopped(String),
 }
 
 impl Error {
@@ -63,15 +65,5 @@ impl Error {
 
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.display().to_string(), source }
-    }
-
-    /// CLI exit code: 2 for anything the user can fix in their input, 1 for runtime failures,
-    /// 130 (the shell's code for SIGINT) for a run the user stopped.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::NonFinite(_) | Error::Runtime(_) => 1,
-            Error::Interrupted(_) => 130,
-            _ => 2,
-        }
     }
 }

@@ -141,9 +141,9 @@ impl Report {
             "backward_error": self.backward_error,
             "ops_without_backward": self.no_backward,
             "recorded": {
-                "preprocess": self.recipe.preprocess.map(|p| format!("{p:?}").to_lowercase()),
+                "preprocess": self.recipe.preprocess.map(|p| p.name()),
                 "input_size": self.recipe.input_size,
-                "resize": self.recipe.resize.map(|r| format!("{r:?}").to_lowercase()),
+                "resize": self.recipe.resize.map(|r| r.name()),
                 "classes": self.recipe.classes,
             },
         })
@@ -180,13 +180,13 @@ impl fmt::Display for Report {
         let r = &self.recipe;
         let mut recorded = Vec::new();
         if let Some(p) = r.preprocess {
-            recorded.push(format!("preprocess {}", format!("{p:?}").to_lowercase()));
+            recorded.push(format!("preprocess {p}"));
         }
         if let Some([h, w]) = r.input_size {
             recorded.push(format!("input size {h}x{w}"));
         }
         if let Some(z) = r.resize {
-            recorded.push(format!("resize {}", format!("{z:?}").to_lowercase()));
+            recorded.push(format!("resize {z}"));
         }
         if let Some(c) = &r.classes {
             let shown: Vec<&str> = c.iter().take(5).map(String::as_str).collect();

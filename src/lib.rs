@@ -18,6 +18,8 @@
 pub mod atomic;
 pub mod attrs;
 pub mod autodiff;
+mod choices;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod device;
@@ -33,6 +35,7 @@ pub mod kernels;
 pub mod memory;
 pub mod onnx;
 pub mod ops;
+#[cfg(feature = "cli")]
 pub mod plot;
 pub mod tensor;
 pub mod timing;
@@ -42,7 +45,3 @@ pub use error::{Error, Result};
 pub use exec::Session;
 pub use graph::Graph;
 pub use tensor::Tensor;
-
-/// mimalloc, counted and capped by `--max-memory` (see `memory`).
-#[global_allocator]
-static ALLOC: memory::Capped = memory::Capped;

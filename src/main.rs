@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use edgetune::cli::{run, Cli};
 
+/// mimalloc, counted and capped by `--max-memory` (see `edgetune::memory`). The binary's own
+/// choice: the library sets no global allocator.
+#[global_allocator]
+static ALLOC: edgetune::memory::Capped = edgetune::memory::Capped;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -25,7 +30,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Never a panic, even with stderr closed.
             let _ = writeln!(std::io::stderr(), "error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(edgetune::cli::exit_code(&e))
         }
     }
 }

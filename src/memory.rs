@@ -5,12 +5,15 @@
 //! atomically, so nothing is left half-written. Memory-mapped model weights are not heap and do
 //! not count.
 
-use std::alloc::{GlobalAlloc, Layout};
+//!
+//! The counting allocator (`Capped`) is the `edgetune` binary's; it comes with the `cli`
+//! feature. Without it (a program embedding the library, with its own allocator) nothing is
+//! counted, `--max-memory` does not exist, and the checks use what the system has available.
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mimalloc::MiMalloc;
-
-pub struct Capped;
+#[cfg(feature = "cli")]
+pub use capped::Capped;
 
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 static CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -68,84 +71,96 @@ pub fn in_use() -> usize {
     IN_USE.load(Ordering::Relaxed)
 }
 
-impl Capped {
-    /// Counts `size` more bytes and runs `allocate`; past the cap, ends the process instead. A
-    /// failed allocation (null) gives its bytes back to the count.
-    fn counted(&self, size: usize, allocate: impl FnOnce() -> *mut u8) -> *mut u8 {
-        let now = IN_USE.fetch_add(size, Ordering::Relaxed) + size;
-        if now > CAP.load(Ordering::Relaxed) {
-            IN_USE.fetch_sub(size, Ordering::Relaxed);
-            over_cap(size);
-        }
-        let ptr = allocate();
-        if ptr.is_null() {
-            IN_USE.fetch_sub(size, Ordering::Relaxed);
-        }
-        ptr
-    }
-}
+#[cfg(feature = "cli")]
+mod capped {
+    use std::alloc::{GlobalAlloc, Layout};
+    use std::sync::atomic::Ordering;
 
-// SAFETY: every call forwards to mimalloc with the caller's layout; the counter only decides
-// whether to forward.
-unsafe impl GlobalAlloc for Capped {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.counted(layout.size(), || unsafe { MiMalloc.alloc(layout) })
-    }
+    use mimalloc::MiMalloc;
 
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.counted(layout.size(), || unsafe { MiMalloc.alloc_zeroed(layout) })
-    }
+    use super::{in_use, CAP, IN_USE};
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { MiMalloc.dealloc(ptr, layout) }
-    }
+    pub struct Capped;
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = layout.size();
-        if new_size <= old {
-            IN_USE.fetch_sub(old - new_size, Ordering::Relaxed);
-            return unsafe { MiMalloc.realloc(ptr, layout, new_size) };
-        }
-        self.counted(new_size - old, || unsafe { MiMalloc.realloc(ptr, layout, new_size) })
-    }
-}
-
-/// Ends the process: the message is written without allocating (we are inside the allocator).
-fn over_cap(request: usize) -> ! {
-    let mut buf = [0u8; 200];
-    let mut len = 0;
-    let mut put = |s: &[u8]| {
-        let n = s.len().min(buf.len() - len);
-        buf[len..len + n].copy_from_slice(&s[..n]);
-        len += n;
-    };
-    let mib = |v: usize, digits: &mut [u8; 20]| -> usize {
-        let (mut v, mut i) = (v.div_ceil(1 << 20), digits.len());
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                return i;
+    impl Capped {
+        /// Counts `size` more bytes and runs `allocate`; past the cap, ends the process instead. A
+        /// failed allocation (null) gives its bytes back to the count.
+        fn counted(&self, size: usize, allocate: impl FnOnce() -> *mut u8) -> *mut u8 {
+            let now = IN_USE.fetch_add(size, Ordering::Relaxed) + size;
+            if now > CAP.load(Ordering::Relaxed) {
+                IN_USE.fetch_sub(size, Ordering::Relaxed);
+                over_cap(size);
             }
+            let ptr = allocate();
+            if ptr.is_null() {
+                IN_USE.fetch_sub(size, Ordering::Relaxed);
+            }
+            ptr
         }
-    };
-    let (mut a, mut b, mut c) = ([0u8; 20], [0u8; 20], [0u8; 20]);
-    let (ia, ib, ic) = (mib(request, &mut a), mib(in_use(), &mut b), mib(CAP.load(Ordering::Relaxed), &mut c));
-    put(b"error: out of memory: ");
-    put(&a[ia..]);
-    put(b" MiB more on top of ");
-    put(&b[ib..]);
-    put(b" MiB in use would exceed --max-memory ");
-    put(&c[ic..]);
-    put(b" MiB (a smaller --batch or --size needs less)\n");
-    #[cfg(unix)]
-    // SAFETY: write(2) and _exit(2) are async-signal-safe and allocation-free.
-    unsafe {
-        libc::write(2, buf.as_ptr().cast(), len);
-        libc::_exit(2)
     }
-    #[cfg(not(unix))]
-    std::process::abort()
+
+    // SAFETY: every call forwards to mimalloc with the caller's layout; the counter only decides
+    // whether to forward.
+    unsafe impl GlobalAlloc for Capped {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.counted(layout.size(), || unsafe { MiMalloc.alloc(layout) })
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            self.counted(layout.size(), || unsafe { MiMalloc.alloc_zeroed(layout) })
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+            unsafe { MiMalloc.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let old = layout.size();
+            if new_size <= old {
+                IN_USE.fetch_sub(old - new_size, Ordering::Relaxed);
+                return unsafe { MiMalloc.realloc(ptr, layout, new_size) };
+            }
+            self.counted(new_size - old, || unsafe { MiMalloc.realloc(ptr, layout, new_size) })
+        }
+    }
+
+    /// Ends the process: the message is written without allocating (we are inside the allocator).
+    fn over_cap(request: usize) -> ! {
+        let mut buf = [0u8; 200];
+        let mut len = 0;
+        let mut put = |s: &[u8]| {
+            let n = s.len().min(buf.len() - len);
+            buf[len..len + n].copy_from_slice(&s[..n]);
+            len += n;
+        };
+        let mib = |v: usize, digits: &mut [u8; 20]| -> usize {
+            let (mut v, mut i) = (v.div_ceil(1 << 20), digits.len());
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    return i;
+                }
+            }
+        };
+        let (mut a, mut b, mut c) = ([0u8; 20], [0u8; 20], [0u8; 20]);
+        let (ia, ib, ic) = (mib(request, &mut a), mib(in_use(), &mut b), mib(CAP.load(Ordering::Relaxed), &mut c));
+        put(b"error: out of memory: ");
+        put(&a[ia..]);
+        put(b" MiB more on top of ");
+        put(&b[ib..]);
+        put(b" MiB in use would exceed --max-memory ");
+        put(&c[ic..]);
+        put(b" MiB (a smaller --batch or --size needs less)\n");
+        #[cfg(unix)]
+        // SAFETY: write(2) and _exit(2) are async-signal-safe and allocation-free.
+        unsafe {
+            libc::write(2, buf.as_ptr().cast(), len);
+            libc::_exit(2)
+        }
+        #[cfg(not(unix))]
+        std::process::abort()
+    }
 }

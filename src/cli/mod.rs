@@ -115,10 +115,17 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// A rayon pool of `threads` workers (0: one per core).
-pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| crate::error::Error::Runtime(format!("cannot start the thread pool: {e}")))
+/// The exit code of a command that failed with `e`: 2 for anything the user can fix in their
+/// input or options, 1 for runtime failures, 130 (the shell's code for SIGINT) for a run the
+/// user stopped.
+pub fn exit_code(e: &crate::error::Error) -> u8 {
+    use crate::error::Error;
+    match e {
+        Error::NonFinite(_) | Error::Runtime(_) => 1,
+        Error::Stopped(_) => 130,
+        _ => 2,
+    }
 }
+
+/// A rayon pool of `threads` workers (0: one per core).
+pub(crate) use crate::exec::thread_pool;

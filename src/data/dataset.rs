@@ -37,11 +37,23 @@ pub struct Dataset {
     pub classes: Option<Vec<String>>,
     /// Files that passed the header check but do not decode, each named once when found.
     undecodable: Mutex<BTreeSet<usize>>,
+    /// What loading and decoding had to say (files skipped, images replaced), not yet taken.
+    notes: Mutex<Vec<String>>,
 }
 
 impl Dataset {
     pub fn new(images: Images, y: Vec<i64>, classes: Option<Vec<String>>) -> Dataset {
-        Dataset { images, y, classes, undecodable: Mutex::new(BTreeSet::new()) }
+        Dataset { images, y, classes, undecodable: Mutex::new(BTreeSet::new()), notes: Mutex::new(Vec::new()) }
+    }
+
+    /// The notes and warnings loading and decoding gave since the last call (the library prints
+    /// nothing: a program shows them as it likes; `edgetune finetune` on stderr).
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn note(&self, line: String) {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(line);
     }
 
     pub fn len(&self) -> usize {
@@ -55,7 +67,7 @@ impl Dataset {
     /// The samples at `indices`, as one `[B, C, H, W]` batch (`prep` applies to byte images and
     /// files). An image file that fails to decode (a PNG cut off in its pixel data passes the
     /// header check made at load time) is replaced by the next file of the dataset that decodes, with that file's
-    /// label, and named once on stderr: one bad file does not stop a run, and the batch keeps
+    /// label, and named once in `take_notes`: one bad file does not stop a run, and the batch keeps
     /// its size and stays the same on every run (resume included).
     pub fn batch(&self, indices: &[usize], prep: &Prep) -> Result<(Tensor, Vec<i64>)> {
         self.batch_augmented(indices, prep, None)
@@ -124,7 +136,7 @@ impl Dataset {
                 Ok(img) => return Ok((j, img)),
                 Err(e) => {
                     if self.undecodable.lock().unwrap_or_else(|e| e.into_inner()).insert(j) {
-                        super::warn(&format!("{e}; the next image that decodes takes its place in every batch"));
+                        self.note(format!("warning: {e}; the next image that decodes takes its place in every batch"));
                     }
                 }
             }
@@ -190,12 +202,13 @@ pub fn load_with_classes(spec: &str, test: bool, classes: Option<&[String]>) -> 
         }
         Some(("folder", dir)) => {
             let f = super::folder::load(Path::new(dir), classes)?;
+            let ds = Dataset::new(Images::Files(f.files), f.labels, Some(f.classes));
             if !f.skipped.is_empty() {
-                super::note(&format!("{spec}: {}", f.skipped.summary()));
+                ds.note(format!("{spec}: {}", f.skipped.summary()));
             }
-            Dataset::new(Images::Files(f.files), f.labels, Some(f.classes))
+            ds
         }
-        _ => return Err(Error::Usage(format!("data '{spec}': expected npz:FILE, idx:DIR, cifar:DIR or folder:DIR"))),
+        _ => return Err(Error::Config(format!("data '{spec}': expected npz:FILE, idx:DIR, cifar:DIR or folder:DIR"))),
     };
     if ds.is_empty() {
         return Err(Error::data(spec, "the dataset is empty"));

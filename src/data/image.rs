@@ -13,11 +13,16 @@ use image::DynamicImage;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preprocess {
-    Imagenet,
-    Caffe,
-    Unit,
+crate::choices::choices! {
+    /// Pixel preprocessing presets (see the module's docs).
+    pub enum Preprocess {
+        /// RGB / 255, minus the ImageNet mean, over its std (torchvision).
+        Imagenet = "imagenet",
+        /// BGR minus [103.939, 116.779, 123.68], no scaling (Keras ResNet50).
+        Caffe = "caffe",
+        /// RGB / 255.
+        Unit = "unit",
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,15 +31,23 @@ pub enum Layout {
     Nhwc,
 }
 
-/// How an image is brought to the model's input size.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Resize {
-    /// Scaled to exactly HxW; the aspect ratio is not kept.
-    #[default]
-    Stretch,
-    /// Scaled (aspect ratio kept) until it covers HxW, then the centre HxW cut out (for a
-    /// square size, torchvision's Resize(size) + CenterCrop(size)).
-    Crop,
+crate::choices::choices! {
+    /// How an image is brought to the model's input size.
+    pub enum Resize {
+        /// Scaled to exactly HxW; the aspect ratio is not kept.
+        Stretch = "stretch",
+        /// Scaled (aspect ratio kept) until it covers HxW, then the centre HxW cut out (for a
+        /// square size, torchvision's Resize(size) + CenterCrop(size)).
+        Crop = "crop",
+    }
+}
+
+// Not derived: the enum is declared by `choices!`, which takes no `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for Resize {
+    fn default() -> Resize {
+        Resize::Stretch
+    }
 }
 
 /// How images become model inputs.

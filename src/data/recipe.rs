@@ -23,9 +23,9 @@ pub struct Recipe {
 impl Recipe {
     /// What `model` records about its inputs.
     pub fn of(model: &Model) -> Recipe {
-        let preprocess = model.metadata(PREPROCESS).and_then(|v| clap::ValueEnum::from_str(v.trim(), true).ok());
+        let preprocess = model.metadata(PREPROCESS).and_then(|v| v.parse().ok());
         let input_size = model.metadata(INPUT_SIZE).and_then(|v| super::image::parse_size(v).ok());
-        let resize = model.metadata(RESIZE).and_then(|v| clap::ValueEnum::from_str(v.trim(), true).ok());
+        let resize = model.metadata(RESIZE).and_then(|v| v.parse().ok());
         let classes =
             model.metadata(CLASSES).and_then(|v| serde_json::from_str::<Vec<String>>(v).ok()).filter(|c| !c.is_empty());
         Recipe { preprocess, input_size, resize, classes }
@@ -34,9 +34,9 @@ impl Recipe {
     /// The `metadata_props` entries that record this recipe (a `None` field leaves its key as
     /// the model had it).
     pub fn to_metadata(&self) -> Vec<(String, Option<String>)> {
-        let preprocess = self.preprocess.map(|p| format!("{p:?}").to_lowercase());
+        let preprocess = self.preprocess.map(|p| p.to_string());
         let size = self.input_size.map(|[h, w]| format!("{h}x{w}"));
-        let resize = self.resize.map(|r| format!("{r:?}").to_lowercase());
+        let resize = self.resize.map(|r| r.to_string());
         let classes = self.classes.as_ref().map(|c| serde_json::Value::from(c.clone()).to_string());
         let entries = [(PREPROCESS, preprocess), (INPUT_SIZE, size), (RESIZE, resize), (CLASSES, classes)];
         entries.into_iter().filter(|(_, v)| v.is_some()).map(|(k, v)| (k.to_string(), v)).collect()

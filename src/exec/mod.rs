@@ -108,6 +108,34 @@ pub fn channel_axis(dims: &[Dim]) -> Option<usize> {
     }
 }
 
+/// A rayon pool of `threads` workers (0: one per core).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the thread pool: {e}")))
+}
+
+/// The first graph input seen as an image batch.
+pub struct ImageInput {
+    pub layout: crate::data::image::Layout,
+    pub channels: usize,
+    /// Declared spatial size if fixed, else 224x224.
+    pub size: [usize; 2],
+}
+
+/// The first input of `graph` as an image batch (rank 4 with a fixed channel count), or why not.
+pub fn image_input(graph: &Graph) -> Result<ImageInput> {
+    let (_, decl) = graph.inputs.first().ok_or_else(|| Error::Config("the model has no input".into()))?;
+    let dims = decl.dims.as_deref().unwrap_or(&[]);
+    let c = channel_axis(dims).ok_or_else(|| {
+        Error::data(format!("input '{}'", decl.name), "is not an image batch (rank 4 with a fixed channel count)")
+    })?;
+    let Dim::Fixed(channels) = dims[c] else { unreachable!("channel_axis returns a fixed axis") };
+    let layout = if c == 1 { crate::data::image::Layout::Nchw } else { crate::data::image::Layout::Nhwc };
+    Ok(ImageInput { layout, channels, size: declared_size(dims).unwrap_or([224, 224]) })
+}
+
 /// The spatial axes (H, W) of a declared image input: [2, 3] for NCHW, [1, 2] for NHWC.
 pub fn spatial_axes(dims: &[Dim]) -> Option<[usize; 2]> {
     channel_axis(dims).map(|c| if c == 1 { [2, 3] } else { [1, 2] })

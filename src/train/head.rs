@@ -30,7 +30,7 @@ pub fn replace_head(model: &mut Model, k: usize, seed: u64) -> Result<usize> {
     let graph = &mut model.graph;
     let fail = |msg: &str| Error::data(model.path.display().to_string(), msg.to_string());
     if k < 2 {
-        return Err(Error::Usage(format!("--num-classes {k}: at least 2 classes")));
+        return Err(Error::Config(format!("--num-classes {k}: at least 2 classes")));
     }
     let last = graph
         .nodes

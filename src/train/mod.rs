@@ -2,6 +2,7 @@
 //! optimizers and schedules, and the trainer that runs steps.
 
 pub mod checkpoint;
+pub mod finetune;
 pub mod head;
 pub mod loss;
 pub mod optim;

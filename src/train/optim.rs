@@ -2,8 +2,6 @@
 //! `kernels::optim` over every parameter, with the gradient transform folded in. Work is split
 //! into segments (whole rows for GC, 64 Ki-element chunks otherwise) run in parallel.
 
-use std::str::FromStr;
-
 use rayon::prelude::*;
 
 use super::transform::TensorAffine;
@@ -11,17 +9,15 @@ use crate::kernels::optim::{self, Adam, Sgd};
 use crate::kernels::SyncPtr;
 use crate::tensor::Tensor;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OptimizerName {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-impl FromStr for OptimizerName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        <Self as clap::ValueEnum>::from_str(s, true)
+crate::choices::choices! {
+    /// The optimizers, as torch.optim.
+    pub enum OptimizerName {
+        /// SGD with momentum (and Nesterov, weight decay).
+        Sgd = "sgd",
+        /// Adam, L2 weight decay.
+        Adam = "adam",
+        /// AdamW, decoupled weight decay.
+        Adamw = "adamw",
     }
 }
 

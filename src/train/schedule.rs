@@ -1,11 +1,16 @@
 //! Learning-rate schedules with linear warm-up: `constant`, `step` (×0.1 every third of the
 //! run), `cosine` (to zero at the last step).
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Schedule {
-    Constant,
-    Step,
-    Cosine,
+crate::choices::choices! {
+    /// A learning-rate schedule over a run's steps (after the warm-up).
+    pub enum Schedule {
+        /// The base rate throughout.
+        Constant = "constant",
+        /// x0.1 after each third of the run.
+        Step = "step",
+        /// Cosine from the base rate to 0 at the last step.
+        Cosine = "cosine",
+    }
 }
 
 /// The learning rate of step `t` (0-based) out of `total`, after `warmup` linear warm-up steps.

@@ -40,12 +40,12 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
             (0..n).map(|i| candidate(i) && head.contains(&i)).collect()
         }
         pattern => {
-            let re = regex(pattern).map_err(|e| Error::Usage(format!("--train: {e}")))?;
+            let re = regex(pattern).map_err(|e| Error::Config(format!("--train: {e}")))?;
             (0..n).map(|i| candidate(i) && re.is_match(&graph.initializers[i].name)).collect()
         }
     };
     if !flags.iter().any(|&f| f) {
-        return Err(Error::Usage(format!("--train {spec}: no trainable float initializer matches")));
+        return Err(Error::Config(format!("--train {spec}: no trainable float initializer matches")));
     }
     Ok(flags)
 }
