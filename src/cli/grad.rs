@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::autodiff::{BnMode, GradPlan};
+use crate::autodiff::BnMode;
 use crate::data::npy;
 use crate::device::Device;
 use crate::error::Result;
 use crate::tensor::Tensor;
-use crate::train::{loss, select};
+use crate::train::gradients::gradients;
 
 /// A model and one labelled batch: what `grad` and `grad-flow` run on.
 #[derive(Args, Debug)]
@@ -69,21 +69,10 @@ pub struct GradArgs {
 pub fn run(a: GradArgs) -> Result<()> {
     crate::device::check(a.device)?;
     let Batch { model, x, labels, pool } = a.batch.load()?;
-    let graph = &model.graph;
-    let trainable = select::trainable(graph, &a.train)?;
-    let (loss, grads) = match a.device {
-        Device::Cpu => pool.install(|| -> Result<_> {
-            let plan = GradPlan::new(graph, &[x.shape().to_vec()], &trainable, a.batch.bn)?;
-            plan.check_memory()?;
-            let tape = plan.forward(vec![x], &[]);
-            let (loss, dlogits) = loss::softmax_cross_entropy(&tape.logits, &labels)?;
-            Ok((loss, plan.backward(tape, dlogits)?))
-        })?,
-        Device::Cuda => crate::device::gradients_cuda(graph, x, &labels, &trainable, a.batch.bn)?,
-    };
-    let names = graph.initializers.iter().zip(&trainable).filter(|(_, &t)| t).map(|(i, _)| i.name.clone());
+    let g = pool.install(|| gradients(&model.graph, x, &labels, &a.train, a.batch.bn, a.device))?;
+    let loss = g.loss;
     let mut arrays = vec![("loss".to_string(), Tensor::scalar(loss))];
-    arrays.extend(names.zip(grads));
+    arrays.extend(g.grads);
     npy::write_npz(&a.output, &arrays)?;
     say!("loss {loss:.6}; {} gradients written to {}", arrays.len() - 1, a.output.display());
     Ok(())

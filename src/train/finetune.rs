@@ -356,10 +356,12 @@ pub fn run(cfg: &Finetune, observer: &mut dyn Observer) -> Result<Finished> {
                 observer.observe(Event::Note(format!("step {}: {what}; step skipped", step + 1)));
                 None
             }
-            Err(Error::NonFinite(what)) => return Err(Error::NonFinite(format!(
+            Err(Error::NonFinite(what)) => {
+                return Err(Error::NonFinite(format!(
                 "step {}: {what}; run stopped, the last checkpoint kept (--on-nonfinite skip goes on past such steps)",
                 step + 1
-            ))),
+            )))
+            }
             Err(Error::Data { what, msg }) if what == "labels" => {
                 return Err(Error::data(format!("{}: labels", cfg.data), msg))
             }

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod finetune;
+pub mod gradients;
 pub mod head;
 pub mod loss;
 pub mod optim;

@@ -111,6 +111,14 @@ impl Trainer {
         Ok(())
     }
 
+    /// Writes `model` (the model this trainer's graph came from, head replaced or not) with the
+    /// trained weights and running statistics to `path`, atomically; the rest of the file stays
+    /// as the model had it (see `onnx::save`).
+    pub fn export(&self, model: &crate::onnx::Model, path: &std::path::Path) -> Result<()> {
+        let values = self.values()?;
+        crate::onnx::save(model, &crate::onnx::Export { values: &values, ..Default::default() }, path, |_| Ok(()))
+    }
+
     /// The GPU's name when training runs on one.
     pub fn device_name(&self) -> Option<String> {
         #[cfg(feature = "cuda")]
