@@ -323,8 +323,10 @@ pub fn run(cfg: &Finetune, observer: &mut dyn Observer) -> Result<Finished> {
             let event = Event::Validated { step, epoch, before: step == start, epoch_end, scores };
             Ok::<_, Error>(observer.observe(event))
         };
+    // The clock starts before the first validation, whose time `val_secs` takes out again.
+    let started = Instant::now();
     validate_at(&mut trainer, (start, start / per_epoch), false, observer)?;
-    let (mut images, mut skipped, started) = (0usize, 0usize, Instant::now());
+    let (mut images, mut skipped) = (0usize, 0usize);
     let mut last = None;
     // The batch of a step: its epoch's order, its position in it, augmentation seeded per step
     // (so a resumed run sees exactly the batches of an uninterrupted one).
