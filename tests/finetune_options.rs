@@ -26,10 +26,13 @@ fn option_values_are_checked_when_the_command_line_is_read() {
     let d = tempfile::tempdir().unwrap();
     let (m, spec) = (model(), data(d.path(), 4));
     let out = d.path().join("out.onnx");
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--lr", "nan"], "nan is not a finite number"),
         // A negative number is read as the value it is, then refused (not "unexpected argument").
         (&["--lr", "-1"], "-1 must be greater than 0"),
+        (&["--znorm-eps", "-1e-5"], "-1e-5 must be greater than 0"),
+        // A flag where a value belongs is refused as that value, naming both.
+        (&["--lr", "--steps"], "invalid value '--steps' for '--lr <LR>'"),
         (&["--lr", "inf"], "inf is not a finite number"),
         (&["--momentum", "1.5"], "1.5 must be below 1"),
         (&["--weight-decay", "-0.1"], "-0.1 must not be negative"),

@@ -69,16 +69,16 @@ pub struct FinetuneArgs {
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerName,
     /// Learning rate (the peak of --schedule), a finite number > 0.
-    #[arg(long, default_value_t = 1e-3, value_parser = values::positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-3, value_parser = values::positive, allow_hyphen_values = true)]
     pub lr: f32,
     /// SGD momentum, in [0, 1).
-    #[arg(long, default_value_t = 0.9, value_parser = values::fraction, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.9, value_parser = values::fraction, allow_hyphen_values = true)]
     pub momentum: f32,
     /// Nesterov momentum (SGD).
     #[arg(long)]
     pub nesterov: bool,
     /// L2 penalty (SGD, Adam) or decoupled decay (AdamW), as torch.optim; >= 0.
-    #[arg(long, default_value_t = 0.0, value_parser = values::non_negative, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.0, value_parser = values::non_negative, allow_hyphen_values = true)]
     pub weight_decay: f32,
     /// Learning-rate schedule over the run's steps (after --warmup): constant, cosine (to 0 at
     /// the last step) or step (x0.1 after each third of the run).
@@ -91,7 +91,7 @@ pub struct FinetuneArgs {
     #[arg(long, default_value = "znorm")]
     pub grad_norm: GradNorm,
     /// ZNorm's ε in (g − mean) / (std + ε), > 0.
-    #[arg(long, default_value_t = 1e-8, value_parser = values::positive, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-8, value_parser = values::positive, allow_hyphen_values = true)]
     pub znorm_eps: f32,
     /// ZNorm on every tensor, or only on weights with ndim > 1.
     #[arg(long, value_enum, default_value = "all")]
