@@ -118,6 +118,8 @@ pub mod ops;
 #[cfg(feature = "cli")]
 pub(crate) mod plot;
 pub mod tensor;
+// Timing for the benchmarks of the CLI (`edgetune bench`) and the GPU's.
+#[cfg(any(feature = "cli", feature = "cuda"))]
 pub(crate) mod timing;
 pub mod train;
 
