@@ -4,12 +4,18 @@
 # mode (the reference tests run full ResNets, here and in tract) and builds the benchmarks; then
 # the same with the optional CUDA path built in (`--features cuda`: it builds without a CUDA
 # toolkit; its GPU tests say why they skip where no GPU is, and `--device cuda` must fail cleanly).
+# Between the two: the library as others embed it — a crate outside the repository with default
+# features off (tools/test_embed.sh), the C API from a C program (tools/test_c_api.sh) and the
+# Python bindings under pytest (tools/test_python.sh); each also runs the README's example.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tools/fixtures.sh
 cargo test --release --lib --bins --tests
 cargo test --release --doc
+bash tools/test_embed.sh
+bash tools/test_c_api.sh
+bash tools/test_python.sh
 cargo build --release --benches
 cargo test --release --features cuda --lib --bins --tests
 # The GPU tests again, uncaptured: each says whether it ran on a GPU or why it skipped.
