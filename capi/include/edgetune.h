@@ -94,7 +94,8 @@ extern "C" {
 #endif // __cplusplus
 
 // The message of the last call on this thread that failed, as one line naming the file, node
-// or value at fault; "" when the last call succeeded.
+// or value at fault; "" when the last call that returns an `et_status` succeeded (the
+// `et_*_free` functions leave it as it was).
 //
 // Ownership: the string belongs to the library and stays valid until the next `et_*` call on
 // the same thread (copy it to keep it). Never NULL. Each thread has its own message.
@@ -117,7 +118,8 @@ const char *et_version(void);
 // pointer (other than `on_step`, `user`) or a non-UTF-8 string.
 //
 // # Safety
-// The strings are NULL or NUL-terminated; `config` is NULL or a valid config; `on_step` is
+// The strings are NULL or NUL-terminated; `config` is NULL (the defaults of
+// `et_train_config_default`) or a valid config; `on_step` is
 // NULL or a function of that type, to which `user` is passed through untouched.
 enum et_status et_finetune(const char *model_path,
                            const char *data,
@@ -254,8 +256,9 @@ struct et_train_config et_train_config_default(void);
 // for a NULL pointer or a non-UTF-8 string.
 //
 // # Safety
-// `model_path` is NULL or a NUL-terminated string; `config` is NULL or a valid config whose
-// strings are NULL or NUL-terminated; `out` is NULL or writable.
+// `model_path` is NULL or a NUL-terminated string; `config` is NULL (the defaults of
+// `et_train_config_default`) or a valid config whose strings are NULL or NUL-terminated; `out`
+// is NULL or writable.
 enum et_status et_trainer_new(const char *model_path,
                               const struct et_train_config *config,
                               struct et_trainer **out);
@@ -278,7 +281,7 @@ enum et_status et_trainer_from_model(const struct et_model *model,
 // Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model (then nothing changed);
 // `ET_RUNTIME` when the loss or a gradient is NaN or infinite (the step is not taken: weights
 // and optimizer state stay as they were) or after an internal error (the trainer is then
-// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or a negative or non-finite `lr`.
+// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or an `lr` that is not a finite number > 0.
 //
 // # Safety
 // `trainer` is NULL or a live trainer not in use on another thread; `shape` has `rank`

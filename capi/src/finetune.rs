@@ -4,9 +4,10 @@ use std::ffi::{c_char, c_int, c_void};
 
 use edgetune::train::finetune::{self, Control, Event, Finetune, ZnormScope};
 use edgetune::train::transform::GradNorm;
+use edgetune::Error;
 
 use crate::trainer::{et_train_config, Config};
-use crate::{bad_input, c_str, et_status, guard};
+use crate::{bad_input, c_str, et_status, guard, Failure};
 
 /// Called after each step of `et_finetune` with `user` as given, the step (1-based) of
 /// `total`, its loss and the fraction of its batch predicted right (both NaN for a step
@@ -30,7 +31,8 @@ pub type et_step_callback =
 /// pointer (other than `on_step`, `user`) or a non-UTF-8 string.
 ///
 /// # Safety
-/// The strings are NULL or NUL-terminated; `config` is NULL or a valid config; `on_step` is
+/// The strings are NULL or NUL-terminated; `config` is NULL (the defaults of
+/// `et_train_config_default`) or a valid config; `on_step` is
 /// NULL or a function of that type, to which `user` is passed through untouched.
 #[no_mangle]
 pub unsafe extern "C" fn et_finetune(
@@ -69,17 +71,28 @@ pub unsafe extern "C" fn et_finetune(
         run.num_classes = cfg.num_classes();
         run.seed = cfg.c.seed;
         run.threads = cfg.c.threads;
-        finetune::run(&run, &mut |e: Event| match (e, on_step) {
+        let mut stopped_at = None;
+        let result = finetune::run(&run, &mut |e: Event| match (e, on_step) {
             (Event::Step(s), Some(f)) => {
                 let (loss, accuracy) = (s.loss.unwrap_or(f32::NAN), s.accuracy.map_or(f32::NAN, |a| a as f32));
                 // SAFETY: a function of this signature (header contract) that does not unwind.
                 match unsafe { f(user, s.step, s.total, loss, accuracy) } {
                     0 => Control::Continue,
-                    _ => Control::Stop,
+                    _ => {
+                        stopped_at = Some((s.step, s.total));
+                        Control::Stop
+                    }
                 }
             }
             _ => Control::Continue,
-        })?;
-        Ok(())
+        });
+        match (result, stopped_at) {
+            // The library's message speaks of the command's checkpoint flags, which C has not.
+            (Err(Error::Stopped(_)), Some((step, total))) => Err(Failure {
+                status: et_status::ET_STOPPED,
+                message: format!("stopped by the step callback after step {step} of {total}; nothing written"),
+            }),
+            (result, _) => Ok(result.map(drop)?),
+        }
     })
 }

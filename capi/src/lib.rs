@@ -40,8 +40,8 @@ pub enum et_status {
 /// A failure inside a call: its status and one-line message.
 #[derive(Debug)]
 pub(crate) struct Failure {
-    status: et_status,
-    message: String,
+    pub status: et_status,
+    pub message: String,
 }
 
 impl From<edgetune::Error> for Failure {
@@ -105,7 +105,8 @@ pub(crate) unsafe fn free_box<T>(handle: *mut T) {
 }
 
 /// The message of the last call on this thread that failed, as one line naming the file, node
-/// or value at fault; "" when the last call succeeded.
+/// or value at fault; "" when the last call that returns an `et_status` succeeded (the
+/// `et_*_free` functions leave it as it was).
 ///
 /// Ownership: the string belongs to the library and stays valid until the next `et_*` call on
 /// the same thread (copy it to keep it). Never NULL. Each thread has its own message.

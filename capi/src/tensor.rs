@@ -31,8 +31,14 @@ pub(crate) unsafe fn tensor_arg(data: *const f32, shape: *const usize, rank: usi
     if data.is_null() {
         return Err(invalid(format!("{what}: NULL pointer")));
     }
-    let values = unsafe { arg_slice(data, len, what) }?;
-    Ok(Tensor::from_vec(dims.to_vec(), values.to_vec()))
+    // The copy is the caller's size again: an error, not an abort, when it cannot be had.
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(len).map_err(|_| {
+        let gib = len as f64 * 4.0 / (1u64 << 30) as f64;
+        bad_input(format!("{what}: shape {dims:?} needs {gib:.1} GiB, more than can be allocated"))
+    })?;
+    copy.extend_from_slice(unsafe { arg_slice(data, len, what) }?);
+    Ok(Tensor::from_vec(dims.to_vec(), copy))
 }
 
 /// The tensor's shape: `*rank` dims at `*dims`.

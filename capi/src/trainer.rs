@@ -87,25 +87,29 @@ fn parse<T: std::str::FromStr<Err = String>>(p: *const c_char, field: &str) -> O
     text.parse().map_err(|e| bad_input(format!("config.{field}: {e}")))
 }
 
-fn finite(v: f32, field: &str, min: f32) -> Outcome {
-    if v.is_finite() && v >= min {
+/// A number of the configuration in the range the command line allows for its flag (`--lr`
+/// > 0, `--momentum` in [0, 1), `--weight-decay` >= 0, `--znorm-eps` > 0).
+fn in_range(v: f32, field: &str, ok: impl Fn(f32) -> bool, range: &str) -> Outcome {
+    if v.is_finite() && ok(v) {
         Ok(())
     } else {
-        Err(bad_input(format!("config.{field}: {v} (must be a finite number >= {min})")))
+        Err(bad_input(format!("config.{field}: {v} (must be a finite number {range})")))
     }
 }
 
 impl Config {
+    /// The configuration at `cfg`, or the defaults where `cfg` is NULL.
     pub fn read(cfg: *const et_train_config) -> Outcome<Config> {
-        let c = *unsafe { arg_ref(cfg, "config") }?;
+        // SAFETY: a non-NULL `cfg` points to a valid config (header contract).
+        let c = unsafe { cfg.as_ref() }.copied().unwrap_or_else(|| et_train_config_default());
         let grad_norm = match parse::<GradNorm>(c.grad_norm, "grad_norm")? {
             GradNorm::ZNorm { .. } => GradNorm::ZNorm { eps: c.znorm_eps, matrices_only: c.znorm_matrices_only },
             other => other,
         };
-        finite(c.lr, "lr", 0.0)?;
-        finite(c.momentum, "momentum", 0.0)?;
-        finite(c.weight_decay, "weight_decay", 0.0)?;
-        finite(c.znorm_eps, "znorm_eps", 0.0)?;
+        in_range(c.lr, "lr", |v| v > 0.0, "> 0")?;
+        in_range(c.momentum, "momentum", |v| (0.0..1.0).contains(&v), "in [0, 1)")?;
+        in_range(c.weight_decay, "weight_decay", |v| v >= 0.0, ">= 0")?;
+        in_range(c.znorm_eps, "znorm_eps", |v| v > 0.0, "> 0")?;
         if c.num_classes == 1 {
             return Err(bad_input(
                 "config.num_classes: 1 (a new classifier needs at least 2 classes; 0 keeps the model's)",
@@ -175,8 +179,9 @@ fn new_trainer(mut model: Model, cfg: *const et_train_config) -> Outcome<et_trai
 /// for a NULL pointer or a non-UTF-8 string.
 ///
 /// # Safety
-/// `model_path` is NULL or a NUL-terminated string; `config` is NULL or a valid config whose
-/// strings are NULL or NUL-terminated; `out` is NULL or writable.
+/// `model_path` is NULL or a NUL-terminated string; `config` is NULL (the defaults of
+/// `et_train_config_default`) or a valid config whose strings are NULL or NUL-terminated; `out`
+/// is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn et_trainer_new(
     model_path: *const c_char,
@@ -219,7 +224,7 @@ pub unsafe extern "C" fn et_trainer_from_model(
 /// Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model (then nothing changed);
 /// `ET_RUNTIME` when the loss or a gradient is NaN or infinite (the step is not taken: weights
 /// and optimizer state stay as they were) or after an internal error (the trainer is then
-/// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or a negative or non-finite `lr`.
+/// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or an `lr` that is not a finite number > 0.
 ///
 /// # Safety
 /// `trainer` is NULL or a live trainer not in use on another thread; `shape` has `rank`
@@ -244,8 +249,8 @@ pub unsafe extern "C" fn et_trainer_step(
             return Err(crate::invalid("labels: NULL pointer"));
         }
         let labels = unsafe { arg_slice(labels, n, "labels") }?;
-        if !(lr.is_finite() && lr >= 0.0) {
-            return Err(crate::invalid(format!("lr: {lr} (must be a finite number >= 0)")));
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(crate::invalid(format!("lr: {lr} (must be a finite number > 0)")));
         }
         t.broken = true;
         let stats = t.pool.install(|| t.trainer.step(x, labels, lr));

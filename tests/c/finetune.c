@@ -230,6 +230,8 @@ int main(int argc, char **argv) {
   et_status status = et_finetune(model_path, data, path, &plain, 5, 8, on_step, &stop);
   CHECK(status == ET_STOPPED && stop.calls == 2, "stop at step 2: status %d after %zu steps: %s", (int)status,
         stop.calls, et_last_error());
+  CHECK(strcmp(et_last_error(), "stopped by the step callback after step 2 of 5; nothing written") == 0,
+        "stop message: %s", et_last_error());
   CHECK(!exists(path), "a stopped run wrote %s", path);
   printf("finetune: 3 steps, then a run stopped after step 2 (%s)\n", et_last_error());
 
@@ -256,6 +258,8 @@ int main(int argc, char **argv) {
   CHECK(status == ET_INVALID_ARGUMENT, "NULL batch: status %d", (int)status);
   status = et_trainer_step(trainer, x, shape, 4, labels, N, NAN, NULL, NULL);
   CHECK(status == ET_INVALID_ARGUMENT, "NaN learning rate: status %d", (int)status);
+  status = et_trainer_step(trainer, x, shape, 4, labels, N, 0.0f, NULL, NULL);
+  CHECK(status == ET_INVALID_ARGUMENT, "learning rate 0: status %d", (int)status);
 
   et_train_config typo = et_train_config_default();
   typo.optimizer = "adamx";
@@ -264,6 +268,22 @@ int main(int argc, char **argv) {
   CHECK(status == ET_BAD_INPUT && never == NULL && strstr(et_last_error(), "adamx") != NULL,
         "unknown optimizer: status %d: %s", (int)status, et_last_error());
   printf("unknown optimizer: %s\n", et_last_error());
+  /* The ranges of the command's flags: --momentum in [0, 1), --znorm-eps > 0. */
+  et_train_config out_of_range = et_train_config_default();
+  out_of_range.momentum = 1.5f;
+  status = et_trainer_new(model_path, &out_of_range, &never);
+  CHECK(status == ET_BAD_INPUT && strstr(et_last_error(), "config.momentum: 1.5") != NULL, "momentum 1.5: status %d: %s",
+        (int)status, et_last_error());
+  printf("momentum 1.5: %s\n", et_last_error());
+  out_of_range = et_train_config_default();
+  out_of_range.znorm_eps = 0.0f;
+  status = et_trainer_new(model_path, &out_of_range, &never);
+  CHECK(status == ET_BAD_INPUT && strstr(et_last_error(), "config.znorm_eps: 0") != NULL, "znorm_eps 0: status %d: %s",
+        (int)status, et_last_error());
+  /* A NULL config is the defaults. */
+  MUST(et_trainer_new(model_path, NULL, &never));
+  et_trainer_free(never);
+
   CHECK(et_trainer_export(trainer, "no/such/dir/out.onnx") == ET_BAD_INPUT, "export to a missing folder");
   printf("export to a missing folder: %s\n", et_last_error());
   CHECK(et_session_run(NULL, x, shape, 4, &y) == ET_INVALID_ARGUMENT && y == NULL, "NULL session");
