@@ -310,3 +310,17 @@ fn training_a_model_with_two_inputs_is_a_clear_error() {
     let args = ["finetune", model.to_str().unwrap(), "--data", &spec, "--steps", "1", "--batch", "2", "--output", out];
     assert_bad_input(&args, "the model takes 2 input(s), got 1");
 }
+
+#[test]
+fn one_image_where_a_batch_belongs_is_named_with_the_fix() {
+    let d = tmp();
+    let m = saved(d.path(), "ok.onnx", &conv_relu());
+    // conv_relu declares [N, 3, 8, 8]; a single [3, 8, 8] image lacks the batch axis.
+    let x = write_input(d.path(), &[3, 8, 8]);
+    check(
+        infer(&m, &x),
+        "shape [3, 8, 8] does not fit the declared [N, 3, 8, 8] (no batch axis? a batch of one is [1, ...])",
+    );
+    let x = write_input(d.path(), &[1, 1, 3, 8, 8]);
+    check(infer(&m, &x), "shape [1, 1, 3, 8, 8] does not fit the declared [N, 3, 8, 8]");
+}

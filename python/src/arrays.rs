@@ -32,6 +32,10 @@ pub fn tensor_in(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Tensor> {
             dtype_name(&arr)
         )));
     }
+    if arr.ndim() == 0 {
+        let msg = "a 0-d array (one number); the model takes arrays whose axis 0 is the batch";
+        return Err(super::to_py(py, edgetune::Error::data(what, msg)));
+    }
     let numpy = py.import("numpy")?;
     let f32s = numpy.call_method1("ascontiguousarray", (&arr, numpy.getattr("float32")?))?;
     let f32s = f32s.cast_into::<PyArrayDyn<f32>>()?.readonly();

@@ -130,6 +130,17 @@ def test_wrong_input_shape(tmp_path, npy):
     assert trainer.steps == 0
 
 
+def test_one_image_without_its_batch_axis(npy):
+    # One [3, 32, 32] image where [N, 3, 32, 32] belongs: the command's message, with the fix.
+    image = np.zeros((3, 32, 32), np.float32)
+    e = same_as_cli(lambda: edgetune.Session(FASHION).run(image), ["infer", FASHION, "--input", npy("x", image)],
+                    kind="data")
+    assert str(e).endswith("(no batch axis? a batch of one is [1, ...])")
+    # A number is no batch at all (the command cannot be given a 0-d array as an image batch).
+    with pytest.raises(edgetune.InputError, match=r"^input 0: a 0-d array \(one number\)"):
+        edgetune.Session(FASHION).run(np.float32(1.0))
+
+
 def test_labels_that_do_not_fit(tmp_path, npy):
     x, _ = mnist("t10k", 4)
     xp = npy("x", x)

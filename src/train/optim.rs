@@ -28,7 +28,16 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule for a name and hyperparameters (Adam betas (0.9, 0.999), eps 1e-8, as torch).
+    /// The rule for a name and hyperparameters, as torch.optim takes them: `momentum` and
+    /// `nesterov` for SGD only; `weight_decay` an L2 penalty (SGD, Adam) or decoupled (AdamW);
+    /// Adam's betas (0.9, 0.999) and eps 1e-8. `lr` is the initial rate only: each
+    /// `Trainer::step` passes the rate of its step (the caller owns the schedule).
+    ///
+    /// ```
+    /// use edgetune::train::optim::{OptimizerName, Rule};
+    /// let sgd = Rule::new(OptimizerName::Sgd, 0.01, 0.9, 5e-4, true);
+    /// # let _ = sgd;
+    /// ```
     pub fn new(name: OptimizerName, lr: f32, momentum: f32, weight_decay: f32, nesterov: bool) -> Rule {
         let adam = |decoupled| Rule::Adam(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled });
         match name {

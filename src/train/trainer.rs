@@ -15,11 +15,18 @@ use crate::error::{Error, Result};
 use crate::graph::{Const, Graph, ValueId};
 use crate::tensor::Tensor;
 
+/// What a [`Trainer`] trains and how.
 pub struct TrainConfig {
-    /// `--train`: all, head or a regex on initializer names.
+    /// Which initializers train: `all`, `head` (the classifier) or a regex on initializer names
+    /// (the CLI's `--train`).
     pub train: String,
+    /// BatchNorm while training: `Auto` (batch statistics where the layer's scale or bias
+    /// trains), `Train` (always) or `Frozen` (running statistics, never updated).
     pub bn: BnMode,
+    /// The gradient transform before each optimizer step: ZNorm, Gradient Centralization,
+    /// clipping by global norm, or none.
     pub norm: GradNorm,
+    /// The optimizer and its hyperparameters.
     pub rule: Rule,
 }
 
@@ -62,6 +69,9 @@ fn float_init(graph: &Graph, v: ValueId) -> Option<(String, Tensor)> {
 }
 
 impl Trainer {
+    /// A trainer of `graph`'s initializers as `cfg` selects, starting from their values in the
+    /// graph (for a new classifier, call `train::head::replace_head` on the model first).
+    /// Errors when the selection names no trainable float initializer.
     pub fn new(graph: Graph, cfg: TrainConfig) -> Result<Trainer> {
         let trainable = select::trainable(&graph, &cfg.train)?;
         let params: Vec<Named> = graph

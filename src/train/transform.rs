@@ -45,13 +45,14 @@ impl std::fmt::Display for GradNorm {
 
 impl FromStr for GradNorm {
     type Err = String;
-    /// `none`, `znorm`, `gc` or `clip:MAXNORM`.
+    /// `none`, `znorm`, `gc` or `clip:MAXNORM`, in any case (as the other named choices).
     fn from_str(s: &str) -> Result<GradNorm, String> {
-        match s {
+        let lower = s.to_ascii_lowercase();
+        match lower.as_str() {
             "none" => Ok(GradNorm::None),
             "znorm" => Ok(GradNorm::ZNorm { eps: 1e-8, matrices_only: false }),
             "gc" => Ok(GradNorm::Gc),
-            _ => match s.strip_prefix("clip:").map(str::parse::<f32>) {
+            _ => match lower.strip_prefix("clip:").map(str::parse::<f32>) {
                 Some(Ok(m)) if m > 0.0 && m.is_finite() => Ok(GradNorm::Clip { max_norm: m }),
                 _ => Err(format!("'{s}' is not none, znorm, gc or clip:MAXNORM (MAXNORM > 0)")),
             },
@@ -228,5 +229,8 @@ mod tests {
         assert_eq!("clip:0.5".parse::<GradNorm>(), Ok(GradNorm::Clip { max_norm: 0.5 }));
         assert!("clip:-1".parse::<GradNorm>().is_err());
         assert!("zorm".parse::<GradNorm>().is_err());
+        // Any case, as the named choices (`--bn TRAIN`).
+        assert_eq!("ZNorm".parse::<GradNorm>(), "znorm".parse::<GradNorm>());
+        assert_eq!("Clip:2".parse::<GradNorm>(), Ok(GradNorm::Clip { max_norm: 2.0 }));
     }
 }
