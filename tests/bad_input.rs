@@ -321,6 +321,10 @@ fn one_image_where_a_batch_belongs_is_named_with_the_fix() {
         infer(&m, &x),
         "shape [3, 8, 8] does not fit the declared [N, 3, 8, 8] (no batch axis? a batch of one is [1, ...])",
     );
+    // Short by one but not an image of this model: no hint.
+    let x = write_input(d.path(), &[1, 3, 8]);
+    let (_, _, err) = edgetune(&infer(&m, &x).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("shape [1, 3, 8] does not fit") && !err.contains("no batch axis"), "{err}");
     let x = write_input(d.path(), &[1, 1, 3, 8, 8]);
     check(infer(&m, &x), "shape [1, 1, 3, 8, 8] does not fit the declared [N, 3, 8, 8]");
 }

@@ -7,6 +7,7 @@
 # step callback, the error paths. The exported model must pass onnx's full checker and load in
 # onnxruntime from its path, giving the trainer's logits (tools/deploy_check.py). Last, the
 # README's C example (examples/c/quickstart.c) is checked to be the file, built and run.
+# Needs cc and c++ (gcc and g++ on Debian).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

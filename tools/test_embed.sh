@@ -30,8 +30,10 @@ edgetune = { path = "$root", default-features = false }
 TOML
 export CARGO_TARGET_DIR="$root/target"
 # The repository's own build flags (.cargo/config.toml is not inherited outside it).
-export RUSTFLAGS="-C target-cpu=native"
-cli_deps="$(cd "$scratch" && cargo tree -e normal --prefix none | grep -E '^(clap|indicatif|plotters|mimalloc) ' || true)"
+export RUSTFLAGS="${RUSTFLAGS--C target-cpu=native}"
+# The tree first (a failure of cargo tree itself ends the script), then what it must not hold.
+tree="$(cd "$scratch" && cargo tree -e normal --prefix none)"
+cli_deps="$(grep -E '^(clap|indicatif|plotters|mimalloc) ' <<<"$tree" || true)"
 if [[ -n "$cli_deps" ]]; then
   echo "test_embed.sh: error: a crate using the library with default features off pulls: $cli_deps" >&2
   exit 1

@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// What a call did. The codes of failures match the `edgetune` command's exit codes.
+// What a call did. `ET_RUNTIME`, `ET_BAD_INPUT` and `ET_STOPPED` are the `edgetune` command's
+// exit codes for the same failures; `ET_INVALID_ARGUMENT` is the C API's own (misuse of it).
 typedef enum et_status {
   // Success.
   ET_OK = 0,
@@ -150,8 +151,8 @@ void et_model_free(struct et_model *model);
 // The first input's declared shape: `*rank` dims written to `dims` (room for `capacity`),
 // -1 where the model leaves a dim free (batch, often the image size).
 //
-// Errors: `ET_BAD_INPUT` when the model declares no shape or `capacity` is too small (then
-// `*rank` still says how many dims are needed); `ET_INVALID_ARGUMENT` for a NULL pointer.
+// Errors: `ET_BAD_INPUT` when the model declares no shape; `ET_INVALID_ARGUMENT` for a NULL
+// pointer or a `capacity` too small (then `*rank` still says how many dims are needed).
 //
 // # Safety
 // `model` is NULL or a live model; `dims` is NULL or has room for `capacity` values; `rank`
@@ -278,10 +279,10 @@ enum et_status et_trainer_from_model(const struct et_model *model,
 // predicted right, both measured before the step (either pointer may be NULL).
 //
 // Ownership: all buffers stay the caller's (read during the call).
-// Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model (then nothing changed);
-// `ET_RUNTIME` when the loss or a gradient is NaN or infinite (the step is not taken: weights
-// and optimizer state stay as they were) or after an internal error (the trainer is then
-// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or an `lr` that is not a finite number > 0.
+// Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model or `lr` is not a finite
+// number > 0 (then nothing changed); `ET_RUNTIME` when the loss or a gradient is NaN or
+// infinite (the step is not taken: weights and optimizer state stay as they were) or after an
+// internal error (the trainer is then unusable); `ET_INVALID_ARGUMENT` for a NULL pointer.
 //
 // # Safety
 // `trainer` is NULL or a live trainer not in use on another thread; `shape` has `rank`

@@ -18,7 +18,8 @@ pub use model::*;
 pub use tensor::*;
 pub use trainer::*;
 
-/// What a call did. The codes of failures match the `edgetune` command's exit codes.
+/// What a call did. `ET_RUNTIME`, `ET_BAD_INPUT` and `ET_STOPPED` are the `edgetune` command's
+/// exit codes for the same failures; `ET_INVALID_ARGUMENT` is the C API's own (misuse of it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum et_status {
@@ -73,15 +74,17 @@ thread_local! {
 fn set_last_error(message: &str) {
     // A message never holds NUL (it ends the C string); the library's messages are one line.
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    // Once the thread's locals are gone (a call from an atexit handler or a thread-local
+    // destructor) there is nowhere to keep a message; `with` would panic, outside any catch.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = text);
 }
 
-/// Runs the body of an API function: clears the last error, turns a failure into its status
-/// and message and a panic into `ET_RUNTIME` (the panic's message kept).
+/// Runs the body of an API function: turns a failure into its status and message and a panic
+/// into `ET_RUNTIME` (the panic's message kept); the last error is then this call's (""
+/// on success, also when a callback inside the call made a failing call).
 pub(crate) fn guard(body: impl FnOnce() -> Outcome) -> et_status {
-    set_last_error("");
     let failure = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => return et_status::ET_OK,
+        Ok(Ok(())) => Failure { status: et_status::ET_OK, message: String::new() },
         Ok(Err(f)) => f,
         Err(payload) => {
             let what = payload
@@ -112,7 +115,7 @@ pub(crate) unsafe fn free_box<T>(handle: *mut T) {
 /// the same thread (copy it to keep it). Never NULL. Each thread has its own message.
 #[no_mangle]
 pub extern "C" fn et_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR.try_with(|e| e.borrow().as_ptr()).unwrap_or(c"".as_ptr())
 }
 
 /// The library's version ("0.1.0"), a static string (never freed).

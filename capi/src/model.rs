@@ -65,7 +65,7 @@ unsafe fn declared(decl: &ValueDecl, dims: *mut i64, capacity: usize, rank: *mut
     let shape = decl.dims.as_ref().ok_or_else(|| bad_input(format!("'{}': no declared shape", decl.name)))?;
     *rank = shape.len();
     if capacity < shape.len() {
-        return Err(bad_input(format!(
+        return Err(crate::invalid(format!(
             "'{}': rank {} needs {} dims, capacity is {capacity}",
             decl.name,
             shape.len(),
@@ -89,8 +89,8 @@ unsafe fn declared(decl: &ValueDecl, dims: *mut i64, capacity: usize, rank: *mut
 /// The first input's declared shape: `*rank` dims written to `dims` (room for `capacity`),
 /// -1 where the model leaves a dim free (batch, often the image size).
 ///
-/// Errors: `ET_BAD_INPUT` when the model declares no shape or `capacity` is too small (then
-/// `*rank` still says how many dims are needed); `ET_INVALID_ARGUMENT` for a NULL pointer.
+/// Errors: `ET_BAD_INPUT` when the model declares no shape; `ET_INVALID_ARGUMENT` for a NULL
+/// pointer or a `capacity` too small (then `*rank` still says how many dims are needed).
 ///
 /// # Safety
 /// `model` is NULL or a live model; `dims` is NULL or has room for `capacity` values; `rank`

@@ -221,10 +221,10 @@ pub unsafe extern "C" fn et_trainer_from_model(
 /// predicted right, both measured before the step (either pointer may be NULL).
 ///
 /// Ownership: all buffers stay the caller's (read during the call).
-/// Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model (then nothing changed);
-/// `ET_RUNTIME` when the loss or a gradient is NaN or infinite (the step is not taken: weights
-/// and optimizer state stay as they were) or after an internal error (the trainer is then
-/// unusable); `ET_INVALID_ARGUMENT` for a NULL pointer or an `lr` that is not a finite number > 0.
+/// Errors: `ET_BAD_INPUT` when the batch or labels do not fit the model or `lr` is not a finite
+/// number > 0 (then nothing changed); `ET_RUNTIME` when the loss or a gradient is NaN or
+/// infinite (the step is not taken: weights and optimizer state stay as they were) or after an
+/// internal error (the trainer is then unusable); `ET_INVALID_ARGUMENT` for a NULL pointer.
 ///
 /// # Safety
 /// `trainer` is NULL or a live trainer not in use on another thread; `shape` has `rank`
@@ -250,7 +250,7 @@ pub unsafe extern "C" fn et_trainer_step(
         }
         let labels = unsafe { arg_slice(labels, n, "labels") }?;
         if !(lr.is_finite() && lr > 0.0) {
-            return Err(crate::invalid(format!("lr: {lr} (must be a finite number > 0)")));
+            return Err(bad_input(format!("lr: {lr} (must be a finite number > 0)")));
         }
         t.broken = true;
         let stats = t.pool.install(|| t.trainer.step(x, labels, lr));

@@ -40,14 +40,14 @@ class Error(Exception):
 
 
 class InputError(Error):
-    """The input is at fault: a file, a model, data, an array's shape, an option value (kinds
-    `config`, `data`, `invalid-model`, `unsupported`, `node`, `io`). The `edgetune` command
-    exits with code 2 for these."""
+    """The input is at fault: a file, a model, data, an array's shape, an option value, a
+    device that cannot run (kinds `config`, `data`, `invalid-model`, `unsupported`, `node`,
+    `io`, `device`). The `edgetune` command exits with code 2 for these."""
 
 
 class RunError(Error):
-    """A failure while running: NaN or infinite values, a runtime or device failure (kinds
-    `non-finite`, `runtime`, `device`). A panic inside the library is one too, with a message
+    """A failure while running: NaN or infinite values, a runtime failure (kinds `non-finite`,
+    `runtime`; the command exits with code 1 for these). A panic inside the library is one too, with a message
     starting `internal error:` (a Trainer that raised it refuses further calls)."""
 
 

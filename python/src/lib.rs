@@ -28,13 +28,13 @@ create_exception!(
     edgetune,
     InputError,
     Error,
-    "The input is at fault: a file, a model, data, an option value (kinds config, data, invalid-model, unsupported, node, io)."
+    "The input is at fault: a file, a model, data, an option value, a device that cannot run (kinds config, data, invalid-model, unsupported, node, io, device)."
 );
 create_exception!(
     edgetune,
     RunError,
     Error,
-    "A failure while running: non-finite values, a runtime or device failure (kinds non-finite, runtime, device)."
+    "A failure while running: non-finite values, a runtime failure (kinds non-finite, runtime)."
 );
 create_exception!(
     edgetune,
@@ -60,7 +60,9 @@ pub(crate) fn to_py(py: Python<'_>, e: edgetune::Error) -> PyErr {
     };
     let msg = e.to_string();
     let err = match e {
-        E::NonFinite(_) | E::Runtime(_) | E::Device(_) => RunError::new_err(msg),
+        // As the command's exit codes: 1 for these, 2 for the input's faults (a device that
+        // cannot run, like a missing file, is one).
+        E::NonFinite(_) | E::Runtime(_) => RunError::new_err(msg),
         E::Stopped(_) => Stopped::new_err(msg),
         _ => InputError::new_err(msg),
     };

@@ -107,6 +107,13 @@ def test_bad_option_value_in_grad(tmp_path, npy):
     same_as_cli(lambda: edgetune.grad(FASHION, x, y, train="("), [*args, "--train", "("], kind="config")
 
 
+def test_a_device_that_cannot_run_is_bad_input(tmp_path):
+    # No GPU here (or no CUDA build): the command's exit code 2, as for a missing file.
+    out = tmp_path / "o.onnx"
+    same_as_cli(lambda: edgetune.finetune(FASHION, DATA, out, device="cuda"),
+                ["finetune", FASHION, "--data", DATA, "--output", out, "--device", "cuda"], kind="device")
+
+
 def test_bad_data_spec(tmp_path):
     out = tmp_path / "o.onnx"
     for spec in ["idxx:" + str(MNIST), f"idx:{tmp_path / 'missing'}"]:
@@ -149,7 +156,7 @@ def test_labels_that_do_not_fit(tmp_path, npy):
         same_as_cli(lambda: edgetune.grad(FASHION, x, labels), args)
 
 
-def test_python_only_mistakes():
+def test_python_only_mistakes(tmp_path):
     # No command-line twin: wrong array types are TypeErrors, other values InputError(config).
     session = edgetune.Session(FASHION)
     with pytest.raises(TypeError, match="got dtype int64"):
@@ -165,9 +172,9 @@ def test_python_only_mistakes():
     with pytest.raises(edgetune.InputError, match=threads):
         edgetune.Session(FASHION, threads=-1)
     with pytest.raises(edgetune.InputError, match=r"^invalid value '\(0, 32\)' for '--size <SIZE>'"):
-        edgetune.finetune(FASHION, DATA, "o.onnx", size=(0, 32))
+        edgetune.finetune(FASHION, DATA, tmp_path / "o.onnx", size=(0, 32))
     with pytest.raises(edgetune.InputError, match="callback=3: not callable"):
-        edgetune.finetune(FASHION, DATA, "o.onnx", callback=3)
+        edgetune.finetune(FASHION, DATA, tmp_path / "o.onnx", callback=3)
     lr = r"^invalid value '0.0' for '--lr <LR>': 0.0 must be greater than 0$"
     with pytest.raises(edgetune.InputError, match=lr):
         edgetune.Trainer(FASHION).step(x, y, lr=0.0)

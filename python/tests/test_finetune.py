@@ -3,9 +3,12 @@ for byte, for the same options; onnxruntime loads it from its path; the callback
 events and can stop it."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -116,15 +119,27 @@ def test_callback_exceptions_and_ctrl_c_end_the_run(tmp_path):
     with pytest.raises(ValueError, match="no thanks at step 1"):
         edgetune.finetune(FASHION, DATA, out, steps=3, batch=4, callback=fails)
 
-    def ctrl_c(e):
-        if e["event"] == "step":
-            signal.raise_signal(signal.SIGINT)
-
+    # Ctrl-C while the run is inside the library, with no callback: the signal arrives from
+    # another thread once the first step is done (the checkpoint of step 1 is written); the
+    # run sees it at its next event and stops after the current step.
     ck = tmp_path / "ck"
+    steps = 400
+
+    def ctrl_c_after_the_first_step():
+        while not (ck / "checkpoint.npz").exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=ctrl_c_after_the_first_step, daemon=True)
+    thread.start()
     with pytest.raises(KeyboardInterrupt):
-        edgetune.finetune(FASHION, DATA, out, steps=3, batch=4, checkpoint=ck, callback=ctrl_c)
-    # Stopped after the current step, which was checkpointed.
+        edgetune.finetune(FASHION, DATA, out, steps=steps, batch=4, checkpoint=ck, checkpoint_every=1)
+    thread.join()
+    # Stopped after the current step, which was checkpointed, long before the last.
     assert not out.exists() and (ck / "checkpoint.npz").exists()
+    with np.load(ck / "checkpoint.npz") as saved:  # its "meta" holds the JSON text's bytes
+        step = json.loads(bytes(saved["meta"].astype(np.uint8)))["step"]
+    assert 1 <= step < steps, step
 
 
 def test_options_reach_the_run(tmp_path):

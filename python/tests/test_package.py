@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import edgetune
 from conftest import ROOT
 
@@ -90,10 +92,9 @@ def test_stubs_match_the_native_module():
 def test_errors_are_one_hierarchy_with_a_kind():
     assert issubclass(edgetune.InputError, edgetune.Error) and issubclass(edgetune.RunError, edgetune.Error)
     assert issubclass(edgetune.Stopped, edgetune.Error) and issubclass(edgetune.Error, Exception)
-    try:
+    with pytest.raises(edgetune.Error) as raised:
         edgetune.Session(ROOT / "no-such-model.onnx")
-    except edgetune.Error as e:
-        assert type(e) is edgetune.InputError and e.kind == "io"
+    assert type(raised.value) is edgetune.InputError and raised.value.kind == "io"
 
 
 def test_the_documented_example_is_quickstart_py():
@@ -104,7 +105,10 @@ def test_the_documented_example_is_quickstart_py():
 
 
 def test_quickstart_runs(tmp_path):
-    # Run as the page says: from the repository root, with the installed package.
+    # Run as the page says: from the repository root, with the installed package. Its outputs
+    # from an earlier run go first, so that the check below sees this run's.
+    written = ROOT / "build" / "quickstart" / "digits_finetuned.onnx"
+    written.unlink(missing_ok=True)
     p = subprocess.run([sys.executable, str(EXAMPLE)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
@@ -115,4 +119,4 @@ def test_quickstart_runs(tmp_path):
     assert diff < 1e-3
     assert lines[-1] == ("InputError (config): invalid value 'adamx' for '--optimizer <OPTIMIZER>' "
                          "[possible values: sgd, adam, adamw]")
-    assert (ROOT / "build" / "quickstart" / "digits_finetuned.onnx").exists()
+    assert written.exists()

@@ -15,6 +15,7 @@ import fixture_data
 from conftest import FASHION, MODELS, OUTPUT_TOL, mnist, ort_run, rel_err
 
 OPTIM_CASES = sorted(p.stem for p in (MODELS / "optim_refs").glob("*.json"))
+assert len(OPTIM_CASES) == 9, f"models/optim_refs holds 3 optimizers x 3 transforms, found {len(OPTIM_CASES)}"
 STEP_TOL = 1e-5
 """tests/optim_reference.rs: every weight and running statistic within 1e-5 relative of
 PyTorch's float64 result, or 3x the float32 noise of that tensor (`f32_noise`: the furthest of
@@ -118,7 +119,8 @@ def test_lr_per_step_and_labels_from_lists():
     a = edgetune.Trainer(FASHION, optimizer="sgd", lr=0.05, grad_norm="none")
     b = edgetune.Trainer(FASHION, optimizer="sgd", lr=0.01, grad_norm="none")
     x, y = mnist("train", 8)
-    # A step at lr=0.05 given per call is the step of a trainer made with lr=0.05.
+    # A step at lr=0.05 given per call is the step of a trainer made with lr=0.05: the same
+    # weights after it (the loss and accuracy it returns are measured before the update).
     assert a.step(x, y) == b.step(x, y.tolist(), lr=0.05)
     for name, value in a.values().items():
         np.testing.assert_array_equal(b.values()[name], value, err_msg=name)

@@ -82,7 +82,8 @@ pub fn check_inputs(graph: &Graph, shapes: &[Vec<usize>]) -> Result<()> {
         let Some(dims) = &d.dims else { continue };
         let declared: Vec<String> = dims.iter().map(Dim::to_string).collect();
         let msg = || format!("shape {shape:?} does not fit the declared [{}]", declared.join(", "));
-        if shape.len() + 1 == dims.len() {
+        let fits_without_batch = |d: &Dim, &n: &usize| !matches!(d, Dim::Fixed(m) if *m != n);
+        if shape.len() + 1 == dims.len() && dims[1..].iter().zip(shape).all(|(d, n)| fits_without_batch(d, n)) {
             // One image where a batch of them belongs, the most common slip.
             let hint = format!("{} (no batch axis? a batch of one is [1, ...])", msg());
             return Err(Error::data(format!("input '{}'", d.name), hint));
