@@ -121,9 +121,10 @@ def test_callback_exceptions_and_ctrl_c_end_the_run(tmp_path):
 
     # Ctrl-C while the run is inside the library, with no callback: the signal arrives from
     # another thread once the first step is done (the checkpoint of step 1 is written); the
-    # run sees it at its next event and stops after the current step. Steps of 64 images keep
-    # the library off the GIL for tens of milliseconds at a time, so that thread gets it (with
-    # steps of 4 images, the run's brief GIL holds between steps starved it on a loaded machine).
+    # run sees it at its next event and stops after the current step. Python's own SIGINT
+    # handler is installed for the test: a process started in the background by a
+    # non-interactive shell (`cmd &`, as a CI runner may) inherits SIGINT ignored, and Python then
+    # keeps it ignored, so Ctrl-C would never reach it.
     ck = tmp_path / "ck"
     steps = 400
 
@@ -132,11 +133,15 @@ def test_callback_exceptions_and_ctrl_c_end_the_run(tmp_path):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
-    thread = threading.Thread(target=ctrl_c_after_the_first_step, daemon=True)
-    thread.start()
-    with pytest.raises(KeyboardInterrupt):
-        edgetune.finetune(FASHION, DATA, out, steps=steps, batch=64, checkpoint=ck, checkpoint_every=1)
-    thread.join()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        thread = threading.Thread(target=ctrl_c_after_the_first_step, daemon=True)
+        thread.start()
+        with pytest.raises(KeyboardInterrupt):
+            edgetune.finetune(FASHION, DATA, out, steps=steps, batch=4, checkpoint=ck, checkpoint_every=1)
+        thread.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # Stopped after the current step, which was checkpointed, long before the last.
     assert not out.exists() and (ck / "checkpoint.npz").exists()
     with np.load(ck / "checkpoint.npz") as saved:  # its "meta" holds the JSON text's bytes
