@@ -4,11 +4,12 @@
 //! needs no clap.
 
 /// Declares `enum $name` with `FromStr`, `Display` and `name()` from `Variant = "name"` pairs,
-/// each with its doc comment (also the help `--help` shows for that value).
+/// each with its doc comment (also the help `--help` shows for that value). `(default V)` after
+/// the enum's name makes `V` its `Default`.
 macro_rules! choices {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident {
+        pub enum $name:ident $((default $default:ident))? {
             $( $(#[doc = $doc:literal])* $variant:ident = $text:literal ),+ $(,)?
         }
     ) => {
@@ -27,6 +28,17 @@ macro_rules! choices {
                 match self { $($name::$variant => $text),+ }
             }
         }
+
+        $(
+            // Derivable, but `derive(Default)` would need `#[default]` among the variants,
+            // which this macro's pattern cannot tell from their doc comments.
+            #[allow(clippy::derivable_impls)]
+            impl Default for $name {
+                fn default() -> $name {
+                    $name::$default
+                }
+            }
+        )?
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +80,7 @@ pub(crate) use choices;
 mod tests {
     choices! {
         /// A test enum.
-        pub enum Fruit {
+        pub enum Fruit (default Pear) {
             /// Round.
             Apple = "apple",
             Pear = "pear",
@@ -81,5 +93,6 @@ mod tests {
         assert_eq!(Fruit::Pear.to_string(), "pear");
         assert_eq!("plum".parse::<Fruit>(), Err("'plum' is not one of apple, pear".to_string()));
         assert_eq!(Fruit::ALL, [Fruit::Apple, Fruit::Pear]);
+        assert_eq!(Fruit::default(), Fruit::Pear);
     }
 }

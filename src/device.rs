@@ -6,19 +6,11 @@ use crate::error::{Error, Result};
 
 crate::choices::choices! {
     /// Where the work runs.
-    pub enum Device {
+    pub enum Device (default Cpu) {
         /// edgetune's own CPU kernels.
         Cpu = "cpu",
         /// An NVIDIA GPU through CUDA (cuBLAS and NVRTC-compiled kernels).
         Cuda = "cuda",
-    }
-}
-
-// Not derived: the enum is declared by `choices!`, which takes no `#[default]`.
-#[allow(clippy::derivable_impls)]
-impl Default for Device {
-    fn default() -> Device {
-        Device::Cpu
     }
 }
 

@@ -33,20 +33,12 @@ pub enum Layout {
 
 crate::choices::choices! {
     /// How an image is brought to the model's input size.
-    pub enum Resize {
+    pub enum Resize (default Stretch) {
         /// Scaled to exactly HxW; the aspect ratio is not kept.
         Stretch = "stretch",
         /// Scaled (aspect ratio kept) until it covers HxW, then the centre HxW cut out (for a
         /// square size, torchvision's Resize(size) + CenterCrop(size)).
         Crop = "crop",
-    }
-}
-
-// Not derived: the enum is declared by `choices!`, which takes no `#[default]`.
-#[allow(clippy::derivable_impls)]
-impl Default for Resize {
-    fn default() -> Resize {
-        Resize::Stretch
     }
 }
 

@@ -23,10 +23,7 @@ pub struct Session {
 impl Session {
     /// A session on `threads` worker threads (0: one per core).
     pub fn new(graph: Graph, threads: usize) -> Result<Session> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::Runtime(format!("cannot start the thread pool: {e}")))?;
+        let pool = thread_pool(threads)?;
         Ok(Session { graph: Arc::new(graph), pool, plans: Mutex::new(HashMap::new()), check_memory: true })
     }
 
