@@ -122,6 +122,7 @@ pub mod tensor;
 #[cfg(any(feature = "cli", feature = "cuda"))]
 pub(crate) mod timing;
 pub mod train;
+pub mod values;
 
 pub use error::{Error, Result};
 pub use exec::Session;

@@ -2,8 +2,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use edgetune::train::finetune::{self, Control, Event, Finetune, ZnormScope};
-use edgetune::train::transform::GradNorm;
+use edgetune::train::finetune::{self, Control, Event, Finetune};
 use edgetune::Error;
 
 use crate::trainer::{et_train_config, Config};
@@ -62,10 +61,6 @@ pub unsafe extern "C" fn et_finetune(
         run.weight_decay = cfg.c.weight_decay;
         run.nesterov = cfg.c.nesterov;
         run.grad_norm = cfg.grad_norm;
-        if let GradNorm::ZNorm { eps, matrices_only } = cfg.grad_norm {
-            run.znorm_eps = eps;
-            run.znorm_scope = if matrices_only { ZnormScope::Matrices } else { ZnormScope::All };
-        }
         run.train = cfg.train.clone();
         run.bn = cfg.bn;
         run.num_classes = cfg.num_classes();

@@ -6,9 +6,11 @@ use std::path::Path;
 
 use edgetune::autodiff::BnMode;
 use edgetune::onnx::Model;
+use edgetune::train::finetune::Finetune;
 use edgetune::train::optim::{OptimizerName, Rule};
 use edgetune::train::trainer::{TrainConfig, Trainer};
-use edgetune::train::transform::GradNorm;
+use edgetune::train::transform::{GradNorm, ZnormScope};
+use edgetune::values;
 
 use crate::model::{et_model, load};
 use crate::tensor::{et_tensor, tensor_arg};
@@ -56,20 +58,24 @@ pub struct et_train_config {
 /// one thread per core. The strings are static (never freed).
 #[no_mangle]
 pub extern "C" fn et_train_config_default() -> et_train_config {
+    // The library's defaults (`Finetune::new`, those of the command). The names are written out
+    // as C strings, which must be static; a test checks that they name the library's defaults.
+    let d = Finetune::new("", "", "");
+    let (znorm_eps, scope) = d.grad_norm.znorm_options();
     et_train_config {
         optimizer: c"adam".as_ptr(),
-        lr: 1e-3,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        nesterov: false,
+        lr: d.lr,
+        momentum: d.momentum,
+        weight_decay: d.weight_decay,
+        nesterov: d.nesterov,
         grad_norm: c"znorm".as_ptr(),
-        znorm_eps: 1e-8,
-        znorm_matrices_only: false,
+        znorm_eps,
+        znorm_matrices_only: scope == ZnormScope::Matrices,
         train: c"all".as_ptr(),
         bn: c"auto".as_ptr(),
         num_classes: 0,
-        seed: 0,
-        threads: 0,
+        seed: d.seed,
+        threads: d.threads,
     }
 }
 
@@ -87,14 +93,10 @@ fn parse<T: std::str::FromStr<Err = String>>(p: *const c_char, field: &str) -> O
     text.parse().map_err(|e| bad_input(format!("config.{field}: {e}")))
 }
 
-/// A number of the configuration in the range the command line allows for its flag (`--lr`
-/// > 0, `--momentum` in [0, 1), `--weight-decay` >= 0, `--znorm-eps` > 0).
-fn in_range(v: f32, field: &str, ok: impl Fn(f32) -> bool, range: &str) -> Outcome {
-    if v.is_finite() && ok(v) {
-        Ok(())
-    } else {
-        Err(bad_input(format!("config.{field}: {v} (must be a finite number {range})")))
-    }
+/// `v` checked by the command line's parser of the same flag (`edgetune::values`: `--lr` > 0,
+/// `--momentum` in [0, 1), ...), so that C has the same ranges and messages.
+pub(crate) fn in_range(v: f32, field: &str, parse: fn(&str) -> Result<f32, String>) -> Outcome {
+    parse(&v.to_string()).map(drop).map_err(|e| bad_input(format!("{field}: {e}")))
 }
 
 impl Config {
@@ -102,14 +104,12 @@ impl Config {
     pub fn read(cfg: *const et_train_config) -> Outcome<Config> {
         // SAFETY: a non-NULL `cfg` points to a valid config (header contract).
         let c = unsafe { cfg.as_ref() }.copied().unwrap_or_else(|| et_train_config_default());
-        let grad_norm = match parse::<GradNorm>(c.grad_norm, "grad_norm")? {
-            GradNorm::ZNorm { .. } => GradNorm::ZNorm { eps: c.znorm_eps, matrices_only: c.znorm_matrices_only },
-            other => other,
-        };
-        in_range(c.lr, "lr", |v| v > 0.0, "> 0")?;
-        in_range(c.momentum, "momentum", |v| (0.0..1.0).contains(&v), "in [0, 1)")?;
-        in_range(c.weight_decay, "weight_decay", |v| v >= 0.0, ">= 0")?;
-        in_range(c.znorm_eps, "znorm_eps", |v| v > 0.0, "> 0")?;
+        let scope = if c.znorm_matrices_only { ZnormScope::Matrices } else { ZnormScope::All };
+        let grad_norm = parse::<GradNorm>(c.grad_norm, "grad_norm")?.with_znorm(Some(c.znorm_eps), Some(scope));
+        in_range(c.lr, "config.lr", values::positive)?;
+        in_range(c.momentum, "config.momentum", values::fraction)?;
+        in_range(c.weight_decay, "config.weight_decay", values::non_negative)?;
+        in_range(c.znorm_eps, "config.znorm_eps", values::positive)?;
         if c.num_classes == 1 {
             return Err(bad_input(
                 "config.num_classes: 1 (a new classifier needs at least 2 classes; 0 keeps the model's)",
@@ -249,9 +249,7 @@ pub unsafe extern "C" fn et_trainer_step(
             return Err(crate::invalid("labels: NULL pointer"));
         }
         let labels = unsafe { arg_slice(labels, n, "labels") }?;
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(bad_input(format!("lr: {lr} (must be a finite number > 0)")));
-        }
+        in_range(lr, "lr", values::positive)?;
         t.broken = true;
         let stats = t.pool.install(|| t.trainer.step(x, labels, lr));
         t.broken = false;
@@ -321,4 +319,23 @@ pub unsafe extern "C" fn et_trainer_export(trainer: *const et_trainer, path: *co
 #[no_mangle]
 pub unsafe extern "C" fn et_trainer_free(trainer: *mut et_trainer) {
     unsafe { free_box(trainer) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_the_library_default_run() {
+        let (c, d) = (Config::read(std::ptr::null()).unwrap(), Finetune::new("", "", ""));
+        assert_eq!(
+            (c.optimizer, c.grad_norm, c.bn, c.train.as_str()),
+            (d.optimizer, d.grad_norm, d.bn, d.train.as_str())
+        );
+        assert_eq!(
+            (c.c.lr, c.c.momentum, c.c.weight_decay, c.c.nesterov),
+            (d.lr, d.momentum, d.weight_decay, d.nesterov)
+        );
+        assert_eq!((c.num_classes(), c.c.seed, c.c.threads), (d.num_classes, d.seed, d.threads));
+    }
 }

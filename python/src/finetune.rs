@@ -212,12 +212,9 @@ pub fn finetune<'py>(
     if let Some(v) = grad_norm {
         run.grad_norm = options::parsed(py, "grad_norm", v)?;
     }
-    if let Some(v) = znorm_eps {
-        run.znorm_eps = options::positive(py, "znorm_eps", v)?;
-    }
-    if let Some(v) = znorm_scope {
-        run.znorm_scope = options::choice(py, "znorm_scope", v)?;
-    }
+    let znorm_eps = znorm_eps.map(|v| options::positive(py, "znorm_eps", v)).transpose()?;
+    let znorm_scope = znorm_scope.map(|v| options::choice(py, "znorm_scope", v)).transpose()?;
+    run.grad_norm = run.grad_norm.with_znorm(znorm_eps, znorm_scope);
     run.num_classes = num_classes.map(|k| options::count(py, "num_classes", k)).transpose()?;
     if let Some(v) = train {
         run.train = options::train_spec(py, v)?;

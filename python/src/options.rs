@@ -9,9 +9,11 @@ use std::str::FromStr;
 use edgetune::autodiff::BnMode;
 use edgetune::data::image::{Preprocess, Resize};
 use edgetune::device::Device;
-use edgetune::train::finetune::{OnNonFinite, ZnormScope};
+use edgetune::train::finetune::OnNonFinite;
 use edgetune::train::optim::OptimizerName;
 use edgetune::train::schedule::Schedule;
+use edgetune::train::transform::ZnormScope;
+use edgetune::values;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple};
 
@@ -65,10 +67,7 @@ pub fn train_spec(py: Python<'_>, value: &str) -> PyResult<String> {
 
 /// A whole number >= 1 (a batch size, a step count).
 pub fn count(py: Python<'_>, name: &str, v: i64) -> PyResult<usize> {
-    match usize::try_from(v) {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(invalid(py, name, v, format!("'{v}' is not a whole number >= 1"))),
-    }
+    values::count(&v.to_string()).map_err(|e| invalid(py, name, v, e))
 }
 
 /// A whole number >= 0 (threads, warm-up steps, a seed). The CLI cannot be given a negative
@@ -77,33 +76,27 @@ pub fn whole(py: Python<'_>, name: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| invalid(py, name, v, format!("'{v}' is not a whole number >= 0")))
 }
 
-/// A rate as the CLI reads it: an f32 that must be finite, refused in the CLI's words with
-/// the value as Python writes it (`-1.0`, `1e-05`, `nan`), so that `lr=-1.0` and `--lr -1.0`
-/// give the same message.
-fn rate(py: Python<'_>, name: &str, v: f64, ok: impl Fn(f32) -> bool, why: &str) -> PyResult<f32> {
-    let f = v as f32;
-    if f.is_finite() && ok(f) {
-        return Ok(f);
-    }
+/// A rate checked by the command line's own parser of it (`edgetune::values`), given the text
+/// Python writes for the value (`-1.0`, `1e-05`, `nan`): `lr=-1.0` and `--lr -1.0` are the same
+/// value, refused with the same message.
+fn rate(py: Python<'_>, name: &str, v: f64, parse: fn(&str) -> Result<f32, String>) -> PyResult<f32> {
     let text = PyFloat::new(py, v).repr().map(|r| r.to_string()).unwrap_or_else(|_| v.to_string());
-    let why = if f.is_finite() { why } else { "is not a finite number" };
-    Err(invalid(py, name, &text, format!("{text} {why}")))
+    parse(&text).map_err(|e| invalid(py, name, &text, e))
 }
 
 /// A finite number > 0 (a learning rate, an ε).
 pub fn positive(py: Python<'_>, name: &str, v: f64) -> PyResult<f32> {
-    rate(py, name, v, |f| f > 0.0, "must be greater than 0")
+    rate(py, name, v, values::positive)
 }
 
 /// A finite number >= 0 (weight decay).
 pub fn non_negative(py: Python<'_>, name: &str, v: f64) -> PyResult<f32> {
-    rate(py, name, v, |f| f >= 0.0, "must not be negative")
+    rate(py, name, v, values::non_negative)
 }
 
 /// A finite number in [0, 1) (momentum).
 pub fn fraction(py: Python<'_>, name: &str, v: f64) -> PyResult<f32> {
-    non_negative(py, name, v)?;
-    rate(py, name, v, |f| f < 1.0, "must be below 1")
+    rate(py, name, v, values::fraction)
 }
 
 /// An image size: `32`, `(32, 48)` or `"32x48"`.

@@ -122,16 +122,9 @@ impl Trainer {
     ) -> PyResult<Self> {
         let optimizer: OptimizerName = options::choice(py, "optimizer", optimizer)?;
         let lr = options::positive(py, "lr", lr)?;
-        let norm = match options::parsed(py, "grad_norm", grad_norm)? {
-            GradNorm::ZNorm { .. } => {
-                let scope: edgetune::train::finetune::ZnormScope = options::choice(py, "znorm_scope", znorm_scope)?;
-                GradNorm::ZNorm {
-                    eps: options::positive(py, "znorm_eps", znorm_eps)?,
-                    matrices_only: scope == edgetune::train::finetune::ZnormScope::Matrices,
-                }
-            }
-            other => other,
-        };
+        let (eps, scope) =
+            (options::positive(py, "znorm_eps", znorm_eps)?, options::choice(py, "znorm_scope", znorm_scope)?);
+        let norm = options::parsed::<GradNorm>(py, "grad_norm", grad_norm)?.with_znorm(Some(eps), Some(scope));
         let train = options::train_spec(py, train)?;
         let bn = options::choice(py, "bn", bn)?;
         let num_classes = num_classes.map(|k| options::count(py, "num_classes", k)).transpose()?;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::input::{image_input, parse_size};
-use super::{progress, values};
+use super::progress;
 use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::device::{Device, Runner};
@@ -18,6 +18,7 @@ use crate::train::optim::{OptimizerName, Rule};
 use crate::train::trainer::{TrainConfig, Trainer};
 use crate::train::transform::GradNorm;
 use crate::train::{loss, select};
+use crate::values;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {

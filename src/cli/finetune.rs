@@ -8,15 +8,16 @@ use clap::Args;
 use serde_json::json;
 
 use super::steplog::{f32_json, StepLog};
-use super::{interrupt, progress, values};
+use super::{interrupt, progress};
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::image::{Preprocess, Resize};
 use crate::error::{Error, Result};
-use crate::train::finetune::{self, Control, Event, Finetune, Finished, OnNonFinite, ZnormScope};
+use crate::train::finetune::{self, Control, Event, Finetune, Finished, OnNonFinite};
 use crate::train::optim::OptimizerName;
 use crate::train::schedule::Schedule;
-use crate::train::transform::GradNorm;
+use crate::train::transform::{GradNorm, ZnormScope};
+use crate::values;
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -35,7 +36,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub val: Option<String>,
     /// Also validate every N steps (learning curves; 0: only before training and per epoch).
-    #[arg(long, default_value_t = 0, requires = "val")]
+    #[arg(long, default_value_t = defaults().val_every, requires = "val")]
     pub val_every: usize,
     /// Input size HxW for image data (default: the size the model records, else its declared
     /// size, else the images'). The written model declares the size it was trained at.
@@ -57,80 +58,80 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Passes over the data (ignored with --steps).
-    #[arg(long, default_value_t = 1, value_parser = values::count)]
+    #[arg(long, default_value_t = defaults().epochs, value_parser = values::count)]
     pub epochs: usize,
     /// Exactly this many optimizer steps.
     #[arg(long, value_parser = values::count)]
     pub steps: Option<usize>,
     /// Images per optimizer step (the last batch of an epoch may be smaller).
-    #[arg(long, default_value_t = 32, value_parser = values::count)]
+    #[arg(long, default_value_t = defaults().batch, value_parser = values::count)]
     pub batch: usize,
     /// The optimizer, as torch.optim: sgd (with --momentum), adam, adamw.
-    #[arg(long, value_enum, default_value = "adam")]
+    #[arg(long, value_enum, default_value_t = defaults().optimizer)]
     pub optimizer: OptimizerName,
     /// Learning rate (the peak of --schedule), a finite number > 0.
-    #[arg(long, default_value_t = 1e-3, value_parser = values::positive, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults().lr, value_parser = values::positive, allow_hyphen_values = true)]
     pub lr: f32,
     /// SGD momentum, in [0, 1).
-    #[arg(long, default_value_t = 0.9, value_parser = values::fraction, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults().momentum, value_parser = values::fraction, allow_hyphen_values = true)]
     pub momentum: f32,
     /// Nesterov momentum (SGD).
     #[arg(long)]
     pub nesterov: bool,
     /// L2 penalty (SGD, Adam) or decoupled decay (AdamW), as torch.optim; >= 0.
-    #[arg(long, default_value_t = 0.0, value_parser = values::non_negative, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults().weight_decay, value_parser = values::non_negative, allow_hyphen_values = true)]
     pub weight_decay: f32,
     /// Learning-rate schedule over the run's steps (after --warmup): constant, cosine (to 0 at
     /// the last step) or step (x0.1 after each third of the run).
-    #[arg(long, value_enum, default_value = "constant")]
+    #[arg(long, value_enum, default_value_t = defaults().schedule)]
     pub schedule: Schedule,
     /// Linear warm-up steps.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().warmup)]
     pub warmup: usize,
     /// Gradient transform: none, znorm, gc or clip:MAXNORM.
-    #[arg(long, default_value = "znorm")]
+    #[arg(long, default_value_t = defaults().grad_norm)]
     pub grad_norm: GradNorm,
     /// ZNorm's ε in (g − mean) / (std + ε), > 0.
-    #[arg(long, default_value_t = 1e-8, value_parser = values::positive, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults().grad_norm.znorm_options().0, value_parser = values::positive, allow_hyphen_values = true)]
     pub znorm_eps: f32,
     /// ZNorm on every tensor, or only on weights with ndim > 1.
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, default_value_t = defaults().grad_norm.znorm_options().1)]
     pub znorm_scope: ZnormScope,
     /// Replace the classifier by a fresh K-way one (initialised like torch.nn.Linear).
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Which initializers train: all, head or a regex on names.
-    #[arg(long, default_value = "all", value_parser = crate::train::select::parse_spec)]
+    #[arg(long, default_value_t = defaults().train, value_parser = crate::train::select::parse_spec)]
     pub train: String,
     /// BatchNorm while training: train (batch statistics; running statistics updated as
     /// PyTorch's model.train()), frozen (running statistics, kept), or auto: train where the
     /// layer's scale or bias trains, frozen where neither does (with --train head the backbone
     /// keeps its statistics, as Keras' trainable=False).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value_t = defaults().bn)]
     pub bn: BnMode,
     /// Training augmentation: a comma-separated list of crop (pad 4, random crop) and flip.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value_t = defaults().augment)]
     pub augment: Augment,
     /// Batches in file order (no shuffling).
     #[arg(long)]
     pub no_shuffle: bool,
     /// Seed of the shuffling, the augmentation and a new head's initialisation (same seed,
     /// same run).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().seed)]
     pub seed: u64,
     /// Save a checkpoint here every --checkpoint-every steps and at the end of each epoch
     /// (written atomically: an interrupted run keeps the last complete one).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Steps between checkpoints (besides the end of each epoch and of the run).
-    #[arg(long, default_value_t = 100, value_parser = values::count)]
+    #[arg(long, default_value_t = defaults().checkpoint_every, value_parser = values::count)]
     pub checkpoint_every: usize,
     /// Continue from the checkpoint in --checkpoint (same options required).
     #[arg(long, requires = "checkpoint")]
     pub resume: bool,
     /// What a step whose loss or gradients are NaN or infinite does: abort the run (naming the
     /// first tensor that went non-finite) or skip the step and go on (counted in the log).
-    #[arg(long, value_enum, default_value = "abort")]
+    #[arg(long, value_enum, default_value_t = defaults().on_nonfinite)]
     pub on_nonfinite: OnNonFinite,
     /// One JSON line per step (step, epoch, loss, accuracy, lr, images_per_s, skipped) and one
     /// per validation (step, epoch, val_loss, val_accuracy; step 0 is before training), each
@@ -138,14 +139,20 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub log: Option<PathBuf>,
     /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().threads)]
     pub threads: usize,
     /// Where to train: cpu, or cuda (a build with `--features cuda` and an NVIDIA GPU).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value_t = defaults().device)]
     pub device: crate::device::Device,
     /// No progress bar (it is also off when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The library's defaults of a run (`Finetune::new`): what the flags default to, so that the
+/// command and a program using the library start from the same run.
+fn defaults() -> Finetune {
+    Finetune::new(PathBuf::new(), String::new(), PathBuf::new())
 }
 
 impl FinetuneArgs {
@@ -171,9 +178,7 @@ impl FinetuneArgs {
             weight_decay: self.weight_decay,
             schedule: self.schedule,
             warmup: self.warmup,
-            grad_norm: self.grad_norm,
-            znorm_eps: self.znorm_eps,
-            znorm_scope: self.znorm_scope,
+            grad_norm: self.grad_norm.with_znorm(Some(self.znorm_eps), Some(self.znorm_scope)),
             num_classes: self.num_classes,
             train: self.train.clone(),
             bn: self.bn,

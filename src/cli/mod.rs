@@ -27,7 +27,6 @@ pub(crate) mod input;
 mod interrupt;
 mod progress;
 mod steplog;
-mod values;
 
 use std::path::PathBuf;
 

@@ -31,7 +31,7 @@ use super::checkpoint::{self, RunOptions};
 use super::optim::{OptimizerName, Rule};
 use super::schedule::{lr_at, Schedule};
 use super::trainer::{StepStats, TrainConfig, Trainer};
-use super::transform::GradNorm;
+use super::transform::{GradNorm, ZNORM_EPS};
 use crate::autodiff::BnMode;
 use crate::data::augment::Augment;
 use crate::data::dataset::{self, epoch_order, Dataset, Images, Prep, Rng};
@@ -51,16 +51,6 @@ crate::choices::choices! {
         Skip = "skip",
         /// Stop the run, naming the first tensor that went non-finite.
         Abort = "abort",
-    }
-}
-
-crate::choices::choices! {
-    /// Which gradients ZNorm standardizes.
-    pub enum ZnormScope {
-        /// Every tensor with more than one element.
-        All = "all",
-        /// Only weights with ndim > 1 (biases and BatchNorm scales unchanged).
-        Matrices = "matrices",
     }
 }
 
@@ -101,10 +91,8 @@ pub struct Finetune {
     pub schedule: Schedule,
     /// Linear warm-up steps.
     pub warmup: usize,
-    /// The gradient transform (ZNorm's ε and scope come from `znorm_eps`, `znorm_scope`).
+    /// The gradient transform before each optimizer step (ZNorm with its ε and scope, ...).
     pub grad_norm: GradNorm,
-    pub znorm_eps: f32,
-    pub znorm_scope: ZnormScope,
     /// Replace the classifier by a fresh K-way one.
     pub num_classes: Option<usize>,
     /// Which initializers train: `all`, `head` or a regex on names.
@@ -150,9 +138,7 @@ impl Finetune {
             weight_decay: 0.0,
             schedule: Schedule::Constant,
             warmup: 0,
-            grad_norm: GradNorm::ZNorm { eps: 1e-8, matrices_only: false },
-            znorm_eps: 1e-8,
-            znorm_scope: ZnormScope::All,
+            grad_norm: GradNorm::ZNorm { eps: ZNORM_EPS, matrices_only: false },
             num_classes: None,
             train: "all".into(),
             bn: BnMode::Auto,
@@ -283,15 +269,9 @@ pub fn run(cfg: &Finetune, observer: &mut dyn Observer) -> Result<Finished> {
     }
     let resize = cfg.resize.or(recipe.resize).unwrap_or(Resize::Stretch);
     let prep = prep_for(&model.graph, &data, cfg.size.or(recipe.input_size), preprocess, resize)?;
-    let norm = match cfg.grad_norm {
-        GradNorm::ZNorm { .. } => {
-            GradNorm::ZNorm { eps: cfg.znorm_eps, matrices_only: cfg.znorm_scope == ZnormScope::Matrices }
-        }
-        other => other,
-    };
     let rule = Rule::new(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov);
     let pool = crate::exec::thread_pool(cfg.threads)?;
-    let config = TrainConfig { train: cfg.train.clone(), bn: cfg.bn, norm, rule };
+    let config = TrainConfig { train: cfg.train.clone(), bn: cfg.bn, norm: cfg.grad_norm, rule };
     let mut trainer = Trainer::new(model.graph.clone(), config)?;
     trainer.set_device(cfg.device)?;
     if let Some(name) = trainer.device_name() {
@@ -568,6 +548,7 @@ fn run_options(a: &Finetune, prep: &Prep) -> RunOptions {
         Some((kind, path)) => format!("{kind}:{}", canonical(path.as_ref())),
         None => a.data.clone(),
     };
+    let (znorm_eps, znorm_scope) = a.grad_norm.znorm_options();
     vec![
         ("model", canonical(&a.model)),
         ("data", data),
@@ -583,8 +564,8 @@ fn run_options(a: &Finetune, prep: &Prep) -> RunOptions {
         ("schedule", a.schedule.to_string()),
         ("warmup", a.warmup.to_string()),
         ("grad-norm", a.grad_norm.to_string()),
-        ("znorm-eps", a.znorm_eps.to_string()),
-        ("znorm-scope", a.znorm_scope.to_string()),
+        ("znorm-eps", znorm_eps.to_string()),
+        ("znorm-scope", znorm_scope.to_string()),
         ("train", a.train.clone()),
         ("bn", a.bn.to_string()),
         ("no-shuffle", (!a.shuffle).to_string()),

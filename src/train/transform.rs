@@ -31,6 +31,43 @@ pub enum GradNorm {
     },
 }
 
+/// ZNorm's ε unless set otherwise (`--znorm-eps`).
+pub const ZNORM_EPS: f32 = 1e-8;
+
+crate::choices::choices! {
+    /// Which gradients ZNorm standardizes (`--znorm-scope`).
+    pub enum ZnormScope (default All) {
+        /// Every tensor with more than one element.
+        All = "all",
+        /// Only weights with ndim > 1 (biases and BatchNorm scales unchanged).
+        Matrices = "matrices",
+    }
+}
+
+impl GradNorm {
+    /// This transform with ZNorm's ε and scope set where given (the command line takes them as
+    /// options of their own: `--grad-norm znorm --znorm-eps E --znorm-scope S`); other
+    /// transforms are returned unchanged.
+    pub fn with_znorm(self, eps: Option<f32>, scope: Option<ZnormScope>) -> GradNorm {
+        match self {
+            GradNorm::ZNorm { eps: e, matrices_only } => GradNorm::ZNorm {
+                eps: eps.unwrap_or(e),
+                matrices_only: scope.map_or(matrices_only, |s| s == ZnormScope::Matrices),
+            },
+            other => other,
+        }
+    }
+
+    /// ZNorm's ε and scope (the defaults for another transform).
+    pub fn znorm_options(&self) -> (f32, ZnormScope) {
+        match *self {
+            GradNorm::ZNorm { eps, matrices_only: true } => (eps, ZnormScope::Matrices),
+            GradNorm::ZNorm { eps, matrices_only: false } => (eps, ZnormScope::All),
+            _ => (ZNORM_EPS, ZnormScope::All),
+        }
+    }
+}
+
 /// The form `--grad-norm` takes (ZNorm's ε and scope are options of their own).
 impl std::fmt::Display for GradNorm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +87,7 @@ impl FromStr for GradNorm {
         let lower = s.to_ascii_lowercase();
         match lower.as_str() {
             "none" => Ok(GradNorm::None),
-            "znorm" => Ok(GradNorm::ZNorm { eps: 1e-8, matrices_only: false }),
+            "znorm" => Ok(GradNorm::ZNorm { eps: ZNORM_EPS, matrices_only: false }),
             "gc" => Ok(GradNorm::Gc),
             _ => match lower.strip_prefix("clip:").map(str::parse::<f32>) {
                 Some(Ok(m)) if m > 0.0 && m.is_finite() => Ok(GradNorm::Clip { max_norm: m }),
@@ -229,6 +266,12 @@ mod tests {
         assert_eq!("clip:0.5".parse::<GradNorm>(), Ok(GradNorm::Clip { max_norm: 0.5 }));
         assert!("clip:-1".parse::<GradNorm>().is_err());
         assert!("zorm".parse::<GradNorm>().is_err());
+        // ε and scope set on ZNorm only, and read back as a checkpoint records them.
+        let z = "znorm".parse::<GradNorm>().unwrap().with_znorm(Some(1e-6), Some(ZnormScope::Matrices));
+        assert_eq!(z, GradNorm::ZNorm { eps: 1e-6, matrices_only: true });
+        assert_eq!(z.znorm_options(), (1e-6, ZnormScope::Matrices));
+        assert_eq!(GradNorm::Gc.with_znorm(Some(1e-6), None), GradNorm::Gc);
+        assert_eq!(GradNorm::Gc.znorm_options(), (ZNORM_EPS, ZnormScope::All));
         // Any case, as the named choices (`--bn TRAIN`).
         assert_eq!("ZNorm".parse::<GradNorm>(), "znorm".parse::<GradNorm>());
         assert_eq!("Clip:2".parse::<GradNorm>(), Ok(GradNorm::Clip { max_norm: 2.0 }));

@@ -1,6 +1,8 @@
-//! Parsers for option values, so that a bad value is refused when the command line is read (one
-//! line, exit 2), not steps into a run: learning rates and other rates must be finite numbers in
-//! their range (`--lr nan` or `--lr -1` never start training).
+//! Parsers for option values, so that a bad value is refused before any work, in one line
+//! (`--lr nan` or `--lr -1` never start training): learning rates and other rates must be finite
+//! numbers in their range. The command line parses its flags with them; the C API and the Python
+//! bindings pass their numbers through them as text, so that every front end has the same ranges
+//! and the same messages.
 
 /// A whole number >= 1 (a batch size, a step count).
 pub fn count(s: &str) -> Result<usize, String> {
