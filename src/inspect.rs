@@ -1,9 +1,9 @@
 //! `edgetune inspect`: what a model is and whether edgetune can run it, as text or JSON. Whether
 //! it runs is decided as a run decides it: ops edgetune does not know are listed by type (count,
-//! first nodes); when every op is known, the graph is planned at its declared input size
-//! (a free batch as 1, a free image side as the size the model records, else 224) for inference and for training (every float
-//! initializer trainable, BatchNorm in training mode), and the first node a plan refuses is
-//! named with the reason (an attribute form, a shape).
+//! first nodes); when every op is known, the graph is planned at its declared input size (a
+//! free batch as 1, a free image side as the size the model records, else 224) for inference
+//! and for training (every float initializer trainable, BatchNorm in training mode), and the
+//! first node a plan refuses is named with the reason (an attribute form, a shape).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -4,7 +4,6 @@
 //! one-line `error:` and exit code 2 instead of an out-of-memory kill. Outputs are written
 //! atomically, so nothing is left half-written. Memory-mapped model weights are not heap and do
 //! not count.
-
 //!
 //! The counting allocator (`Capped`) is the `edgetune` binary's; it comes with the `cli`
 //! feature. Without it (a program embedding the library, with its own allocator) nothing is
