@@ -1,8 +1,9 @@
 //! GEMM throughput on ResNet-50's convolution shapes (batch 1): matrixmultiply (through
 //! `kernels::gemm`, which packs both operands per call) against edgetune's packed kernel
-//! (weights packed once, B packed per call as the convolution does).
+//! (weights packed once, B packed per call as the convolution does). First, the peak of each
+//! micro-kernel this CPU runs: one thread, one A and one B panel slice in L1, no packing.
 //!
-//!     cargo bench --bench gemm_shapes
+//!     cargo bench --bench gemm_shapes            (the active kernel: EDGETUNE_KERNEL pins one)
 use std::time::Instant;
 
 use edgetune::kernels::gemm::{gemm, MatRef};
@@ -13,7 +14,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// GFLOP/s of one micro-kernel on L1-resident panels: the ceiling of every GEMM built on it.
+fn micro_peak(kern: &'static edgetune::kernels::micro::MicroKernel) -> f64 {
+    let (mr, nr, kc) = (kern.mr, kern.nr, kern.kc);
+    let a: Vec<f32> = (0..kc * mr).map(|i| (i % 17) as f32 * 0.01).collect();
+    let b: Vec<f32> = (0..kc * nr).map(|i| (i % 13) as f32 * 0.01).collect();
+    let mut c = vec![0.0f32; mr * nr];
+    let reps = 20_000;
+    let mut run = || {
+        let t = Instant::now();
+        for _ in 0..reps {
+            // SAFETY: buffers sized for one full tile at depth kc; `available` kernels only.
+            unsafe { kern.code()(kc, a.as_ptr(), b.as_ptr(), nr, c.as_mut_ptr(), nr, mr, nr, false) };
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let t = median((0..5).map(|_| run()).collect());
+    2.0 * (mr * nr * kc * reps) as f64 / t / 1e9
+}
+
 fn main() {
+    use edgetune::kernels::micro;
+    for kern in micro::available() {
+        println!(
+            "micro-kernel {} ({}x{}, kc {}): {:.0} GFLOP/s on 1 thread",
+            kern.name,
+            kern.mr,
+            kern.nr,
+            kern.kc,
+            micro_peak(kern)
+        );
+    }
+    println!("{}", micro::describe());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     {
         use edgetune::kernels::conv::{conv2d, im2col, pack_weights, ConvShape, Epilogue};
@@ -41,7 +73,7 @@ fn main() {
             let s = ConvShape { batch: 1, in_ch: c, out_ch: m, groups: 1, geo };
             let x: Vec<f32> = (0..c * hw * hw).map(|i| (i % 7) as f32).collect();
             let w: Vec<f32> = (0..m * c * k * k).map(|i| (i % 5) as f32).collect();
-            let pw = pack_weights(&w, &s);
+            let pw = pack_weights(micro::active(), &w, &s);
             let mut out = vec![0.0; m * o * o];
             let flops = 2.0 * (m * c * k * k * o * o) as f64;
             let t = pool.install(|| {
@@ -110,7 +142,7 @@ fn main() {
         let t_mm =
             pool.install(|| time(&mut || gemm(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, n, false)));
         let pa = PackedA::pack(MatRef::rows(&a, k), m, k);
-        let pb = PackedB::pack(MatRef::rows(&b, n), k, n);
+        let pb = PackedB::pack(pa.kernel(), MatRef::rows(&b, n), k, n);
         let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _, _| {})));
         let t_pb = pool
             .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _, _| {})));

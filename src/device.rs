@@ -75,7 +75,7 @@ impl Runner {
     /// "4 threads" or the GPU's name, for reports.
     pub fn describe(&self) -> String {
         match self {
-            Runner::Cpu(s) => format!("{} threads", s.threads()),
+            Runner::Cpu(s) => format!("{} threads, {} kernel", s.threads(), crate::kernels::micro::active().name),
             #[cfg(feature = "cuda")]
             Runner::Cuda(g) => g.gpu().name(),
         }

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::autodiff::BnMode;
 use crate::data::recipe::Recipe;
 use crate::graph::{Const, Dim, Graph, ValueDecl};
+use crate::kernels::micro;
 use crate::onnx::Model;
 use crate::ops;
 
@@ -139,6 +140,7 @@ impl Report {
             "unsupported_ops": self.unknown_ops.iter().map(|(op, n, nodes)| json!({"op": op, "count": n, "first_nodes": nodes})).collect::<Vec<_>>(),
             "backward_supported": self.backward_supported(),
             "backward_error": self.backward_error,
+            "kernel": {"active": micro::active().name, "available": micro::available().iter().map(|k| k.name).collect::<Vec<_>>()},
             "ops_without_backward": self.no_backward,
             "recorded": {
                 "preprocess": self.recipe.preprocess.map(|p| p.name()),

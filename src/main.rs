@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use edgetune::cli::{run, Cli};
 
 /// mimalloc, counted and capped by `--max-memory` (see `edgetune::memory`). The binary's own
@@ -13,7 +12,7 @@ use edgetune::cli::{run, Cli};
 static ALLOC: edgetune::memory::Capped = edgetune::memory::Capped;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {

@@ -12,6 +12,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash tools/fixtures.sh
 cargo test --release --lib --bins --tests
+# The reference tests again with each other GEMM micro-kernel this CPU runs pinned (the unit tests
+# above already run every kernel; these check whole models against onnxruntime, tract, PyTorch
+# and finite differences on each). `edgetune --version` names the kernels this CPU runs.
+kernels="$(target/release/edgetune --version | sed -n 's/.*this CPU runs \([a-z0-9, ]*\)).*/\1/p' | tr -d ,)"
+[[ -n "$kernels" ]] || { echo "error: edgetune --version names no kernel" >&2; exit 1; }
+for kernel in avx512 avx2 portable; do
+    if [[ " $kernels " != *" $kernel "* ]]; then
+        echo "== kernel $kernel: skipped, this CPU cannot run it"
+        continue
+    fi
+    [[ "$kernel" == "${kernels%% *}" ]] && continue  # the default, tested above
+    echo "== kernel $kernel pinned"
+    EDGETUNE_KERNEL=$kernel cargo test --release --test reference_outputs --test grad_reference \
+        --test optim_reference --test backward_fd --test backend_node --test deploy
+done
 cargo test --release --doc
 bash tools/test_embed.sh
 bash tools/test_c_api.sh

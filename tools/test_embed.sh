@@ -29,8 +29,8 @@ edgetune = { path = "$root", default-features = false }
 [workspace]
 TOML
 export CARGO_TARGET_DIR="$root/target"
-# The repository's own build flags (.cargo/config.toml is not inherited outside it).
-export RUSTFLAGS="${RUSTFLAGS--C target-cpu=native}"
+# No build flags: what a crate that depends on edgetune gets (the repository's .cargo/config.toml
+# sets none either, so the library is compiled once for both).
 # The tree first (a failure of cargo tree itself ends the script), then what it must not hold.
 tree="$(cd "$scratch" && cargo tree -e normal --prefix none)"
 cli_deps="$(grep -E '^(clap|indicatif|plotters|mimalloc) ' <<<"$tree" || true)"

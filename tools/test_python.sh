@@ -20,11 +20,9 @@ setup="run 'bash tools/fixtures.sh' (it installs tools/requirements-light.txt)"
 "$py" -m pytest --version >/dev/null 2>&1 || die "pytest is not in $venv: $setup"
 [[ -x "$venv/bin/maturin" ]] || die "maturin is not in $venv: $setup"
 
-# The repository's target dir and build flags. A build from pip runs cargo inside python/, where
-# cargo finds .cargo/config.toml too; RUSTFLAGS is set here anyway, to the same flags, so that
-# the edgetune library is compiled once for the bindings, the CLI and the tests.
+# The repository's target dir, so that the edgetune library is compiled once for the bindings,
+# the CLI and the tests (the default build sets no rustflags; kernels are chosen at run time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-export RUSTFLAGS="${RUSTFLAGS--C target-cpu=native}"
 # maturin's PEP 517 backend runs the `maturin` command: the venv's.
 export PATH="$venv/bin:$PATH"
 

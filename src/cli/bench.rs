@@ -12,6 +12,7 @@ use crate::autodiff::{BnMode, GradPlan};
 use crate::data::image::Layout;
 use crate::device::{Device, Runner};
 use crate::error::Result;
+use crate::kernels::micro;
 use crate::tensor::{lcg_values, Tensor};
 use crate::timing::{median, time_ms, time_pair_ms};
 use crate::train::optim::{OptimizerName, Rule};
@@ -238,13 +239,13 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         #[cfg(feature = "cuda")]
         Stepper::GpuGrad(s) => Some(s.name()),
     }
-    .unwrap_or_else(|| format!("{} threads", pool.current_num_threads()));
+    .unwrap_or_else(|| format!("{} threads, {} kernel", pool.current_num_threads(), micro::active().name));
     if b.out.json {
         say!(
             "{}",
             json!({"bench": what, "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
                    "threads": pool.current_num_threads(), "device": b.out.device.name(), "on": on,
-                   "bn": format!("{:?}", b.bn).to_lowercase(), "iters": times.len(),
+                   "bn": format!("{:?}", b.bn).to_lowercase(), "kernel": micro::active().name, "iters": times.len(),
                    "median_step_ms": med, "img_per_s": ips, "peak_rss_mib": rss})
         );
     } else {
@@ -383,7 +384,8 @@ fn infer(b: InferBench) -> Result<()> {
         say!(
             "{}",
             json!({"bench": "infer", "model": b.model.display().to_string(), "batch": b.batch, "size": [h, w],
-                   "device": b.out.device.name(), "on": on, "iters": times.len(), "median_ms": med, "min_ms": min,
+                   "device": b.out.device.name(), "on": on, "kernel": micro::active().name, "iters": times.len(),
+                   "median_ms": med, "min_ms": min,
                    "img_per_s": ips, "first_output_ms": first_ms})
         );
     } else {

@@ -46,6 +46,17 @@ pub struct Cli {
     pub max_memory: Option<usize>,
 }
 
+impl Cli {
+    /// The command line of this process; `--version` also names the GEMM kernel this CPU gets.
+    pub fn parse_args() -> std::result::Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let long = format!("{}\n{}", env!("CARGO_PKG_VERSION"), crate::kernels::micro::describe());
+        // Leaked once per process: clap keeps a `&'static str` (its `string` feature is off).
+        let matches = Cli::command().long_version(&*long.leak()).try_get_matches()?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
 /// `800M`, `4G`, `512K` or a plain byte count.
 fn parse_bytes(s: &str) -> std::result::Result<usize, String> {
     let (num, unit) = match s.trim().char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {

@@ -111,8 +111,10 @@ pub fn channel_axis(dims: &[Dim]) -> Option<usize> {
     }
 }
 
-/// A rayon pool of `threads` workers (0: one per core).
+/// A rayon pool of `threads` workers (0: one per core) to run the kernels on. Refuses a kernel
+/// pinned by `EDGETUNE_KERNEL` that is unknown or that this CPU cannot run.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    crate::kernels::micro::pinned().map_err(Error::Config)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

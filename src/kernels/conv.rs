@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
+use super::micro::MicroKernel;
 use super::packed::{gemm_packed, BRef, PackedA, Patches};
 use super::simd;
 use crate::ops::window::Geometry;
@@ -83,10 +84,12 @@ pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
     cols[..rows * n].par_chunks_mut(n).enumerate().for_each(|(row, out)| im2col_row(x, geo, row, out));
 }
 
-/// The weights of each group packed for `gemm_packed` (`[M/G] × [C/G·KH·KW]` each).
-pub fn pack_weights(weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
+/// The weights of each group packed for `gemm_packed` on `kern` (`[M/G] × [C/G·KH·KW]` each).
+pub fn pack_weights(kern: &'static MicroKernel, weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
     let (mg, k) = (s.out_ch / s.groups, s.k());
-    (0..s.groups).map(|g| PackedA::pack(MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k)).collect()
+    (0..s.groups)
+        .map(|g| PackedA::pack_for(kern, MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k))
+        .collect()
 }
 
 /// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights
@@ -259,14 +262,17 @@ mod tests {
             let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
             let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
             let bias: Vec<f32> = (0..out_ch).map(|i| i as f32 * 0.25 - 0.5).collect();
-            let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
-            conv2d(&x, &pack_weights(&w, &s), &s, Epilogue { bias: Some(&bias), residual: None, relu: true }, &mut out);
             let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias)).into_iter().map(|v| v.max(0.0)).collect();
-            // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
-            // so 1e-4 bounds rounding from the different summation order only.
-            for (a, b) in out.iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-4, "{a} vs {b}");
-            }
+            crate::kernels::micro::for_each_kernel(|kern| {
+                let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
+                let ep = Epilogue { bias: Some(&bias), residual: None, relu: true };
+                conv2d(&x, &pack_weights(kern, &w, &s), &s, ep, &mut out);
+                // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
+                // so 1e-4 bounds rounding from the different summation order only.
+                for (a, b) in out.iter().zip(&want) {
+                    assert!((a - b).abs() <= 1e-4, "{}: {a} vs {b}", kern.name);
+                }
+            });
         }
     }
 }

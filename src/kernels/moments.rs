@@ -18,14 +18,14 @@ fn block_sums(x: &[f32], shift: f32) -> (f64, f64) {
         for k in 0..4 {
             let d = f32x16::new(q[16 * k..16 * (k + 1)].try_into().expect("16 lanes")) - s;
             a[k] += d;
-            b[k] = d.mul_add(d, b[k]);
+            b[k] += d * d;
         }
     }
     let mut chunks = quads.remainder().chunks_exact(16);
     for c in &mut chunks {
         let d = f32x16::new(c.try_into().expect("16 lanes")) - s;
         a[0] += d;
-        b[0] = d.mul_add(d, b[0]);
+        b[0] += d * d;
     }
     let lanes = |v: [f32x16; 4]| ((v[0] + v[1]) + (v[2] + v[3])).to_array().iter().map(|&e| e as f64).sum::<f64>();
     let (mut sa, mut sb) = (lanes(a), lanes(b));

@@ -2,50 +2,56 @@
 //! in panel layouts, so that weights are packed once (not per call, per image and per block as a
 //! general GEMM must) and im2col writes straight into B's layout.
 //!
-//! Layouts (zero-padded to whole panels):
+//! Layouts (zero-padded to whole panels), for the micro-kernel's tile `MR × NR` (`micro`):
 //!   `PackedA`: panels of `MR` rows; panel p holds, for each kk in 0..k, `A[p·MR + r][kk]` for
 //!   r in 0..MR (k-major), i.e. element (r, kk) at `p·k·MR + kk·MR + r`.
 //!   `PackedB`: panels of `NR` columns; element (kk, j) of panel q at `q·k·NR + kk·NR + j`.
-//! The micro-kernel keeps an MR×NR tile of C in 24 AVX-512 registers (12 rows × 2 × 16 lanes) and
-//! streams a `KC`-deep slice of one A panel and one B panel through it; `kernel_scalar` is its
-//! twin. K is blocked by `KC` so a B panel slice (KC·NR floats = 32 KiB) stays in L1 while every
-//! A panel passes over it.
+//! The micro-kernel keeps an MR×NR tile of C in registers and streams a `KC`-deep slice of one A
+//! panel and one B panel through it; K is blocked by `KC` so the B panel slice stays in L1 while
+//! every A panel passes over it. Each packed operand records its kernel: a GEMM multiplies
+//! operands packed for the same one.
 
 use rayon::prelude::*;
-use wide::f32x16;
 
 use super::conv::gather_taps;
 use super::gemm::MatRef;
+use super::micro::{self, MicroKernel};
 use super::SyncPtr;
 use crate::ops::window::Geometry;
-
-pub const MR: usize = 12;
-pub const NR: usize = 16 * NV;
-/// Vectors of 16 lanes per tile row.
-const NV: usize = 2;
-const KC: usize = 256;
 
 /// A packed in MR-row panels.
 #[derive(Clone, Debug)]
 pub struct PackedA {
     pub m: usize,
     pub k: usize,
+    kern: &'static MicroKernel,
     data: Vec<f32>,
 }
 
 impl PackedA {
+    /// A packed for this process's kernel (`micro::active`).
     pub fn pack(a: MatRef, m: usize, k: usize) -> PackedA {
-        let panels = m.div_ceil(MR);
-        let mut data = vec![0.0; panels * k * MR];
-        data.par_chunks_mut(k * MR).enumerate().for_each(|(p, panel)| {
-            for r in 0..MR.min(m - p * MR) {
-                let row = p * MR + r;
+        PackedA::pack_for(micro::active(), a, m, k)
+    }
+
+    pub fn pack_for(kern: &'static MicroKernel, a: MatRef, m: usize, k: usize) -> PackedA {
+        let mr = kern.mr;
+        let panels = m.div_ceil(mr);
+        let mut data = vec![0.0; panels * k * mr];
+        data.par_chunks_mut((k * mr).max(1)).enumerate().for_each(|(p, panel)| {
+            for r in 0..mr.min(m - p * mr) {
+                let row = p * mr + r;
                 for kk in 0..k {
-                    panel[kk * MR + r] = a.data[row * a.rs + kk * a.cs];
+                    panel[kk * mr + r] = a.data[row * a.rs + kk * a.cs];
                 }
             }
         });
-        PackedA { m, k, data }
+        PackedA { m, k, kern, data }
+    }
+
+    /// The micro-kernel these panels are laid out for.
+    pub fn kernel(&self) -> &'static MicroKernel {
+        self.kern
     }
 }
 
@@ -54,133 +60,50 @@ impl PackedA {
 pub struct PackedB {
     pub k: usize,
     pub n: usize,
+    kern: &'static MicroKernel,
     data: Vec<f32>,
 }
 
 impl PackedB {
     /// Fills B row by row: `row(kk, out)` writes the n values of row kk into `out`. Rows are
     /// produced in parallel; each is then scattered into its panels.
-    pub fn from_rows(k: usize, n: usize, row: impl Fn(usize, &mut [f32]) + Sync) -> PackedB {
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0.0; panels * k * NR];
+    pub fn from_rows(
+        kern: &'static MicroKernel,
+        k: usize,
+        n: usize,
+        row: impl Fn(usize, &mut [f32]) + Sync,
+    ) -> PackedB {
+        let nr = kern.nr;
+        let panels = n.div_ceil(nr);
+        let mut data = vec![0.0; panels * k * nr];
         let ptr = SyncPtr(data.as_mut_ptr());
         (0..k).into_par_iter().for_each_init(
             || vec![0.0f32; n],
             |buf, kk| {
                 row(kk, buf);
-                let full = n / NR;
-                for q in 0..full {
-                    // SAFETY: (q, kk) addresses a distinct NR-slot inside `data` for every row kk;
-                    // a fixed-size copy compiles to two vector moves instead of a memmove call.
+                for q in 0..panels {
+                    let cols = nr.min(n - q * nr);
+                    // SAFETY: (q, kk) addresses a distinct slot of `cols ≤ nr` floats inside
+                    // `data` for every row kk, so the parallel rows write disjoint ranges.
                     unsafe {
-                        let src = buf.as_ptr().add(q * NR) as *const [f32; NR];
-                        std::ptr::write_unaligned(
-                            ptr.get().add(q * k * NR + kk * NR) as *mut [f32; NR],
-                            std::ptr::read_unaligned(src),
-                        );
-                    }
-                }
-                if full < panels {
-                    let cols = n - full * NR;
-                    // SAFETY: as above, for the last, partial panel.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(full * k * NR + kk * NR), cols) };
-                    dst.copy_from_slice(&buf[full * NR..]);
+                        std::ptr::copy_nonoverlapping(
+                            buf.as_ptr().add(q * nr),
+                            ptr.get().add(q * k * nr + kk * nr),
+                            cols,
+                        )
+                    };
                 }
             },
         );
-        PackedB { k, n, data }
+        PackedB { k, n, kern, data }
     }
 
-    pub fn pack(b: MatRef, k: usize, n: usize) -> PackedB {
-        PackedB::from_rows(k, n, |kk, out| {
+    pub fn pack(kern: &'static MicroKernel, b: MatRef, k: usize, n: usize) -> PackedB {
+        PackedB::from_rows(kern, k, n, |kk, out| {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = b.data[kk * b.rs + j * b.cs];
             }
         })
-    }
-}
-
-/// The MR×NR tile update `C += A_panel[k0..k1] · B[k0..k1, NR columns]` (C starts at zero when
-/// `fresh`). B's rows are `ldb` floats apart: `NR` in a packed panel, `n` in a row-major matrix.
-/// `rows`/`cols` clip the stored part of the tile at the matrix edge.
-///
-/// # Safety
-/// `a` points at a panel slice of `kc` steps (kc·MR floats); `b` at kc rows of NR readable floats
-/// `ldb` apart; `c` at a row-major tile with row stride `ldc` of `rows` × `cols` writable floats.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn kernel(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    let load = |p: *const f32| f32x16::new(std::ptr::read_unaligned(p as *const [f32; 16]));
-    let mut acc = [[f32x16::ZERO; NV]; MR];
-    for kk in 0..kc {
-        let bp = b.add(kk * ldb);
-        let bv: [f32x16; NV] = std::array::from_fn(|h| load(bp.add(16 * h)));
-        let ap = a.add(kk * MR);
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = f32x16::splat(*ap.add(r));
-            for h in 0..NV {
-                row[h] = av.mul_add(bv[h], row[h]);
-            }
-        }
-    }
-    if rows == MR && cols == NR {
-        for (r, row) in acc.iter().enumerate() {
-            let cp = c.add(r * ldc);
-            for (h, v) in row.iter().enumerate() {
-                let mut v = *v;
-                if !fresh {
-                    v += load(cp.add(16 * h));
-                }
-                std::ptr::write_unaligned(cp.add(16 * h) as *mut [f32; 16], v.to_array());
-            }
-        }
-    } else {
-        for (r, row) in acc.iter().enumerate().take(rows) {
-            let mut vals = [0.0f32; NR];
-            for h in 0..NV {
-                vals[16 * h..16 * (h + 1)].copy_from_slice(&row[h].to_array());
-            }
-            for (j, &v) in vals.iter().enumerate().take(cols) {
-                let cp = c.add(r * ldc + j);
-                *cp = if fresh { v } else { *cp + v };
-            }
-        }
-    }
-}
-
-/// Scalar twin of `kernel`, the definition the SIMD kernel is tested against.
-#[cfg(test)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel_scalar(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    for r in 0..rows {
-        for j in 0..cols {
-            let mut s = 0.0f32;
-            for kk in 0..kc {
-                s = (*a.add(kk * MR + r)).mul_add(*b.add(kk * ldb + j), s);
-            }
-            let cp = c.add(r * ldc + j);
-            *cp = if fresh { s } else { *cp + s };
-        }
     }
 }
 
@@ -212,18 +135,19 @@ impl Patches<'_> {
         (self.channels * g.kernel[0] * g.kernel[1], g.out_hw[0] * g.out_hw[1])
     }
 
-    /// Rows `k0..k0+kc` of panel q's columns into `buf` (kc rows of NR, zero beyond n).
-    fn fill(&self, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
+    /// Rows `k0..k0+kc` of the columns of panel q (`nr` wide) into `buf` (kc rows of nr, zero
+    /// beyond n).
+    fn fill(&self, nr: usize, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
         let g = &self.geo;
         let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel);
         let n = self.dims().1;
-        let (start, end) = (q * NR, ((q + 1) * NR).min(n));
+        let (start, end) = (q * nr, ((q + 1) * nr).min(n));
         let sx = g.strides[1];
         for r in 0..kc {
             let row = k0 + r;
             let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
             let plane = &self.x[c * h * w..(c + 1) * h * w];
-            let out = &mut buf[r * NR..(r + 1) * NR];
+            let out = &mut buf[r * nr..(r + 1) * nr];
             out[end - start..].fill(0.0);
             // The panel's output positions, one output row (segment) at a time.
             let mut pos = start;
@@ -245,11 +169,12 @@ impl Patches<'_> {
     }
 
     /// The whole patch matrix in packed panels (for a split where every task needs all of it).
-    fn packed(&self) -> PackedB {
+    fn packed(&self, kern: &'static MicroKernel) -> PackedB {
         let (k, n) = self.dims();
-        let mut data = vec![0.0; n.div_ceil(NR) * k * NR];
-        data.par_chunks_mut(k * NR).enumerate().for_each(|(q, panel)| self.fill(q, 0, k, panel));
-        PackedB { k, n, data }
+        let nr = kern.nr;
+        let mut data = vec![0.0; n.div_ceil(nr) * k * nr];
+        data.par_chunks_mut((k * nr).max(1)).enumerate().for_each(|(q, panel)| self.fill(nr, q, 0, k, panel));
+        PackedB { k, n, kern, data }
     }
 }
 
@@ -264,7 +189,8 @@ impl BRef<'_> {
 }
 
 /// `C = A·B (+ C if accumulate)`, C row-major with row stride `ldc`, then `epilogue(row, col0, block)`
-/// on each finished row block of C. Threads split the tile grid along its longer side.
+/// on each finished row block of C. Threads split the tile grid along its longer side. The
+/// micro-kernel is the one A was packed for (a packed B must have been packed for it too).
 pub fn gemm_packed(
     a: &PackedA,
     b: BRef,
@@ -273,74 +199,67 @@ pub fn gemm_packed(
     accumulate: bool,
     epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
 ) {
-    gemm_packed_with(a, b, c, ldc, accumulate, epilogue, kernel)
-}
-
-type Kernel = unsafe fn(usize, *const f32, *const f32, usize, *mut f32, usize, usize, usize, bool);
-
-fn gemm_packed_with(
-    a: &PackedA,
-    b: BRef,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-    epilogue: &(dyn Fn(usize, usize, &mut [f32]) + Sync),
-    kern: Kernel,
-) {
+    let kern = a.kern;
     let (kb, n) = b.dims();
     let (m, k) = (a.m, a.k);
     assert_eq!(k, kb, "inner dimensions differ");
-    if let BRef::Rows { data, .. } = b {
-        assert!(data.len() >= k * n, "B too short");
+    match b {
+        BRef::Rows { data, .. } => assert!(data.len() >= k * n, "B too short"),
+        BRef::Packed(pb) => assert_eq!(pb.kern, kern, "A and B packed for different kernels"),
+        BRef::Patches(_) => {}
     }
     if m == 0 || n == 0 {
         return;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm output too short");
-    let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
+    // SAFETY: A was packed for `kern`, which `micro` only hands out where the CPU supports it.
+    let code = kern.code();
+    let (mr, nr, kcap) = (kern.mr, kern.nr, kern.kc);
+    let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
     let cptr = SyncPtr(c.as_mut_ptr());
     // Tiles [p0,p1) × [q0,q1) of the panel grid.
     let run = |p0: usize, p1: usize, q0: usize, q1: usize| {
         // A row-major B's partial last panel, copied zero-padded (only by the task that owns it).
         let tail: Vec<f32> = match b {
-            BRef::Rows { data, .. } if n % NR != 0 && q1 == np => {
-                let (start, cols) = ((np - 1) * NR, n % NR);
-                let mut t = vec![0.0; k * NR];
+            BRef::Rows { data, .. } if n % nr != 0 && q1 == np => {
+                let (start, cols) = ((np - 1) * nr, n % nr);
+                let mut t = vec![0.0; k * nr];
                 for kk in 0..k {
-                    t[kk * NR..kk * NR + cols].copy_from_slice(&data[kk * n + start..kk * n + start + cols]);
+                    t[kk * nr..kk * nr + cols].copy_from_slice(&data[kk * n + start..kk * n + start + cols]);
                 }
                 t
             }
             _ => Vec::new(),
         };
-        let mut patch_buf = vec![0.0f32; if matches!(b, BRef::Patches(_)) { KC * NR } else { 0 }];
+        let mut patch_buf = vec![0.0f32; if matches!(b, BRef::Patches(_)) { kcap * nr } else { 0 }];
         let mut k0 = 0;
         while k0 < k.max(1) {
-            let kc = KC.min(k - k0);
+            let kc = kcap.min(k - k0);
             let fresh = k0 == 0 && !accumulate;
             for q in q0..q1 {
-                let cols = NR.min(n - q * NR);
+                let cols = nr.min(n - q * nr);
                 // B's rows k0.. for panel q, and the stride between them.
                 let (bq, ldb): (*const f32, usize) = match b {
-                    BRef::Packed(pb) => (pb.data[q * k * NR + k0 * NR..].as_ptr(), NR),
-                    BRef::Rows { data, .. } if (q + 1) * NR <= n => (data[k0 * n + q * NR..].as_ptr(), n),
-                    BRef::Rows { .. } => (tail[k0 * NR..].as_ptr(), NR),
+                    BRef::Packed(pb) => (pb.data[q * k * nr + k0 * nr..].as_ptr(), nr),
+                    BRef::Rows { data, .. } if (q + 1) * nr <= n => (data[k0 * n + q * nr..].as_ptr(), n),
+                    BRef::Rows { .. } => (tail[k0 * nr..].as_ptr(), nr),
                     BRef::Patches(src) => {
-                        src.fill(q, k0, kc, &mut patch_buf);
-                        (patch_buf.as_ptr(), NR)
+                        src.fill(nr, q, k0, kc, &mut patch_buf);
+                        (patch_buf.as_ptr(), nr)
                     }
                 };
                 for p in p0..p1 {
-                    let rows = MR.min(m - p * MR);
+                    let rows = mr.min(m - p * mr);
                     // SAFETY: panel offsets are inside the packed buffers (sizes fixed by pack);
-                    // the C tile (p, q) is inside C (checked above) and owned by this task alone.
+                    // the C tile (p, q) is inside C (checked above) and owned by this task alone;
+                    // the CPU runs `kern` (see above).
                     unsafe {
-                        kern(
+                        code(
                             kc,
-                            a.data.as_ptr().add(p * k * MR + k0 * MR),
+                            a.data.as_ptr().add(p * k * mr + k0 * mr),
                             bq,
                             ldb,
-                            cptr.get().add(p * MR * ldc + q * NR),
+                            cptr.get().add(p * mr * ldc + q * nr),
                             ldc,
                             rows,
                             cols,
@@ -354,8 +273,8 @@ fn gemm_packed_with(
             }
             k0 += kc;
         }
-        let (r0, r1) = (p0 * MR, (p1 * MR).min(m));
-        let (c0, c1) = (q0 * NR, (q1 * NR).min(n));
+        let (r0, r1) = (p0 * mr, (p1 * mr).min(m));
+        let (c0, c1) = (q0 * nr, (q1 * nr).min(n));
         for r in r0..r1 {
             // SAFETY: row r, columns [c0,c1) belong to this task's tiles.
             let row = unsafe { std::slice::from_raw_parts_mut(cptr.get().add(r * ldc + c0), c1 - c0) };
@@ -368,8 +287,8 @@ fn gemm_packed_with(
     }
     if let (BRef::Patches(src), true) = (b, np < mp) {
         // Splitting rows: every task would rebuild all patches; build them once instead.
-        let packed = src.packed();
-        return gemm_packed_with(a, BRef::Packed(&packed), c, ldc, accumulate, epilogue, kern);
+        let packed = src.packed(kern);
+        return gemm_packed(a, BRef::Packed(&packed), c, ldc, accumulate, epilogue);
     }
     if np >= mp {
         let chunk = np.div_ceil(threads * 2).max(1);
@@ -383,6 +302,8 @@ fn gemm_packed_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::gemm_reference;
+    use crate::kernels::micro::for_each_kernel;
 
     #[test]
     fn implicit_patches_equal_the_materialised_im2col() {
@@ -400,40 +321,39 @@ mod tests {
         let (k, n) = src.dims();
         let mut cols = vec![0.0; k * n];
         im2col(&x, 2, &geo, &mut cols);
-        let want = PackedB::pack(MatRef::rows(&cols, n), k, n);
-        assert_eq!(src.packed().data, want.data);
+        for_each_kernel(|kern| {
+            let want = PackedB::pack(kern, MatRef::rows(&cols, n), k, n);
+            assert_eq!(src.packed(kern).data, want.data, "{}", kern.name);
+        });
     }
-    use crate::kernels::gemm::gemm_reference;
 
     #[test]
-    fn simd_kernel_matches_scalar_twin_and_reference() {
+    fn every_kernel_and_operand_form_matches_the_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         for &(m, k, n) in &[(1, 1, 1), (12, 256, 32), (13, 300, 33), (64, 147, 300), (200, 577, 49), (5, 3, 70)] {
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 11) as f32 - 5.0).collect();
             let want = gemm_reference(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n));
-            let pa = PackedA::pack(MatRef::rows(&a, k), m, k);
-            let pb = PackedB::pack(MatRef::rows(&b, n), k, n);
-            let cases = [
-                (kernel as Kernel, "simd packed", BRef::Packed(&pb)),
-                (kernel as Kernel, "simd rows", BRef::Rows { data: &b, k, n }),
-                (kernel_scalar as Kernel, "scalar", BRef::Packed(&pb)),
-            ];
-            for (kern, name, bref) in cases {
-                // Accumulate onto a C of ones: checks both the fresh and the accumulating paths.
-                let mut c = vec![1.0; m * (n + 3)];
-                pool.install(|| gemm_packed_with(&pa, bref, &mut c, n + 3, true, &|_, _, _| {}, kern));
-                for i in 0..m {
-                    for j in 0..n {
-                        // Integer operands: exact in f32 at these sizes.
-                        assert_eq!(c[i * (n + 3) + j], want[i * n + j] + 1.0, "{name} {m}x{k}x{n} at ({i},{j})");
+            for_each_kernel(|kern| {
+                let pa = PackedA::pack_for(kern, MatRef::rows(&a, k), m, k);
+                let pb = PackedB::pack(kern, MatRef::rows(&b, n), k, n);
+                for (form, bref) in [("packed", BRef::Packed(&pb)), ("rows", BRef::Rows { data: &b, k, n })] {
+                    // Accumulate onto a C of ones: checks both the fresh and the accumulating paths.
+                    let mut c = vec![1.0; m * (n + 3)];
+                    pool.install(|| gemm_packed(&pa, bref, &mut c, n + 3, true, &|_, _, _| {}));
+                    for i in 0..m {
+                        for j in 0..n {
+                            // Integer operands: exact in f32 at these sizes.
+                            let at = i * (n + 3) + j;
+                            assert_eq!(c[at], want[i * n + j] + 1.0, "{} {form} {m}x{k}x{n} at ({i},{j})", kern.name);
+                        }
+                        assert!(
+                            c[i * (n + 3) + n..(i + 1) * (n + 3)].iter().all(|&v| v == 1.0),
+                            "padding columns untouched"
+                        );
                     }
-                    assert!(
-                        c[i * (n + 3) + n..(i + 1) * (n + 3)].iter().all(|&v| v == 1.0),
-                        "padding columns untouched"
-                    );
                 }
-            }
+            });
         }
     }
 }

@@ -1,5 +1,11 @@
 //! Element-wise SIMD kernels on `wide` vectors, each with a scalar twin (`*_scalar`) that defines
 //! its meaning. Vector width is fixed at compile time (`LANES`); tails run the scalar twin.
+//!
+//! These sweeps are memory-bound, so they are built for the build's baseline (SSE2 on x86-64:
+//! `wide` runs a 16-lane vector as four 128-bit ones) rather than dispatched at run time; a
+//! `target-cpu=native` build gives them the machine's widest vectors (benches/README.md measures
+//! both). No fused multiply-add: without FMA in the baseline it would be a library call per
+//! element, and unfused the SIMD kernel and its twin round alike on every build.
 
 use wide::f32x16;
 
@@ -16,7 +22,7 @@ pub fn affine_inplace(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
     let (sv, hv, zero) = (V::splat(scale), V::splat(shift), V::splat(0.0));
     let mut chunks = x.chunks_exact_mut(LANES);
     for c in &mut chunks {
-        let mut v = load(c).mul_add(sv, hv);
+        let mut v = load(c) * sv + hv;
         if relu {
             // max(0, v) in this order returns v when v is NaN (x86 max semantics): NaN propagates.
             v = zero.fast_max(v);
@@ -28,7 +34,7 @@ pub fn affine_inplace(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
 
 pub fn affine_inplace_scalar(x: &mut [f32], scale: f32, shift: f32, relu: bool) {
     for v in x {
-        let y = v.mul_add(scale, shift);
+        let y = *v * scale + shift;
         *v = if relu && y < 0.0 { 0.0 } else { y };
     }
 }

@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::{BuildCtx, Built, Op, Record, Saves, TrainForward};
-use crate::kernels::simd;
+use crate::kernels::{self, simd};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -141,15 +141,18 @@ impl Op for BatchNorm {
         let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + self.epsilon as f64).sqrt()) as f32).collect();
         let shift: Vec<f32> = mean.iter().zip(&inv_std).map(|(mu, s)| -(*mu as f32) * s).collect();
         let (gamma, beta) = (inputs[1].data(), inputs[2].data());
-        // y = γ·x̂ + β with x̂ = x·σ⁻¹ − μ·σ⁻¹, both rounded as two fused multiply-adds, in one
-        // sweep; backward recomputes x̂ from the saved x the same way (nothing else is stored).
+        // y = γ·x̂ + β with x̂ = x·σ⁻¹ − μ·σ⁻¹, both rounded as two fused multiply-adds (PyTorch's
+        // rounding, which the optimizer references need), in one sweep; backward recomputes x̂
+        // from the saved x the same way (nothing else is stored).
         let mut y = vec![0.0f32; x.len()];
         y.par_chunks_mut(plane.max(1)).zip(x.par_chunks(plane.max(1))).enumerate().for_each(|(i, (out, p))| {
             let ch = i % c;
             let (s, h, g, b) = (inv_std[ch], shift[ch], gamma[ch], beta[ch]);
-            for (o, &v) in out.iter_mut().zip(p) {
-                *o = v.mul_add(s, h).mul_add(g, b);
-            }
+            kernels::fused(|| {
+                for (o, &v) in out.iter_mut().zip(p) {
+                    *o = v.mul_add(s, h).mul_add(g, b);
+                }
+            })
         });
         let m = (x.len() / c) as f64;
         let mom = self.momentum as f64;
@@ -193,7 +196,7 @@ impl Op for BatchNorm {
             let (s, h) = (inv_std[i % c], shift[i % c]);
             [
                 gp.iter().map(|&v| v as f64).sum(),
-                gp.iter().zip(xp).map(|(&a, &b)| a as f64 * b.mul_add(s, h) as f64).sum(),
+                kernels::fused(|| gp.iter().zip(xp).map(|(&a, &b)| a as f64 * b.mul_add(s, h) as f64).sum()),
             ]
         });
         let dbeta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
@@ -207,9 +210,11 @@ impl Op for BatchNorm {
                 let k = gamma[ch] * inv_std[ch];
                 if self.training {
                     let (mb, mg, s, h) = (dbeta[ch] / m, dgamma[ch] / m, inv_std[ch], shift[ch]);
-                    for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
-                        *o = k * (gv - mb - xv.mul_add(s, h) * mg);
-                    }
+                    kernels::fused(|| {
+                        for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
+                            *o = k * (gv - mb - xv.mul_add(s, h) * mg);
+                        }
+                    })
                 } else {
                     for (o, &gv) in out.iter_mut().zip(gp) {
                         *o = k * gv;

@@ -6,6 +6,7 @@ use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
 use std::sync::{Arc, Mutex};
 
 use crate::kernels::conv::{conv2d, conv2d_backward, pack_weights, ConvShape, Epilogue};
+use crate::kernels::micro;
 use crate::kernels::packed::PackedA;
 use crate::kernels::simd;
 use crate::tensor::Tensor;
@@ -72,7 +73,7 @@ impl Conv {
                 return p.clone();
             }
         }
-        let p = Arc::new(pack_weights(w.data(), s));
+        let p = Arc::new(pack_weights(micro::active(), w.data(), s));
         *cache = Some((w.clone(), p.clone()));
         p
     }

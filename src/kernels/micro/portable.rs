@@ -1,0 +1,64 @@
+//! The portable micro-kernel for every CPU without a kernel of its own: a 4 × 8 tile in plain
+//! Rust that the compiler vectorises (two SSE2 vectors per row on x86-64, NEON on aarch64), 8
+//! accumulators that fit either register file. Products are fused multiply-adds where the CPU
+//! has them (aarch64 always; x86-64 run under `kernels::fused`), so this kernel rounds as the
+//! others and as PyTorch do; on an x86-64 without FMA, where `mul_add` would be a library call,
+//! it multiplies and adds separately.
+
+use super::{store_clipped, MicroKernel};
+
+const MR: usize = 4;
+const NR: usize = 8;
+
+pub static KERNEL: MicroKernel = MicroKernel { name: "portable", mr: MR, nr: NR, kc: 256, run, supported };
+
+fn supported() -> bool {
+    true
+}
+
+/// # Safety
+/// See `KernelFn`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    fresh: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        return crate::kernels::fused(|| tile::<true>(kc, a, b, ldb, c, ldc, rows, cols, fresh));
+    }
+    tile::<{ cfg!(target_arch = "aarch64") }>(kc, a, b, ldb, c, ldc, rows, cols, fresh)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const FUSED: bool>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    fresh: bool,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for kk in 0..kc {
+        let bv: [f32; NR] = std::ptr::read_unaligned(b.add(kk * ldb) as *const [f32; NR]);
+        let av: [f32; MR] = std::ptr::read_unaligned(a.add(kk * MR) as *const [f32; MR]);
+        for (row, &ar) in acc.iter_mut().zip(&av) {
+            for (o, &bj) in row.iter_mut().zip(&bv) {
+                *o = if FUSED { ar.mul_add(bj, *o) } else { *o + ar * bj };
+            }
+        }
+    }
+    store_clipped(acc.as_flattened(), NR, c, ldc, rows, cols, fresh);
+}
