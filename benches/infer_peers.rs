@@ -193,6 +193,7 @@ fn main() {
     };
     let mut et = line("edgetune", session.threads(), &et_times, et_load_ms);
     et["rel_err_vs_tract"] = json!(rel_err);
+    et["kernel"] = json!(edgetune::kernels::micro::active().name);
     println!("{et}");
     if tract.is_some() {
         let mut tr = line("tract", tract_threads, &tr_times, tract_load_ms);

@@ -142,6 +142,28 @@ def bench_peers(exe, model, batch, size, iters):
     return lines
 
 
+def cpu_name():
+    """The CPU's model name as /proc/cpuinfo gives it (lscpu's "Model name")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cpu_isa():
+    """AVX-512 / AVX2+FMA / neither, from the CPU's flags."""
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "ISA unknown"
+    if "avx512f" in flags:
+        return "AVX-512, AVX2+FMA"
+    return "AVX2+FMA" if "avx2" in flags and "fma" in flags else "no AVX2"
+
+
 def fmt_ms(r):
     return f"{r['median_ms']:.1f}" if r and "median_ms" in r else "failed"
 
@@ -185,6 +207,8 @@ def main():
     out.write_text("".join(json.dumps(r) + "\n" for r in raw))
 
     thr = {r["engine"]: r.get("threads") for r in raw if "threads" in r}
+    kernel = next((r["kernel"] for r in raw if "kernel" in r), "?")
+    print(f"\nCPU: {cpu_name()} ({cpu_isa()}); edgetune's GEMM kernel: {kernel}")
     print(f"\nmedian ms per batch at {size[0]}x{size[1]}, {a.iters} timed runs after {WARMUP} "
           f"warm-up; threads: onnxruntime {thr.get('onnxruntime')}, "
           f"edgetune {thr.get('edgetune')}, tract {thr.get('tract')}\n")

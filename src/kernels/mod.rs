@@ -11,24 +11,40 @@ pub mod packed;
 pub mod pool;
 pub mod simd;
 
-/// Runs `f` compiled for AVX2 + FMA where this CPU has them, so that the `mul_add`s inlined into
-/// it are single instructions and its loops vectorise 8 wide; elsewhere `f` runs as built. For
-/// element loops that must round with fused multiply-adds (BatchNorm's, as PyTorch's do) in a
-/// baseline x86-64 build, where `mul_add` is otherwise a library call per element. The results
-/// are the same either way: a fused multiply-add rounds once, in hardware or in libm.
-#[inline(always)]
-pub fn fused<R>(f: impl FnOnce() -> R) -> R {
+/// Whether this CPU has AVX2 and FMA (the `fma_fn!` functions' fast path).
+#[inline]
+pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
-        fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: this CPU has AVX2 and FMA (checked above).
-        return unsafe { run(f) };
-    }
-    f()
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
+
+/// Defines a function whose body is compiled twice: for AVX2 + FMA, run where the CPU has them,
+/// and for the build's baseline. For element loops that must round with fused multiply-adds
+/// (BatchNorm's, as PyTorch's do): in a baseline x86-64 build `mul_add` is otherwise a library
+/// call per element, and in the AVX2 + FMA copy it is one instruction in a loop vectorised 8 wide.
+/// Both copies give the same results: a fused multiply-add rounds once, in hardware or in libm.
+/// (A closure handed to a `#[target_feature]` function is not inlined into it reliably, so
+/// the body is written into each copy.)
+macro_rules! fma_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn fast($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::kernels::has_avx2_fma() {
+                    // SAFETY: this CPU has AVX2 and FMA (checked just above).
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use fma_fn;
 
 /// A raw pointer that may cross threads. Users uphold that concurrent tasks write disjoint ranges.
 #[derive(Clone, Copy)]

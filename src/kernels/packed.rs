@@ -107,11 +107,14 @@ impl PackedB {
     }
 }
 
-/// The right operand: packed panels, or a row-major `k × n` matrix read in place (its last,
-/// partial panel is copied into a zero-padded one).
+/// The right operand: packed panels, or a matrix whose panel slices are copied into an L1-sized
+/// buffer right before the micro-kernels use them.
 #[derive(Clone, Copy)]
 pub enum BRef<'a> {
     Packed(&'a PackedB),
+    /// A row-major `k × n` matrix (a pointwise convolution's input planes). Read in place, its
+    /// rows `n` floats apart would map a panel slice onto a few L1 sets (12.5 KB apart at 56×56)
+    /// and evict it before the next A panel; a contiguous copy stays.
     Rows {
         data: &'a [f32],
         k: usize,
@@ -167,15 +170,6 @@ impl Patches<'_> {
             }
         }
     }
-
-    /// The whole patch matrix in packed panels (for a split where every task needs all of it).
-    fn packed(&self, kern: &'static MicroKernel) -> PackedB {
-        let (k, n) = self.dims();
-        let nr = kern.nr;
-        let mut data = vec![0.0; n.div_ceil(nr) * k * nr];
-        data.par_chunks_mut((k * nr).max(1)).enumerate().for_each(|(q, panel)| self.fill(nr, q, 0, k, panel));
-        PackedB { k, n, kern, data }
-    }
 }
 
 impl BRef<'_> {
@@ -185,6 +179,32 @@ impl BRef<'_> {
             BRef::Rows { k, n, .. } => (*k, *n),
             BRef::Patches(p) => p.dims(),
         }
+    }
+
+    /// Rows `k0..k0+kc` of panel q (`nr` columns, zero beyond n) into `buf`, for the operands
+    /// that are not packed already.
+    fn fill(&self, nr: usize, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
+        match self {
+            BRef::Packed(_) => unreachable!("packed panels are read in place"),
+            BRef::Patches(p) => p.fill(nr, q, k0, kc, buf),
+            BRef::Rows { data, n, .. } => {
+                let (start, cols) = (q * nr, nr.min(n - q * nr));
+                for r in 0..kc {
+                    let src = &data[(k0 + r) * n + start..][..cols];
+                    buf[r * nr..r * nr + cols].copy_from_slice(src);
+                    buf[r * nr + cols..(r + 1) * nr].fill(0.0);
+                }
+            }
+        }
+    }
+
+    /// All of B in packed panels (for a split where every task needs all of it).
+    fn packed(&self, kern: &'static MicroKernel) -> PackedB {
+        let (k, n) = self.dims();
+        let nr = kern.nr;
+        let mut data = vec![0.0; n.div_ceil(nr) * k * nr];
+        data.par_chunks_mut((k * nr).max(1)).enumerate().for_each(|(q, panel)| self.fill(nr, q, 0, k, panel));
+        PackedB { k, n, kern, data }
     }
 }
 
@@ -219,19 +239,8 @@ pub fn gemm_packed(
     let cptr = SyncPtr(c.as_mut_ptr());
     // Tiles [p0,p1) × [q0,q1) of the panel grid.
     let run = |p0: usize, p1: usize, q0: usize, q1: usize| {
-        // A row-major B's partial last panel, copied zero-padded (only by the task that owns it).
-        let tail: Vec<f32> = match b {
-            BRef::Rows { data, .. } if n % nr != 0 && q1 == np => {
-                let (start, cols) = ((np - 1) * nr, n % nr);
-                let mut t = vec![0.0; k * nr];
-                for kk in 0..k {
-                    t[kk * nr..kk * nr + cols].copy_from_slice(&data[kk * n + start..kk * n + start + cols]);
-                }
-                t
-            }
-            _ => Vec::new(),
-        };
-        let mut patch_buf = vec![0.0f32; if matches!(b, BRef::Patches(_)) { kcap * nr } else { 0 }];
+        // The L1 buffer for one panel slice of a B that is not packed.
+        let mut slice = vec![0.0f32; if matches!(b, BRef::Packed(_)) { 0 } else { kcap * nr }];
         let mut k0 = 0;
         while k0 < k.max(1) {
             let kc = kcap.min(k - k0);
@@ -239,13 +248,11 @@ pub fn gemm_packed(
             for q in q0..q1 {
                 let cols = nr.min(n - q * nr);
                 // B's rows k0.. for panel q, and the stride between them.
-                let (bq, ldb): (*const f32, usize) = match b {
-                    BRef::Packed(pb) => (pb.data[q * k * nr + k0 * nr..].as_ptr(), nr),
-                    BRef::Rows { data, .. } if (q + 1) * nr <= n => (data[k0 * n + q * nr..].as_ptr(), n),
-                    BRef::Rows { .. } => (tail[k0 * nr..].as_ptr(), nr),
-                    BRef::Patches(src) => {
-                        src.fill(nr, q, k0, kc, &mut patch_buf);
-                        (patch_buf.as_ptr(), nr)
+                let bq: *const f32 = match b {
+                    BRef::Packed(pb) => pb.data[q * k * nr + k0 * nr..].as_ptr(),
+                    _ => {
+                        b.fill(nr, q, k0, kc, &mut slice);
+                        slice.as_ptr()
                     }
                 };
                 for p in p0..p1 {
@@ -258,7 +265,7 @@ pub fn gemm_packed(
                             kc,
                             a.data.as_ptr().add(p * k * mr + k0 * mr),
                             bq,
-                            ldb,
+                            nr,
                             cptr.get().add(p * mr * ldc + q * nr),
                             ldc,
                             rows,
@@ -285,9 +292,9 @@ pub fn gemm_packed(
     if threads <= 1 || m * n * k < 1 << 18 {
         return run(0, mp, 0, np);
     }
-    if let (BRef::Patches(src), true) = (b, np < mp) {
-        // Splitting rows: every task would rebuild all patches; build them once instead.
-        let packed = src.packed(kern);
+    if !matches!(b, BRef::Packed(_)) && np < mp {
+        // Splitting rows: every task would copy all of B's slices; pack B once instead.
+        let packed = b.packed(kern);
         return gemm_packed(a, BRef::Packed(&packed), c, ldc, accumulate, epilogue);
     }
     if np >= mp {
@@ -323,7 +330,7 @@ mod tests {
         im2col(&x, 2, &geo, &mut cols);
         for_each_kernel(|kern| {
             let want = PackedB::pack(kern, MatRef::rows(&cols, n), k, n);
-            assert_eq!(src.packed(kern).data, want.data, "{}", kern.name);
+            assert_eq!(BRef::Patches(&src).packed(kern).data, want.data, "{}", kern.name);
         });
     }
 

@@ -1,6 +1,6 @@
 //! BatchNormalization over axis 1 (`[N, C, ...]`).
 //! Inference and frozen training: `y = (x - mean) / sqrt(var + eps) · γ + β` with the running
-//! statistics, one fused multiply-add per element. Training mode (PyTorch semantics): batch
+//! statistics, one multiply and add per element. Training mode (PyTorch semantics): batch
 //! mean and biased variance normalise; the running statistics move to
 //! `momentum · old + (1 − momentum) · batch` with the unbiased batch variance (ONNX momentum 0.9 is
 //! PyTorch's 0.1).
@@ -51,6 +51,33 @@ fn channel_sums<const K: usize>(planes: usize, c: usize, f: impl Fn(usize) -> [f
         }
     }
     out
+}
+
+kernels::fma_fn! {
+    /// One plane of training BatchNorm: `out = (x·σ⁻¹ + shift)·γ + β`, two fused multiply-adds.
+    fn normalize(out: &mut [f32], x: &[f32], coef: [f32; 4]) {
+        let [s, h, g, b] = coef;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.mul_add(s, h).mul_add(g, b);
+        }
+    }
+}
+
+kernels::fma_fn! {
+    /// Σ dy·x̂ over one plane, x̂ recomputed as `normalize` rounded it.
+    fn dy_dot_xhat(dy: &[f32], x: &[f32], s: f32, h: f32) -> f64 {
+        dy.iter().zip(x).map(|(&a, &b)| a as f64 * b.mul_add(s, h) as f64).sum()
+    }
+}
+
+kernels::fma_fn! {
+    /// One plane of training BatchNorm's dx: `k·(dy − mean dy − x̂·mean(dy·x̂))`.
+    fn train_dx(out: &mut [f32], dy: &[f32], x: &[f32], coef: [f32; 5]) {
+        let [k, mb, mg, s, h] = coef;
+        for ((o, &gv), &xv) in out.iter_mut().zip(dy).zip(x) {
+            *o = k * (gv - mb - xv.mul_add(s, h) * mg);
+        }
+    }
 }
 
 /// Per-channel batch mean and biased variance of `[n, c, plane]` data: each plane's mean and
@@ -148,11 +175,7 @@ impl Op for BatchNorm {
         y.par_chunks_mut(plane.max(1)).zip(x.par_chunks(plane.max(1))).enumerate().for_each(|(i, (out, p))| {
             let ch = i % c;
             let (s, h, g, b) = (inv_std[ch], shift[ch], gamma[ch], beta[ch]);
-            kernels::fused(|| {
-                for (o, &v) in out.iter_mut().zip(p) {
-                    *o = v.mul_add(s, h).mul_add(g, b);
-                }
-            })
+            normalize(out, p, [s, h, g, b])
         });
         let m = (x.len() / c) as f64;
         let mom = self.momentum as f64;
@@ -194,10 +217,7 @@ impl Op for BatchNorm {
         let sums = channel_sums(planes, c, |i| {
             let (gp, xp) = (&g[i * plane..(i + 1) * plane], &x[i * plane..(i + 1) * plane]);
             let (s, h) = (inv_std[i % c], shift[i % c]);
-            [
-                gp.iter().map(|&v| v as f64).sum(),
-                kernels::fused(|| gp.iter().zip(xp).map(|(&a, &b)| a as f64 * b.mul_add(s, h) as f64).sum()),
-            ]
+            [gp.iter().map(|&v| v as f64).sum(), dy_dot_xhat(gp, xp, s, h)]
         });
         let dbeta: Vec<f32> = sums.iter().map(|s| s[0] as f32).collect();
         let dgamma: Vec<f32> = sums.iter().map(|s| s[1] as f32).collect();
@@ -210,11 +230,7 @@ impl Op for BatchNorm {
                 let k = gamma[ch] * inv_std[ch];
                 if self.training {
                     let (mb, mg, s, h) = (dbeta[ch] / m, dgamma[ch] / m, inv_std[ch], shift[ch]);
-                    kernels::fused(|| {
-                        for ((o, &gv), &xv) in out.iter_mut().zip(gp).zip(xp) {
-                            *o = k * (gv - mb - xv.mul_add(s, h) * mg);
-                        }
-                    })
+                    train_dx(out, gp, xp, [k, mb, mg, s, h]);
                 } else {
                     for (o, &gv) in out.iter_mut().zip(gp) {
                         *o = k * gv;

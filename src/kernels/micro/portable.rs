@@ -1,9 +1,9 @@
 //! The portable micro-kernel for every CPU without a kernel of its own: a 4 × 8 tile in plain
 //! Rust that the compiler vectorises (two SSE2 vectors per row on x86-64, NEON on aarch64), 8
 //! accumulators that fit either register file. Products are fused multiply-adds where the CPU
-//! has them (aarch64 always; x86-64 run under `kernels::fused`), so this kernel rounds as the
-//! others and as PyTorch do; on an x86-64 without FMA, where `mul_add` would be a library call,
-//! it multiplies and adds separately.
+//! has them (aarch64 always; on x86-64 a copy compiled for AVX2 + FMA), so this kernel rounds as
+//! the others and as PyTorch do; on an x86-64 without FMA, where `mul_add` would be a library
+//! call, it multiplies and adds separately.
 
 use super::{store_clipped, MicroKernel};
 
@@ -31,10 +31,28 @@ unsafe fn run(
     fresh: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("fma") {
-        return crate::kernels::fused(|| tile::<true>(kc, a, b, ldb, c, ldc, rows, cols, fresh));
+    if crate::kernels::has_avx2_fma() {
+        return tile_fma(kc, a, b, ldb, c, ldc, rows, cols, fresh);
     }
     tile::<{ cfg!(target_arch = "aarch64") }>(kc, a, b, ldb, c, ldc, rows, cols, fresh)
+}
+
+/// `tile` with fused products, compiled for AVX2 + FMA (it is inlined here, into that ISA).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_fma(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    fresh: bool,
+) {
+    tile::<true>(kc, a, b, ldb, c, ldc, rows, cols, fresh)
 }
 
 #[inline(always)]
