@@ -57,22 +57,48 @@ pub fn im2col_row(x: &[f32], geo: &Geometry, row: usize, out: &mut [f32]) {
 }
 
 /// `dst[t] = src[x0 + t·stride]`, zero where that index falls outside `src` (the padding).
-/// The in-row range is computed once, leaving a branch-free copy or strided gather.
 pub fn gather_taps(src: &[f32], x0: isize, stride: usize, dst: &mut [f32]) {
-    let (n, w) = (dst.len(), src.len());
-    let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(stride) }.min(n);
-    let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / stride + 1).min(n) }.max(lo);
-    dst[..lo].fill(0.0);
-    dst[hi..].fill(0.0);
-    if lo == hi {
-        return; // every tap falls in the padding
+    let taps = Taps::new(src.len(), x0, stride, dst.len());
+    taps.copy(src, stride, dst);
+}
+
+/// Which of `n` taps `x0 + t·stride` fall inside a row of `w` values (t in `lo..hi`) and where
+/// the first of them is: computed once, they leave a branch-free copy or strided gather.
+#[derive(Clone, Copy, Debug)]
+pub struct Taps {
+    pub lo: usize,
+    pub hi: usize,
+    /// The input index of tap `lo`.
+    pub first: usize,
+}
+
+impl Taps {
+    pub fn new(w: usize, x0: isize, stride: usize, n: usize) -> Taps {
+        let lo = if x0 >= 0 { 0 } else { (-x0 as usize).div_ceil(stride) }.min(n);
+        let hi = if x0 >= w as isize { 0 } else { ((w as isize - 1 - x0) as usize / stride + 1).min(n) }.max(lo);
+        Taps { lo, hi, first: if lo == hi { 0 } else { (x0 + (lo * stride) as isize) as usize } }
     }
-    let first = (x0 + (lo * stride) as isize) as usize;
-    if stride == 1 {
-        dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
-    } else {
-        for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(stride)) {
-            *d = *s;
+
+    /// `dst[t] = src[first + (t − lo)·stride]` for t in lo..hi, zero elsewhere.
+    #[inline]
+    pub fn copy(self, src: &[f32], stride: usize, dst: &mut [f32]) {
+        let Taps { lo, hi, first } = self;
+        // Most runs have no tap in the padding: skip the (library) calls that would clear nothing.
+        if lo > 0 {
+            dst[..lo].fill(0.0);
+        }
+        if hi < dst.len() {
+            dst[hi..].fill(0.0);
+        }
+        if lo == hi {
+            return; // every tap falls in the padding
+        }
+        if stride == 1 {
+            dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]);
+        } else {
+            for (d, s) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(stride)) {
+                *d = *s;
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::gather_taps;
+use super::conv::Taps;
 use super::gemm::MatRef;
 use super::micro::{self, MicroKernel};
 use super::SyncPtr;
@@ -139,34 +139,56 @@ impl Patches<'_> {
     }
 
     /// Rows `k0..k0+kc` of the columns of panel q (`nr` wide) into `buf` (kc rows of nr, zero
-    /// beyond n).
+    /// beyond n). The panel's output positions fall in a few runs along output rows; where each
+    /// run's taps start for each kernel column, and which fall in the padding, is worked out once
+    /// per call, and the rows (c, ky, kx) are counted up: no division per row, where a division
+    /// per row and tap used to cost more than the micro-kernels' work on a 64-channel layer.
     fn fill(&self, nr: usize, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
         let g = &self.geo;
         let ([h, w], [_, ow], [kh, kw]) = (g.in_hw, g.out_hw, g.kernel);
+        let [sy, sx] = g.strides;
         let n = self.dims().1;
         let (start, end) = (q * nr, ((q + 1) * nr).min(n));
-        let sx = g.strides[1];
+        // runs[i] = (oy, offset in the panel, length); taps[kx · runs + i] for kernel column kx.
+        let mut runs = Vec::with_capacity(nr.div_ceil(ow) + 1);
+        let mut pos = start;
+        while pos < end {
+            let (oy, ox) = (pos / ow, pos % ow);
+            let len = (end - pos).min(ow - ox);
+            runs.push((oy, pos - start, len, ox));
+            pos += len;
+        }
+        let taps: Vec<Taps> = (0..kw)
+            .flat_map(|kx| {
+                runs.iter().map(move |&(_, _, len, ox)| {
+                    Taps::new(w, (ox * sx + kx * g.dilations[1]) as isize - g.pads[1] as isize, sx, len)
+                })
+            })
+            .collect();
+        let (mut c, mut ky, mut kx) = (k0 / (kh * kw), k0 / kw % kh, k0 % kw);
         for r in 0..kc {
-            let row = k0 + r;
-            let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
             let plane = &self.x[c * h * w..(c + 1) * h * w];
             let out = &mut buf[r * nr..(r + 1) * nr];
-            out[end - start..].fill(0.0);
-            // The panel's output positions, one output row (segment) at a time.
-            let mut pos = start;
-            while pos < end {
-                let (oy, ox) = (pos / ow, pos % ow);
-                let seg = (end - pos).min(ow - ox);
-                let dst = &mut out[pos - start..pos - start + seg];
-                pos += seg;
-                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+            if end - start < nr {
+                out[end - start..].fill(0.0);
+            }
+            for (&(oy, at, len, _), t) in runs.iter().zip(&taps[kx * runs.len()..]) {
+                let dst = &mut out[at..at + len];
+                let iy = (oy * sy + ky * g.dilations[0]) as isize - g.pads[0] as isize;
                 if iy < 0 || iy >= h as isize {
                     dst.fill(0.0);
-                    continue;
+                } else {
+                    t.copy(&plane[iy as usize * w..(iy as usize + 1) * w], sx, dst);
                 }
-                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                let x0 = (ox * sx + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                gather_taps(src, x0, sx, dst);
+            }
+            kx += 1;
+            if kx == kw {
+                kx = 0;
+                ky += 1;
+                if ky == kh {
+                    ky = 0;
+                    c += 1;
+                }
             }
         }
     }
@@ -331,6 +353,14 @@ mod tests {
         for_each_kernel(|kern| {
             let want = PackedB::pack(kern, MatRef::rows(&cols, n), k, n);
             assert_eq!(BRef::Patches(&src).packed(kern).data, want.data, "{}", kern.name);
+            // Slices that start inside a channel and a kernel row, as K blocks of a deep patch
+            // matrix do: the row counters start from k0.
+            let nr = kern.nr;
+            for (q, k0, kc) in [(0, 5, 7), (n.div_ceil(nr) - 1, 1, k - 1), (0, k - 1, 1)] {
+                let mut slice = vec![f32::NAN; kc * nr];
+                src.fill(nr, q, k0, kc, &mut slice);
+                assert_eq!(slice, want.data[q * k * nr + k0 * nr..][..kc * nr], "{} q {q} k0 {k0}", kern.name);
+            }
         });
     }
 
