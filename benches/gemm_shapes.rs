@@ -6,6 +6,8 @@
 //!     cargo bench --bench gemm_shapes            (the active kernel: EDGETUNE_KERNEL pins one)
 use std::time::Instant;
 
+use edgetune::kernels::micro;
+
 use edgetune::kernels::gemm::{gemm, MatRef};
 use edgetune::kernels::packed::{gemm_packed, BRef, PackedA, PackedB};
 
@@ -15,7 +17,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// GFLOP/s of one micro-kernel on L1-resident panels: the ceiling of every GEMM built on it.
-fn micro_peak(kern: &'static edgetune::kernels::micro::MicroKernel) -> f64 {
+fn micro_peak(kern: &'static micro::MicroKernel) -> f64 {
     let (mr, nr, kc) = (kern.mr, kern.nr, kern.kc);
     let a: Vec<f32> = (0..kc * mr).map(|i| (i % 17) as f32 * 0.01).collect();
     let b: Vec<f32> = (0..kc * nr).map(|i| (i % 13) as f32 * 0.01).collect();
@@ -25,7 +27,10 @@ fn micro_peak(kern: &'static edgetune::kernels::micro::MicroKernel) -> f64 {
         let t = Instant::now();
         for _ in 0..reps {
             // SAFETY: buffers sized for one full tile at depth kc; `available` kernels only.
-            unsafe { kern.code()(kc, a.as_ptr(), b.as_ptr(), nr, c.as_mut_ptr(), nr, mr, nr, false) };
+            let c = c.as_mut_ptr();
+            let tile =
+                micro::Tile { kc, a: a.as_ptr(), b: b.as_ptr(), ldb: nr, c, ldc: nr, rows: mr, cols: nr, fresh: false };
+            unsafe { kern.code()(&tile) };
         }
         t.elapsed().as_secs_f64()
     };
@@ -34,7 +39,6 @@ fn micro_peak(kern: &'static edgetune::kernels::micro::MicroKernel) -> f64 {
 }
 
 fn main() {
-    use edgetune::kernels::micro;
     for kern in micro::available() {
         println!(
             "micro-kernel {} ({}x{}, kc {}): {:.0} GFLOP/s on 1 thread",

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::conv::Taps;
 use super::gemm::MatRef;
-use super::micro::{self, MicroKernel};
+use super::micro::{self, MicroKernel, Tile};
 use super::SyncPtr;
 use crate::ops::window::Geometry;
 
@@ -279,22 +279,21 @@ pub fn gemm_packed(
                 };
                 for p in p0..p1 {
                     let rows = mr.min(m - p * mr);
+                    let tile = Tile {
+                        kc,
+                        a: a.data[p * k * mr + k0 * mr..].as_ptr(),
+                        b: bq,
+                        ldb: nr,
+                        c: cptr.get().wrapping_add(p * mr * ldc + q * nr),
+                        ldc,
+                        rows,
+                        cols,
+                        fresh,
+                    };
                     // SAFETY: panel offsets are inside the packed buffers (sizes fixed by pack);
                     // the C tile (p, q) is inside C (checked above) and owned by this task alone;
                     // the CPU runs `kern` (see above).
-                    unsafe {
-                        code(
-                            kc,
-                            a.data.as_ptr().add(p * k * mr + k0 * mr),
-                            bq,
-                            nr,
-                            cptr.get().add(p * mr * ldc + q * nr),
-                            ldc,
-                            rows,
-                            cols,
-                            fresh,
-                        )
-                    };
+                    unsafe { code(&tile) };
                 }
             }
             if k == 0 {

@@ -1,81 +1,8 @@
 //! The AVX-512 micro-kernel: a 12 × 32 tile of C in 24 of the 32 zmm registers (12 rows × 2
 //! vectors of 16), one B row (2 loads) and 12 broadcasts of A per step of k.
 
-use super::{store_clipped, MicroKernel};
-
-const MR: usize = 12;
-const NR: usize = 32;
-
-pub static KERNEL: MicroKernel = MicroKernel { name: "avx512", mr: MR, nr: NR, kc: 256, run, supported };
-
-fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// # Safety
-/// See `KernelFn`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    tile(kc, a, b, ldb, c, ldc, rows, cols, fresh);
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("{kc} {a:?} {b:?} {ldb} {c:?} {ldc} {rows} {cols} {fresh}: no AVX-512 off x86-64");
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    for kk in 0..kc {
-        let bp = b.add(kk * ldb);
-        let (b0, b1) = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
-        let ap = a.add(kk * MR);
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*ap.add(r));
-            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
-        }
-    }
-    if rows == MR && cols == NR {
-        for (r, row) in acc.iter().enumerate() {
-            let cp = c.add(r * ldc);
-            for (h, &v) in row.iter().enumerate() {
-                let v = if fresh { v } else { _mm512_add_ps(v, _mm512_loadu_ps(cp.add(16 * h))) };
-                _mm512_storeu_ps(cp.add(16 * h), v);
-            }
-        }
-    } else {
-        let mut spill = [0.0f32; MR * NR];
-        for (r, row) in acc.iter().enumerate() {
-            for (h, &v) in row.iter().enumerate() {
-                _mm512_storeu_ps(spill.as_mut_ptr().add(r * NR + 16 * h), v);
-            }
-        }
-        store_clipped(&spill, NR, c, ldc, rows, cols, fresh);
-    }
+x86_kernel! {
+    name: "avx512", feature: "avx512f", supported: is_x86_feature_detected!("avx512f"),
+    tile: 12 x 16 lanes x 2,
+    _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps,
 }

@@ -12,27 +12,37 @@
 
 use std::sync::OnceLock;
 
+#[macro_use]
+mod x86;
 mod avx2;
 mod avx512;
 mod portable;
 
-/// `C[rows × cols] (+)= A_panel · B` for one tile (C overwritten when `fresh`).
+/// One tile update, `C[rows × cols] (+)= A_panel · B`: what a kernel is called with.
+#[derive(Clone, Copy, Debug)]
+pub struct Tile {
+    /// Steps of k.
+    pub kc: usize,
+    /// The A panel slice: `kc · mr` floats, k-major.
+    pub a: *const f32,
+    /// `kc` rows of `nr` floats, `ldb` apart.
+    pub b: *const f32,
+    pub ldb: usize,
+    /// `rows × cols` floats with row stride `ldc`.
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Overwrite C instead of adding to it.
+    pub fresh: bool,
+}
+
+/// A micro-kernel's code.
 ///
 /// # Safety
-/// `a` points at `kc · mr` readable floats; `b` at `kc` rows of `nr` readable floats `ldb` apart;
-/// `c` at `rows × cols` writable floats with row stride `ldc`; `rows ≤ mr`, `cols ≤ nr`; the CPU
+/// The pointers of the tile address what its fields say; `rows ≤ mr`, `cols ≤ nr`; the CPU
 /// supports the kernel (`MicroKernel::supported`).
-pub type KernelFn = unsafe fn(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-);
+pub type KernelFn = unsafe fn(tile: &Tile);
 
 /// One micro-kernel: its tile, its K block and its code.
 #[derive(Debug)]
@@ -115,13 +125,13 @@ pub fn describe() -> String {
 /// `rows × cols`: the edge tiles of every kernel (their full tiles store straight from registers).
 ///
 /// # Safety
-/// As `KernelFn` for `c`, `ldc`, `rows` and `cols`; `acc` holds `rows` rows of `nr` floats.
+/// As `KernelFn` for the tile's C; `acc` holds `rows` rows of `nr` floats.
 #[inline(always)]
-unsafe fn store_clipped(acc: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: usize, cols: usize, fresh: bool) {
-    for r in 0..rows {
-        let src = &acc[r * nr..r * nr + cols];
-        let dst = std::slice::from_raw_parts_mut(c.add(r * ldc), cols);
-        if fresh {
+unsafe fn store_clipped(acc: &[f32], nr: usize, t: &Tile) {
+    for r in 0..t.rows {
+        let src = &acc[r * nr..r * nr + t.cols];
+        let dst = std::slice::from_raw_parts_mut(t.c.add(r * t.ldc), t.cols);
+        if t.fresh {
             dst.copy_from_slice(src);
         } else {
             dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
@@ -129,32 +139,20 @@ unsafe fn store_clipped(acc: &[f32], nr: usize, c: *mut f32, ldc: usize, rows: u
     }
 }
 
-/// The scalar definition every kernel is tested against, for a tile of any `mr × nr`.
+/// The scalar definition every kernel is tested against, for a tile of any `mr`.
 ///
 /// # Safety
-/// As `KernelFn`, for the given `mr` and `nr`.
+/// As `KernelFn`, for the given `mr`.
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn reference(
-    mr: usize,
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    for r in 0..rows {
-        for j in 0..cols {
+pub unsafe fn reference(mr: usize, t: &Tile) {
+    for r in 0..t.rows {
+        for j in 0..t.cols {
             let mut s = 0.0f64;
-            for kk in 0..kc {
-                s += *a.add(kk * mr + r) as f64 * *b.add(kk * ldb + j) as f64;
+            for kk in 0..t.kc {
+                s += *t.a.add(kk * mr + r) as f64 * *t.b.add(kk * t.ldb + j) as f64;
             }
-            let cp = c.add(r * ldc + j);
-            *cp = if fresh { s as f32 } else { *cp + s as f32 };
+            let cp = t.c.add(r * t.ldc + j);
+            *cp = if t.fresh { s as f32 } else { *cp + s as f32 };
         }
     }
 }
@@ -188,10 +186,12 @@ mod tests {
                         let ldc = nr + 3;
                         let mut got = vec![1.5f32; mr * ldc];
                         let mut want = got.clone();
+                        let (a, b) = (a.as_ptr(), b.as_ptr());
+                        let tile = |c| Tile { kc, a, b, ldb, c, ldc, rows, cols, fresh };
                         // SAFETY: buffers sized for the tile, its strides and kc; kernel supported.
                         unsafe {
-                            kern.code()(kc, a.as_ptr(), b.as_ptr(), ldb, got.as_mut_ptr(), ldc, rows, cols, fresh);
-                            reference(mr, kc, a.as_ptr(), b.as_ptr(), ldb, want.as_mut_ptr(), ldc, rows, cols, fresh);
+                            kern.code()(&tile(got.as_mut_ptr()));
+                            reference(mr, &tile(want.as_mut_ptr()));
                         }
                         assert_eq!(got, want, "{} kc {kc} tile {rows}x{cols} fresh {fresh}", kern.name);
                     }

@@ -5,7 +5,7 @@
 //! the others and as PyTorch do; on an x86-64 without FMA, where `mul_add` would be a library
 //! call, it multiplies and adds separately.
 
-use super::{store_clipped, MicroKernel};
+use super::{store_clipped, MicroKernel, Tile};
 
 const MR: usize = 4;
 const NR: usize = 8;
@@ -18,65 +18,32 @@ fn supported() -> bool {
 
 /// # Safety
 /// See `KernelFn`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn run(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
+unsafe fn run(t: &Tile) {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::has_avx2_fma() {
-        return tile_fma(kc, a, b, ldb, c, ldc, rows, cols, fresh);
+        return tile_fma(t);
     }
-    tile::<{ cfg!(target_arch = "aarch64") }>(kc, a, b, ldb, c, ldc, rows, cols, fresh)
+    tile::<{ cfg!(target_arch = "aarch64") }>(t)
 }
 
 /// `tile` with fused products, compiled for AVX2 + FMA (it is inlined here, into that ISA).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_fma(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
-    tile::<true>(kc, a, b, ldb, c, ldc, rows, cols, fresh)
+unsafe fn tile_fma(t: &Tile) {
+    tile::<true>(t)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const FUSED: bool>(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-) {
+unsafe fn tile<const FUSED: bool>(t: &Tile) {
     let mut acc = [[0.0f32; NR]; MR];
-    for kk in 0..kc {
-        let bv: [f32; NR] = std::ptr::read_unaligned(b.add(kk * ldb) as *const [f32; NR]);
-        let av: [f32; MR] = std::ptr::read_unaligned(a.add(kk * MR) as *const [f32; MR]);
+    for kk in 0..t.kc {
+        let bv: [f32; NR] = std::ptr::read_unaligned(t.b.add(kk * t.ldb) as *const [f32; NR]);
+        let av: [f32; MR] = std::ptr::read_unaligned(t.a.add(kk * MR) as *const [f32; MR]);
         for (row, &ar) in acc.iter_mut().zip(&av) {
             for (o, &bj) in row.iter_mut().zip(&bv) {
                 *o = if FUSED { ar.mul_add(bj, *o) } else { *o + ar * bj };
             }
         }
     }
-    store_clipped(acc.as_flattened(), NR, c, ldc, rows, cols, fresh);
+    store_clipped(acc.as_flattened(), NR, t);
 }
