@@ -1,9 +1,10 @@
 //! The portable micro-kernel for every CPU without a kernel of its own: a 4 × 8 tile in plain
-//! Rust that the compiler vectorises (two SSE2 vectors per row on x86-64, NEON on aarch64), 8
-//! accumulators that fit either register file. Products are fused multiply-adds where the CPU
-//! has them (aarch64 always; on x86-64 a copy compiled for AVX2 + FMA), so this kernel rounds as
-//! the others and as PyTorch do; on an x86-64 without FMA, where `mul_add` would be a library
-//! call, it multiplies and adds separately.
+//! Rust that the compiler vectorises (two SSE2 vectors per row on x86-64; meant for NEON on
+//! aarch64 too, though no aarch64 build has been tried yet), 8 accumulators that fit either
+//! register file. Products are fused multiply-adds where the CPU has them (aarch64 always; on
+//! x86-64 a copy compiled for AVX2 + FMA), so this kernel rounds as the others and as PyTorch do;
+//! on an x86-64 without FMA, where `mul_add` would be a library call, it multiplies and adds
+//! separately.
 
 use super::{store_clipped, MicroKernel, Tile};
 
