@@ -6,9 +6,8 @@
 //!     cargo bench --bench gemm_shapes            (the active kernel: EDGETUNE_KERNEL pins one)
 use std::time::Instant;
 
-use edgetune::kernels::micro;
-
 use edgetune::kernels::gemm::{gemm, MatRef};
+use edgetune::kernels::micro;
 use edgetune::kernels::packed::{gemm_packed, BRef, PackedA, PackedB};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -145,8 +144,8 @@ fn main() {
         };
         let t_mm =
             pool.install(|| time(&mut || gemm(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, n, false)));
-        let pa = PackedA::pack(MatRef::rows(&a, k), m, k);
-        let pb = PackedB::pack(pa.kernel(), MatRef::rows(&b, n), k, n);
+        let pa = PackedA::pack(micro::active(), MatRef::rows(&a, k), m, k);
+        let pb = PackedB::pack(pa.kernel(), &b, k, n);
         let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _, _| {})));
         let t_pb = pool
             .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _, _| {})));

@@ -14,6 +14,11 @@ crate::choices::choices! {
     }
 }
 
+/// "2 threads, avx512 kernel": how CPU work runs, for reports.
+pub fn describe_cpu(threads: usize) -> String {
+    format!("{threads} threads, {} kernel", crate::kernels::micro::active().name)
+}
+
 /// Why `--device cuda` cannot run here, or `None` when it can be tried (the libraries load; the
 /// GPU itself is checked when it is opened).
 pub fn cuda_unavailable() -> Option<String> {
@@ -75,7 +80,7 @@ impl Runner {
     /// "4 threads" or the GPU's name, for reports.
     pub fn describe(&self) -> String {
         match self {
-            Runner::Cpu(s) => format!("{} threads, {} kernel", s.threads(), crate::kernels::micro::active().name),
+            Runner::Cpu(s) => describe_cpu(s.threads()),
             #[cfg(feature = "cuda")]
             Runner::Cuda(g) => g.gpu().name(),
         }

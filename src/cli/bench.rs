@@ -239,7 +239,7 @@ fn grad(b: GradBench, full: bool) -> Result<()> {
         #[cfg(feature = "cuda")]
         Stepper::GpuGrad(s) => Some(s.name()),
     }
-    .unwrap_or_else(|| format!("{} threads, {} kernel", pool.current_num_threads(), micro::active().name));
+    .unwrap_or_else(|| crate::device::describe_cpu(pool.current_num_threads()));
     if b.out.json {
         say!(
             "{}",

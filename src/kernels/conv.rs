@@ -113,9 +113,7 @@ pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
 /// The weights of each group packed for `gemm_packed` on `kern` (`[M/G] × [C/G·KH·KW]` each).
 pub fn pack_weights(kern: &'static MicroKernel, weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
     let (mg, k) = (s.out_ch / s.groups, s.k());
-    (0..s.groups)
-        .map(|g| PackedA::pack_for(kern, MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k))
-        .collect()
+    (0..s.groups).map(|g| PackedA::pack(kern, MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k)).collect()
 }
 
 /// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights

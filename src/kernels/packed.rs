@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::conv::Taps;
 use super::gemm::MatRef;
-use super::micro::{self, MicroKernel, Tile};
+use super::micro::{MicroKernel, Tile};
 use super::SyncPtr;
 use crate::ops::window::Geometry;
 
@@ -29,12 +29,8 @@ pub struct PackedA {
 }
 
 impl PackedA {
-    /// A packed for this process's kernel (`micro::active`).
-    pub fn pack(a: MatRef, m: usize, k: usize) -> PackedA {
-        PackedA::pack_for(micro::active(), a, m, k)
-    }
-
-    pub fn pack_for(kern: &'static MicroKernel, a: MatRef, m: usize, k: usize) -> PackedA {
+    /// A packed in the panels of `kern`.
+    pub fn pack(kern: &'static MicroKernel, a: MatRef, m: usize, k: usize) -> PackedA {
         let mr = kern.mr;
         let panels = m.div_ceil(mr);
         let mut data = vec![0.0; panels * k * mr];
@@ -65,45 +61,9 @@ pub struct PackedB {
 }
 
 impl PackedB {
-    /// Fills B row by row: `row(kk, out)` writes the n values of row kk into `out`. Rows are
-    /// produced in parallel; each is then scattered into its panels.
-    pub fn from_rows(
-        kern: &'static MicroKernel,
-        k: usize,
-        n: usize,
-        row: impl Fn(usize, &mut [f32]) + Sync,
-    ) -> PackedB {
-        let nr = kern.nr;
-        let panels = n.div_ceil(nr);
-        let mut data = vec![0.0; panels * k * nr];
-        let ptr = SyncPtr(data.as_mut_ptr());
-        (0..k).into_par_iter().for_each_init(
-            || vec![0.0f32; n],
-            |buf, kk| {
-                row(kk, buf);
-                for q in 0..panels {
-                    let cols = nr.min(n - q * nr);
-                    // SAFETY: (q, kk) addresses a distinct slot of `cols ≤ nr` floats inside
-                    // `data` for every row kk, so the parallel rows write disjoint ranges.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            buf.as_ptr().add(q * nr),
-                            ptr.get().add(q * k * nr + kk * nr),
-                            cols,
-                        )
-                    };
-                }
-            },
-        );
-        PackedB { k, n, kern, data }
-    }
-
-    pub fn pack(kern: &'static MicroKernel, b: MatRef, k: usize, n: usize) -> PackedB {
-        PackedB::from_rows(kern, k, n, |kk, out| {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = b.data[kk * b.rs + j * b.cs];
-            }
-        })
+    /// A row-major `k × n` matrix packed in the panels of `kern`.
+    pub fn pack(kern: &'static MicroKernel, data: &[f32], k: usize, n: usize) -> PackedB {
+        BRef::Rows { data, k, n }.packed(kern)
     }
 }
 
@@ -254,7 +214,7 @@ pub fn gemm_packed(
         return;
     }
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm output too short");
-    // SAFETY: A was packed for `kern`, which `micro` only hands out where the CPU supports it.
+    // A was packed for `kern`, which `micro` only hands out where the CPU supports it.
     let code = kern.code();
     let (mr, nr, kcap) = (kern.mr, kern.nr, kern.kc);
     let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
@@ -269,7 +229,7 @@ pub fn gemm_packed(
             let fresh = k0 == 0 && !accumulate;
             for q in q0..q1 {
                 let cols = nr.min(n - q * nr);
-                // B's rows k0.. for panel q, and the stride between them.
+                // B's rows k0.. for panel q (nr floats apart).
                 let bq: *const f32 = match b {
                     BRef::Packed(pb) => pb.data[q * k * nr + k0 * nr..].as_ptr(),
                     _ => {
@@ -350,7 +310,7 @@ mod tests {
         let mut cols = vec![0.0; k * n];
         im2col(&x, 2, &geo, &mut cols);
         for_each_kernel(|kern| {
-            let want = PackedB::pack(kern, MatRef::rows(&cols, n), k, n);
+            let want = PackedB::pack(kern, &cols, k, n);
             assert_eq!(BRef::Patches(&src).packed(kern).data, want.data, "{}", kern.name);
             // Slices that start inside a channel and a kernel row, as K blocks of a deep patch
             // matrix do: the row counters start from k0.
@@ -371,8 +331,8 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 11) as f32 - 5.0).collect();
             let want = gemm_reference(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n));
             for_each_kernel(|kern| {
-                let pa = PackedA::pack_for(kern, MatRef::rows(&a, k), m, k);
-                let pb = PackedB::pack(kern, MatRef::rows(&b, n), k, n);
+                let pa = PackedA::pack(kern, MatRef::rows(&a, k), m, k);
+                let pb = PackedB::pack(kern, &b, k, n);
                 for (form, bref) in [("packed", BRef::Packed(&pb)), ("rows", BRef::Rows { data: &b, k, n })] {
                     // Accumulate onto a C of ones: checks both the fresh and the accumulating paths.
                     let mut c = vec![1.0; m * (n + 3)];

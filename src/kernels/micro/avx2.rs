@@ -4,7 +4,7 @@
 
 x86_kernel! {
     name: "avx2", feature: "avx2,fma",
-    supported: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+    supported: crate::kernels::has_avx2_fma(),
     tile: 6 x 8 lanes x 2,
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps,
 }

@@ -55,7 +55,9 @@ pub struct MicroKernel {
     pub nr: usize,
     /// Depth of one pass over a B panel: `kc · nr` floats stay in L1 while every A panel streams by.
     pub kc: usize,
-    run: KernelFn,
+    /// The code for this CPU (a kernel with more than one build of its tile picks one here, once
+    /// per GEMM rather than per tile).
+    select: fn() -> KernelFn,
     supported: fn() -> bool,
 }
 
@@ -67,7 +69,7 @@ impl MicroKernel {
 
     /// The kernel's code (see `KernelFn` for its contract).
     pub fn code(&self) -> KernelFn {
-        self.run
+        (self.select)()
     }
 }
 

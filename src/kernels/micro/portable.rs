@@ -6,24 +6,29 @@
 //! on an x86-64 without FMA, where `mul_add` would be a library call, it multiplies and adds
 //! separately.
 
-use super::{store_clipped, MicroKernel, Tile};
+use super::{store_clipped, KernelFn, MicroKernel, Tile};
 
 const MR: usize = 4;
 const NR: usize = 8;
 
-pub static KERNEL: MicroKernel = MicroKernel { name: "portable", mr: MR, nr: NR, kc: 256, run, supported };
+pub static KERNEL: MicroKernel = MicroKernel { name: "portable", mr: MR, nr: NR, kc: 256, select, supported };
 
 fn supported() -> bool {
     true
 }
 
-/// # Safety
-/// See `KernelFn`.
-unsafe fn run(t: &Tile) {
+/// The fused build where the CPU has FMA, else the one this target's baseline compiles.
+fn select() -> KernelFn {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::has_avx2_fma() {
-        return tile_fma(t);
+        return tile_fma;
     }
+    tile_baseline
+}
+
+/// # Safety
+/// See `KernelFn`.
+unsafe fn tile_baseline(t: &Tile) {
     tile::<{ cfg!(target_arch = "aarch64") }>(t)
 }
 

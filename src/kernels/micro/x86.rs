@@ -15,7 +15,11 @@ macro_rules! x86_kernel {
         const LANES: usize = $lanes;
         const NR: usize = 2 * LANES;
 
-        pub static KERNEL: MicroKernel = MicroKernel { name: $name, mr: MR, nr: NR, kc: 256, run, supported };
+        pub static KERNEL: MicroKernel = MicroKernel { name: $name, mr: MR, nr: NR, kc: 256, select, supported };
+
+        fn select() -> super::KernelFn {
+            run
+        }
 
         fn supported() -> bool {
             #[cfg(target_arch = "x86_64")]
