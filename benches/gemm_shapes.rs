@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use edgetune::kernels::gemm::{gemm, MatRef};
 use edgetune::kernels::micro;
-use edgetune::kernels::packed::{gemm_packed, BRef, PackedA, PackedB};
+use edgetune::kernels::packed::{gemm_packed, BRef, Images, PackedA, PackedB};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -97,7 +97,7 @@ fn main() {
                     (0..9)
                         .map(|_| {
                             let t = Instant::now();
-                            im2col(&x, c, &geo, &mut cols);
+                            im2col(&x, c, &geo, Images::ONE, &mut cols);
                             t.elapsed().as_secs_f64()
                         })
                         .collect(),
@@ -147,8 +147,11 @@ fn main() {
         let pa = PackedA::pack(micro::active(), MatRef::rows(&a, k), m, k);
         let pb = PackedB::pack(pa.kernel(), &b, k, n);
         let t_p = pool.install(|| time(&mut || gemm_packed(&pa, BRef::Packed(&pb), &mut c, n, false, &|_, _, _| {})));
-        let t_pb = pool
-            .install(|| time(&mut || gemm_packed(&pa, BRef::Rows { data: &b, k, n }, &mut c, n, false, &|_, _, _| {})));
+        let t_pb = pool.install(|| {
+            time(&mut || {
+                gemm_packed(&pa, BRef::Rows { data: &b, k, n, images: Images::ONE }, &mut c, n, false, &|_, _, _| {})
+            })
+        });
         println!(
             "| {m} | {k} | {n} | {:.0} | {:.0} | {:.0} |",
             flops / t_mm / 1e9,

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
 use super::micro::MicroKernel;
-use super::packed::{gemm_packed, BRef, PackedA, Patches};
+use super::packed::{gemm_packed, BRef, Images, PackedA, Patches};
 use super::simd;
 use crate::ops::window::Geometry;
 
@@ -103,11 +103,17 @@ impl Taps {
     }
 }
 
-/// Patch matrix of one group of one image: rows `(c, ky, kx)`, columns `(oy, ox)`.
-pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, cols: &mut [f32]) {
+/// Patch matrix of one group of `images` side by side: rows `(c, ky, kx)`, columns `(b, oy, ox)`
+/// (`x` starts at the first image's group, `images.stride` floats between images).
+pub fn im2col(x: &[f32], channels: usize, geo: &Geometry, images: Images, cols: &mut [f32]) {
     let n = geo.out_hw[0] * geo.out_hw[1];
-    let rows = channels * geo.kernel[0] * geo.kernel[1];
-    cols[..rows * n].par_chunks_mut(n).enumerate().for_each(|(row, out)| im2col_row(x, geo, row, out));
+    let plane = geo.in_hw[0] * geo.in_hw[1];
+    let (rows, ld) = (channels * geo.kernel[0] * geo.kernel[1], images.count * n);
+    cols[..rows * ld].par_chunks_mut(ld).enumerate().for_each(|(row, out)| {
+        for (b, dst) in out.chunks_mut(n).enumerate() {
+            im2col_row(&x[b * images.stride..][..channels * plane], geo, row, dst);
+        }
+    });
 }
 
 /// The weights of each group packed for `gemm_packed` on `kern` (`[M/G] × [C/G·KH·KW]` each).
@@ -116,38 +122,117 @@ pub fn pack_weights(kern: &'static MicroKernel, weight: &[f32], s: &ConvShape) -
     (0..s.groups).map(|g| PackedA::pack(kern, MatRef::rows(&weight[g * mg * k..(g + 1) * mg * k], k), mg, k)).collect()
 }
 
+/// Images multiplied by one GEMM, for outputs of `n` positions each: one where its columns fill
+/// the tiles, enough for about 512 columns where they do not (the 7×7 and 4×4 outputs of the last
+/// stages leave most of a 32-wide tile and most threads idle otherwise).
+fn images_per_gemm(n: usize, batch: usize) -> usize {
+    const COLUMNS: usize = 512;
+    COLUMNS.div_ceil(n.max(1)).clamp(1, batch.max(1))
+}
+
+/// A stride-1 window's input planes padded once, for `BRef::Shifted`: each image's group of
+/// planes `[C/G, Hp, Wp]`, `stride` floats apart, then slack for the last rows' overrun.
+struct Padded {
+    data: Vec<f32>,
+    /// Where row (c, ky, kx) of the patch matrix starts in an image's padded planes.
+    offsets: Vec<usize>,
+    /// The padded row length: output positions run along it, `Wp − OW` of them dropped.
+    wp: usize,
+    stride: usize,
+}
+
+impl Padded {
+    fn new(channels: usize, geo: &Geometry, images: usize) -> Padded {
+        let ([h, w], [kh, kw], [dy, dx]) = (geo.in_hw, geo.kernel, geo.dilations);
+        let (hp, wp) = (h + geo.pads[0] + geo.pads[2], w + geo.pads[1] + geo.pads[3]);
+        let offsets =
+            (0..channels * kh * kw).map(|r| r / (kh * kw) * hp * wp + r / kw % kh * dy * wp + r % kw * dx).collect();
+        let stride = channels * hp * wp;
+        Padded { data: vec![0.0; images * stride + dx * (kw - 1)], offsets, wp, stride }
+    }
+
+    /// Copies the planes of `images` (of `x`, `x_stride` floats apart) inside the padding.
+    fn fill(&mut self, x: &[f32], x_stride: usize, images: usize, geo: &Geometry) {
+        let [h, w] = geo.in_hw;
+        let (wp, top, left) = (self.wp, geo.pads[0], geo.pads[1]);
+        let planes = self.stride / (wp * (h + top + geo.pads[2]));
+        self.data[..images * self.stride].par_chunks_mut(self.stride / planes).enumerate().for_each(|(i, plane)| {
+            let src = &x[i / planes * x_stride + i % planes * h * w..][..h * w];
+            for (y, row) in src.chunks(w).enumerate() {
+                plane[(top + y) * wp + left..][..w].copy_from_slice(row);
+            }
+        });
+    }
+}
+
 /// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights
-/// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place; any
-/// other reads its patches straight into the GEMM's panels (implicit GEMM, no im2col buffer).
+/// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place, a
+/// stride-1 one its padded planes (`BRef::Shifted`); any other reads its patches straight into
+/// the GEMM's panels (implicit GEMM, no im2col buffer). Small outputs are multiplied several
+/// images at a time; those and the shifted ones go through a buffer copied out after.
 pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
-    let [h, w] = s.geo.in_hw;
-    let n = s.geo.out_hw[0] * s.geo.out_hw[1];
-    let k = s.k();
-    for b in 0..s.batch {
+    let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
+    let ([oh, ow], n, k) = (s.geo.out_hw, s.geo.out_hw[0] * s.geo.out_hw[1], s.k());
+    let pointwise = s.geo.is_pointwise();
+    let shifted = s.geo.strides == [1, 1] && !pointwise;
+    let chunk = images_per_gemm(n, s.batch);
+    let mut padded = shifted.then(|| Padded::new(cg, &s.geo, chunk));
+    // GEMM columns per image, along rows of `pitch` of which the first `ow` are outputs.
+    let pitch = padded.as_ref().map_or(ow, |p| p.wp);
+    let np = oh * pitch;
+    let mut wide = vec![0.0; if chunk > 1 || shifted { mg * chunk * np } else { 0 }];
+    // Residual, bias and ReLU on output channel `ch` of image b, from column col0 (`block`).
+    let finish = |b: usize, ch: usize, col0: usize, block: &mut [f32]| {
+        if let Some(res) = ep.residual {
+            let at = (b * s.out_ch + ch) * n + col0;
+            simd::arith_inplace(simd::Arith::Add, block, &res[at..at + block.len()]);
+        }
+        let bias = ep.bias.map_or(0.0, |bv| bv[ch]);
+        if ep.bias.is_some() || ep.relu {
+            simd::affine_inplace(block, 1.0, bias, ep.relu);
+        }
+    };
+    for b0 in (0..s.batch).step_by(chunk) {
+        let images = Images { count: chunk.min(s.batch - b0), stride: s.in_ch * hw };
+        let outs = &mut out[b0 * s.out_ch * n..(b0 + images.count) * s.out_ch * n];
         for (g, wg) in weights.iter().enumerate() {
-            let xg = &x[(b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w];
-            let og = &mut out[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
-            let patches = Patches { x: xg, channels: cg, geo: s.geo };
-            let bmat = if s.geo.is_pointwise() { BRef::Rows { data: xg, k, n } } else { BRef::Patches(&patches) };
-            let epilogue = |row: usize, col0: usize, block: &mut [f32]| {
-                if let Some(res) = ep.residual {
-                    let at = (b * s.out_ch + g * mg + row) * n + col0;
-                    simd::arith_inplace(simd::Arith::Add, block, &res[at..at + block.len()]);
+            let from = (b0 * s.in_ch + g * cg) * hw;
+            let xg = &x[from..from + (images.count - 1) * images.stride + cg * hw];
+            let patches = Patches { x: xg, channels: cg, geo: s.geo, images };
+            let bmat = match padded.as_mut() {
+                Some(p) => {
+                    p.fill(xg, images.stride, images.count, &s.geo);
+                    let images = Images { count: images.count, stride: p.stride };
+                    BRef::Shifted { data: &p.data, offsets: &p.offsets, n: np, images }
                 }
-                let bias = ep.bias.map_or(0.0, |bv| bv[g * mg + row]);
-                if ep.bias.is_some() || ep.relu {
-                    simd::affine_inplace(block, 1.0, bias, ep.relu);
-                }
+                None if pointwise => BRef::Rows { data: xg, k, n, images },
+                None => BRef::Patches(&patches),
             };
-            gemm_packed(wg, bmat, og, n, false, &epilogue);
+            if images.count == 1 && !shifted {
+                let og = &mut outs[g * mg * n..(g + 1) * mg * n];
+                gemm_packed(wg, bmat, og, n, false, &|row, col0, block| finish(b0, g * mg + row, col0, block));
+                continue;
+            }
+            let ld = images.count * np;
+            gemm_packed(wg, bmat, &mut wide[..mg * ld], ld, false, &|_, _, _| {});
+            outs.par_chunks_mut(s.out_ch * n).enumerate().for_each(|(i, image)| {
+                for (row, dst) in image[g * mg * n..(g + 1) * mg * n].chunks_mut(n).enumerate() {
+                    let src = &wide[row * ld + i * np..][..np];
+                    for (d, s) in dst.chunks_mut(ow).zip(src.chunks(pitch)) {
+                        d.copy_from_slice(&s[..ow]);
+                    }
+                    finish(b0 + i, g * mg + row, 0, dst);
+                }
+            });
         }
     }
 }
 
-/// Adjoint of `im2col`: adds each patch-matrix entry back onto the input position it came from
-/// (taps in the padding are dropped). Parallel over channels: each owns its plane.
-pub fn col2im(cols: &[f32], channels: usize, geo: &Geometry, dx: &mut [f32]) {
+/// Adjoint of `im2col` for one image: adds each patch-matrix entry (row r at `cols[r·ld..]`)
+/// back onto the input position it came from (taps in the padding are dropped). Parallel over
+/// channels: each owns its plane.
+pub fn col2im(cols: &[f32], ld: usize, channels: usize, geo: &Geometry, dx: &mut [f32]) {
     let [h, w] = geo.in_hw;
     let [oh, ow] = geo.out_hw;
     let [kh, kw] = geo.kernel;
@@ -155,7 +240,7 @@ pub fn col2im(cols: &[f32], channels: usize, geo: &Geometry, dx: &mut [f32]) {
     dx[..channels * h * w].par_chunks_mut(h * w).enumerate().for_each(|(c, plane)| {
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &cols[((c * kh + ky) * kw + kx) * n..][..n];
+                let row = &cols[((c * kh + ky) * kw + kx) * ld..][..n];
                 for oy in 0..oh {
                     let iy = (oy * geo.strides[0] + ky * geo.dilations[0]) as isize - geo.pads[0] as isize;
                     if iy < 0 || iy >= h as isize {
@@ -175,10 +260,46 @@ pub fn col2im(cols: &[f32], channels: usize, geo: &Geometry, dx: &mut [f32]) {
     });
 }
 
+impl ConvShape {
+    /// For a stride-1 window: the convolution that computes dx from dy, a plain forward
+    /// convolution of dy with the flipped, transposed weights (`flipped_weights`) and the padding
+    /// mirrored, so that its output is x's size. None where padding exceeds the window's span.
+    pub fn transposed(&self) -> Option<ConvShape> {
+        let g = &self.geo;
+        let reach = [g.dilations[0] * (g.kernel[0] - 1), g.dilations[1] * (g.kernel[1] - 1)];
+        if g.strides != [1, 1] || (0..4).any(|i| g.pads[i] > reach[i % 2]) {
+            return None;
+        }
+        let pads = [reach[0] - g.pads[0], reach[1] - g.pads[1], reach[0] - g.pads[2], reach[1] - g.pads[3]];
+        let geo = Geometry { in_hw: g.out_hw, out_hw: g.in_hw, pads, ..*g };
+        Some(ConvShape { batch: self.batch, in_ch: self.out_ch, out_ch: self.in_ch, groups: self.groups, geo })
+    }
+}
+
+/// The weights of `transposed`: `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`.
+pub fn flipped_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let [kh, kw] = s.geo.kernel;
+    let taps = kh * kw;
+    let mut out = vec![0.0; weight.len()];
+    for (i, dst) in out.chunks_mut(taps).enumerate() {
+        let (g, c, m) = (i / (cg * mg), i / mg % cg, i % mg);
+        let src = &weight[((g * mg + m) * cg + c) * taps..][..taps];
+        for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+            *d = *v;
+        }
+    }
+    out
+}
+
 /// Gradients of `conv2d` (without epilogue) given `dy` (`[N, M, OH, OW]`): `dx` (`[N, C, H, W]`)
-/// when asked, `dw` (shape of the weight) when asked; both fully overwritten.
-///   dW[g] = Σ_b dY[b,g] · im2col(x[b,g])ᵀ      dcols = W[g]ᵀ · dY[b,g],  dx = col2im(dcols)
+/// when asked, `dw` (shape of the weight) when asked; both fully overwritten. Images go
+/// through the GEMMs several at a time where their outputs are small (as in `conv2d`).
+///   dW[g] = Σ_b dY[b,g] · im2col(x[b,g])ᵀ  (the sum over b is the GEMM's inner dimension)
+///   dx = conv2d(dy, flipped W) for stride 1 (`ConvShape::transposed`), on the packed kernels;
+///   otherwise dcols = W[g]ᵀ · dY[b,g], dx = col2im(dcols).
 pub fn conv2d_backward(
+    kern: &'static MicroKernel,
     x: &[f32],
     weight: &[f32],
     s: &ConvShape,
@@ -186,13 +307,23 @@ pub fn conv2d_backward(
     dx: Option<&mut [f32]>,
     dw: Option<&mut [f32]>,
 ) {
+    let mut dx = match (dx, s.transposed()) {
+        (Some(d), Some(t)) => {
+            conv2d(dy, &pack_weights(kern, &flipped_weights(weight, s), &t), &t, Epilogue::default(), d);
+            None
+        }
+        (d, _) => d,
+    };
+    if dx.is_none() && dw.is_none() {
+        return;
+    }
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
-    let [h, w] = s.geo.in_hw;
+    let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
-    let pointwise = s.geo.is_pointwise();
-    let mut cols = vec![0.0; if pointwise { 0 } else { k * n }];
-    let mut dx = dx;
+    let chunk = images_per_gemm(n, s.batch);
+    let mut cols = vec![0.0; k * chunk * n];
+    let mut dys = vec![0.0; if chunk > 1 { mg * chunk * n } else { 0 }];
     if let Some(d) = dx.as_deref_mut() {
         d.fill(0.0);
     }
@@ -200,28 +331,40 @@ pub fn conv2d_backward(
     if let Some(d) = dw.as_deref_mut() {
         d.fill(0.0);
     }
-    for b in 0..s.batch {
+    for b0 in (0..s.batch).step_by(chunk) {
+        let images = Images { count: chunk.min(s.batch - b0), stride: s.in_ch * hw };
+        let ld = images.count * n;
         for g in 0..s.groups {
-            let xr = (b * s.in_ch + g * cg) * h * w..(b * s.in_ch + (g + 1) * cg) * h * w;
-            let dyg = &dy[(b * s.out_ch + g * mg) * n..(b * s.out_ch + (g + 1) * mg) * n];
-            let wg = &weight[g * mg * k..(g + 1) * mg * k];
+            // dY of this group for the chunk's images, [M/G, images·n].
+            let dyg = if images.count == 1 {
+                &dy[(b0 * s.out_ch + g * mg) * n..][..mg * n]
+            } else {
+                dys[..mg * ld].par_chunks_mut(ld).enumerate().for_each(|(row, dst)| {
+                    for (i, d) in dst.chunks_mut(n).enumerate() {
+                        d.copy_from_slice(&dy[((b0 + i) * s.out_ch + g * mg + row) * n..][..n]);
+                    }
+                });
+                &dys[..mg * ld]
+            };
+            let from = (b0 * s.in_ch + g * cg) * hw;
+            let xg = &x[from..from + (images.count - 1) * images.stride + cg * hw];
             if let Some(dwa) = dw.as_deref_mut() {
-                let bmat = if pointwise {
-                    MatRef::transposed(&x[xr.clone()], n)
+                let colsm = if s.geo.is_pointwise() && images.count == 1 {
+                    xg
                 } else {
-                    im2col(&x[xr.clone()], cg, &s.geo, &mut cols);
-                    MatRef::transposed(&cols, n)
+                    im2col(xg, cg, &s.geo, images, &mut cols);
+                    &cols[..]
                 };
-                gemm(mg, n, k, MatRef::rows(dyg, n), bmat, &mut dwa[g * mg * k..(g + 1) * mg * k], k, true);
+                let dwg = &mut dwa[g * mg * k..(g + 1) * mg * k];
+                gemm(mg, ld, k, MatRef::rows(dyg, ld), MatRef::transposed(colsm, ld), dwg, k, true);
             }
             if let Some(dxa) = dx.as_deref_mut() {
-                let target = &mut dxa[xr];
-                if pointwise {
-                    gemm(k, mg, n, MatRef::transposed(wg, k), MatRef::rows(dyg, n), target, n, false);
-                } else {
-                    gemm(k, mg, n, MatRef::transposed(wg, k), MatRef::rows(dyg, n), &mut cols, n, false);
-                    col2im(&cols, cg, &s.geo, target);
-                }
+                let wg = &weight[g * mg * k..(g + 1) * mg * k];
+                gemm(k, mg, ld, MatRef::transposed(wg, k), MatRef::rows(dyg, ld), &mut cols, ld, false);
+                let dxs = &mut dxa[b0 * s.in_ch * hw..(b0 + images.count) * s.in_ch * hw];
+                dxs.par_chunks_mut(s.in_ch * hw).enumerate().for_each(|(i, image)| {
+                    col2im(&cols[i * n..], ld, cg, &s.geo, &mut image[g * cg * hw..(g + 1) * cg * hw])
+                });
             }
         }
     }
@@ -261,6 +404,39 @@ pub fn conv2d_reference(x: &[f32], weight: &[f32], s: &ConvShape, bias: Option<&
     out
 }
 
+/// The gradients of `conv2d_reference` by its definition, f64 accumulation: (dx, dw).
+#[cfg(test)]
+pub fn conv2d_backward_reference(x: &[f32], weight: &[f32], s: &ConvShape, dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let ([h, w], [oh, ow], [kh, kw], g) = (s.geo.in_hw, s.geo.out_hw, s.geo.kernel, &s.geo);
+    let (mut dx, mut dw) = (vec![0.0f64; x.len()], vec![0.0f64; weight.len()]);
+    for b in 0..s.batch {
+        for m in 0..s.out_ch {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let d = dy[((b * s.out_ch + m) * oh + oy) * ow + ox] as f64;
+                    for c in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * s.in_ch + m / mg * cg + c) * h + iy as usize) * w + ix as usize;
+                                let wi = ((m * cg + c) * kh + ky) * kw + kx;
+                                dx[xi] += d * weight[wi] as f64;
+                                dw[wi] += d * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx.into_iter().map(|v| v as f32).collect(), dw.into_iter().map(|v| v as f32).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +451,7 @@ mod tests {
         let cases = [
             (2, 4, 6, 1, geometry([9, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (1, 4, 6, 2, geometry([9, 8], [3, 2], [2, 1], [2, 1], [0, 2, 1, 0])),
+            (2, 4, 6, 2, geometry([9, 8], [3, 2], [1, 1], [2, 2], [0, 2, 1, 0])),
             (2, 6, 6, 6, geometry([5, 5], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
             (3, 5, 4, 1, geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
             (1, 3, 8, 1, geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3])),
@@ -295,6 +472,45 @@ mod tests {
                 // so 1e-4 bounds rounding from the different summation order only.
                 for (a, b) in out.iter().zip(&want) {
                     assert!((a - b).abs() <= 1e-4, "{}: {a} vs {b}", kern.name);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn backward_matches_the_definition() {
+        // Stride 1 (dx as the flipped convolution, shifted panels), with dilation, asymmetric
+        // and over-wide padding (no flipped form), strided and grouped windows (dx by col2im),
+        // pointwise; batches of small outputs go through the GEMMs several images at a time (the
+        // last two: chunks of 43 and 35 images, then a partial one).
+        let cases = [
+            (3, 4, 6, 1, geometry([6, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (2, 4, 4, 2, geometry([7, 9], [3, 2], [1, 1], [2, 2], [2, 0, 1, 1])),
+            (2, 3, 5, 1, geometry([5, 5], [2, 2], [1, 1], [1, 1], [2, 2, 2, 2])),
+            (3, 6, 6, 3, geometry([7, 6], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
+            (50, 5, 4, 1, geometry([4, 3], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
+            (40, 4, 8, 1, geometry([6, 6], [3, 3], [2, 1], [1, 1], [0, 1, 1, 0])),
+            (1, 3, 8, 1, geometry([24, 22], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+        ];
+        for (batch, in_ch, out_ch, groups, geo) in cases {
+            let s = ConvShape { batch, in_ch, out_ch, groups, geo };
+            let x: Vec<f32> =
+                (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1]).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+            let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
+            let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
+            let dy: Vec<f32> = (0..batch * out_ch * geo.out_hw[0] * geo.out_hw[1])
+                .map(|i| ((i * 11) % 9) as f32 / 4.0 - 1.0)
+                .collect();
+            let (want_dx, want_dw) = conv2d_backward_reference(&x, &w, &s, &dy);
+            crate::kernels::micro::for_each_kernel(|kern| {
+                let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
+                conv2d_backward(kern, &x, &w, &s, &dy, Some(&mut dx), Some(&mut dw));
+                // Operands are multiples of 1/48 and 1/24 with sums below 2^12: the f32 sums are
+                // exact up to order; 1e-3 bounds the rounding of the different summation order.
+                for (what, got, want) in [("dx", &dx, &want_dx), ("dw", &dw, &want_dw)] {
+                    for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!((a - b).abs() <= 1e-3, "{} {what}[{i}] {a} vs {b} for {geo:?}", kern.name);
+                    }
                 }
             });
         }

@@ -63,7 +63,36 @@ pub struct PackedB {
 impl PackedB {
     /// A row-major `k × n` matrix packed in the panels of `kern`.
     pub fn pack(kern: &'static MicroKernel, data: &[f32], k: usize, n: usize) -> PackedB {
-        BRef::Rows { data, k, n }.packed(kern)
+        BRef::Rows { data, k, n, images: Images::ONE }.packed(kern)
+    }
+}
+
+/// Images side by side along B's columns: column `b·n + j` is column j of image b, whose data
+/// starts `stride` floats after image b−1's. A convolution over a small output (7×7, 4×4)
+/// multiplies several images at once: one image's columns would fill a tile only in part and
+/// give the threads too few of them.
+#[derive(Clone, Copy, Debug)]
+pub struct Images {
+    pub count: usize,
+    pub stride: usize,
+}
+
+impl Images {
+    pub const ONE: Images = Images { count: 1, stride: 0 };
+
+    /// The column pieces of `start..end` that lie in one image (`n` columns each), as (offset of
+    /// the image's data, column in the image, offset in the panel, length).
+    fn pieces(self, n: usize, start: usize, end: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+        let mut pos = start;
+        std::iter::from_fn(move || {
+            (pos < end).then(|| {
+                let (b, j) = (pos / n, pos % n);
+                let len = (end - pos).min(n - j);
+                let piece = (b * self.stride, j, pos - start, len);
+                pos += len;
+                piece
+            })
+        })
     }
 }
 
@@ -72,30 +101,43 @@ impl PackedB {
 #[derive(Clone, Copy)]
 pub enum BRef<'a> {
     Packed(&'a PackedB),
-    /// A row-major `k × n` matrix (a pointwise convolution's input planes). Read in place, its
-    /// rows `n` floats apart would map a panel slice onto a few L1 sets (12.5 KB apart at 56×56)
-    /// and evict it before the next A panel; a contiguous copy stays.
+    /// A row-major `k × n` matrix (a pointwise convolution's input planes), or `images` of them
+    /// side by side. Read in place, its rows `n` floats apart would map a panel slice onto a few
+    /// L1 sets (12.5 KB apart at 56×56) and evict it before the next A panel; a copy stays.
     Rows {
         data: &'a [f32],
         k: usize,
         n: usize,
+        images: Images,
     },
     /// The im2col patch matrix of a convolution, never materialised: each KC×NR panel slice is
     /// built in an L1-sized buffer right before the micro-kernels use it (implicit GEMM).
     Patches(&'a Patches<'a>),
+    /// The patch matrix of a stride-1 window over input planes padded once: its row (c, ky, kx)
+    /// is the padded planes read on from `offsets[row]`, and its columns run along padded rows
+    /// (`n` per image; those past an output row's end are computed and dropped). A panel slice
+    /// is then one fixed-size copy per row, where `Patches` works out taps and padding per run.
+    Shifted {
+        data: &'a [f32],
+        offsets: &'a [usize],
+        n: usize,
+        images: Images,
+    },
 }
 
-/// The patch matrix of `channels` input planes under a window: row (c, ky, kx), column (oy, ox).
+/// The patch matrix of `channels` input planes under a window: row (c, ky, kx), column (oy, ox);
+/// or that of several `images` side by side, columns (b, oy, ox).
 pub struct Patches<'a> {
     pub x: &'a [f32],
     pub channels: usize,
     pub geo: Geometry,
+    pub images: Images,
 }
 
 impl Patches<'_> {
     fn dims(&self) -> (usize, usize) {
         let g = &self.geo;
-        (self.channels * g.kernel[0] * g.kernel[1], g.out_hw[0] * g.out_hw[1])
+        (self.channels * g.kernel[0] * g.kernel[1], self.images.count * g.out_hw[0] * g.out_hw[1])
     }
 
     /// Rows `k0..k0+kc` of the columns of panel q (`nr` wide) into `buf` (kc rows of nr, zero
@@ -109,30 +151,33 @@ impl Patches<'_> {
         let [sy, sx] = g.strides;
         let n = self.dims().1;
         let (start, end) = (q * nr, ((q + 1) * nr).min(n));
-        // runs[i] = (oy, offset in the panel, length); taps[kx · runs + i] for kernel column kx.
+        // runs[i] = (image data offset, oy, offset in the panel, length, ox): the panel's columns
+        // along output rows; taps[kx · runs + i] for kernel column kx.
         let mut runs = Vec::with_capacity(nr.div_ceil(ow) + 1);
-        let mut pos = start;
-        while pos < end {
-            let (oy, ox) = (pos / ow, pos % ow);
-            let len = (end - pos).min(ow - ox);
-            runs.push((oy, pos - start, len, ox));
-            pos += len;
+        for (base, j, at, len) in self.images.pieces(g.out_hw[0] * ow, start, end) {
+            let mut pos = j;
+            while pos < j + len {
+                let (oy, ox) = (pos / ow, pos % ow);
+                let run = (j + len - pos).min(ow - ox);
+                runs.push((base, oy, at + pos - j, run, ox));
+                pos += run;
+            }
         }
         let taps: Vec<Taps> = (0..kw)
             .flat_map(|kx| {
-                runs.iter().map(move |&(_, _, len, ox)| {
+                runs.iter().map(move |&(_, _, _, len, ox)| {
                     Taps::new(w, (ox * sx + kx * g.dilations[1]) as isize - g.pads[1] as isize, sx, len)
                 })
             })
             .collect();
         let (mut c, mut ky, mut kx) = (k0 / (kh * kw), k0 / kw % kh, k0 % kw);
         for r in 0..kc {
-            let plane = &self.x[c * h * w..(c + 1) * h * w];
             let out = &mut buf[r * nr..(r + 1) * nr];
             if end - start < nr {
                 out[end - start..].fill(0.0);
             }
-            for (&(oy, at, len, _), t) in runs.iter().zip(&taps[kx * runs.len()..]) {
+            for (&(base, oy, at, len, _), t) in runs.iter().zip(&taps[kx * runs.len()..]) {
+                let plane = &self.x[base + c * h * w..base + (c + 1) * h * w];
                 let dst = &mut out[at..at + len];
                 let iy = (oy * sy + ky * g.dilations[0]) as isize - g.pads[0] as isize;
                 if iy < 0 || iy >= h as isize {
@@ -158,8 +203,9 @@ impl BRef<'_> {
     fn dims(&self) -> (usize, usize) {
         match self {
             BRef::Packed(p) => (p.k, p.n),
-            BRef::Rows { k, n, .. } => (*k, *n),
+            BRef::Rows { k, n, images, .. } => (*k, *n * images.count),
             BRef::Patches(p) => p.dims(),
+            BRef::Shifted { offsets, n, images, .. } => (offsets.len(), *n * images.count),
         }
     }
 
@@ -169,13 +215,9 @@ impl BRef<'_> {
         match self {
             BRef::Packed(_) => unreachable!("packed panels are read in place"),
             BRef::Patches(p) => p.fill(nr, q, k0, kc, buf),
-            BRef::Rows { data, n, .. } => {
-                let (start, cols) = (q * nr, nr.min(n - q * nr));
-                for r in 0..kc {
-                    let src = &data[(k0 + r) * n + start..][..cols];
-                    buf[r * nr..r * nr + cols].copy_from_slice(src);
-                    buf[r * nr + cols..(r + 1) * nr].fill(0.0);
-                }
+            BRef::Rows { data, n, images, .. } => fill_rows(data, *images, *n, nr, q, kc, buf, |r| (k0 + r) * n),
+            BRef::Shifted { data, offsets, n, images } => {
+                fill_rows(data, *images, *n, nr, q, kc, buf, |r| offsets[k0 + r])
             }
         }
     }
@@ -187,6 +229,47 @@ impl BRef<'_> {
         let mut data = vec![0.0; n.div_ceil(nr) * k * nr];
         data.par_chunks_mut((k * nr).max(1)).enumerate().for_each(|(q, panel)| self.fill(nr, q, 0, k, panel));
         PackedB { k, n, kern, data }
+    }
+}
+
+/// Rows 0..kc of panel q (`nr` columns of `images` × `n`, zero beyond) of a B whose row r of image
+/// b is `data[b·stride + row(r) ..]`. A full-width panel inside one image, the common case, is a
+/// fixed-size copy per row (no library call).
+#[allow(clippy::too_many_arguments)]
+fn fill_rows(
+    data: &[f32],
+    images: Images,
+    n: usize,
+    nr: usize,
+    q: usize,
+    kc: usize,
+    buf: &mut [f32],
+    row: impl Fn(usize) -> usize,
+) {
+    fn fixed<const W: usize>(data: &[f32], from: usize, kc: usize, buf: &mut [f32], row: impl Fn(usize) -> usize) {
+        for (r, dst) in buf[..kc * W].chunks_exact_mut(W).enumerate() {
+            let src: &[f32; W] = data[from + row(r)..][..W].try_into().expect("W floats");
+            <&mut [f32; W]>::try_from(dst).expect("W floats").copy_from_slice(src);
+        }
+    }
+    let (start, end) = (q * nr, ((q + 1) * nr).min(n * images.count));
+    let pieces: Vec<_> = images.pieces(n, start, end).collect();
+    if let [(base, j, 0, len)] = pieces[..] {
+        if len == nr {
+            match nr {
+                32 => return fixed::<32>(data, base + j, kc, buf, row),
+                16 => return fixed::<16>(data, base + j, kc, buf, row),
+                8 => return fixed::<8>(data, base + j, kc, buf, row),
+                _ => {}
+            }
+        }
+    }
+    for r in 0..kc {
+        let out = &mut buf[r * nr..(r + 1) * nr];
+        for &(base, j, at, len) in &pieces {
+            out[at..at + len].copy_from_slice(&data[base + row(r) + j..][..len]);
+        }
+        out[end - start..].fill(0.0);
     }
 }
 
@@ -206,8 +289,14 @@ pub fn gemm_packed(
     let (m, k) = (a.m, a.k);
     assert_eq!(k, kb, "inner dimensions differ");
     match b {
-        BRef::Rows { data, .. } => assert!(data.len() >= k * n, "B too short"),
+        BRef::Rows { data, n: per_image, images, .. } => {
+            assert!(data.len() >= (images.count - 1) * images.stride + k * per_image, "B too short")
+        }
         BRef::Packed(pb) => assert_eq!(pb.kern, kern, "A and B packed for different kernels"),
+        BRef::Shifted { data, offsets, n: per_image, images } => {
+            let last = offsets.iter().max().map_or(0, |o| o + per_image);
+            assert!(data.len() >= (images.count - 1) * images.stride + last, "B too short")
+        }
         BRef::Patches(_) => {}
     }
     if m == 0 || n == 0 {
@@ -305,10 +394,10 @@ mod tests {
             pads: [1, 2, 0, 1],
         };
         let x: Vec<f32> = (0..2 * 9 * 11).map(|i| i as f32).collect();
-        let src = Patches { x: &x, channels: 2, geo };
+        let src = Patches { x: &x, channels: 2, geo, images: Images::ONE };
         let (k, n) = src.dims();
         let mut cols = vec![0.0; k * n];
-        im2col(&x, 2, &geo, &mut cols);
+        im2col(&x, 2, &geo, Images::ONE, &mut cols);
         for_each_kernel(|kern| {
             let want = PackedB::pack(kern, &cols, k, n);
             assert_eq!(BRef::Patches(&src).packed(kern).data, want.data, "{}", kern.name);
@@ -333,7 +422,9 @@ mod tests {
             for_each_kernel(|kern| {
                 let pa = PackedA::pack(kern, MatRef::rows(&a, k), m, k);
                 let pb = PackedB::pack(kern, &b, k, n);
-                for (form, bref) in [("packed", BRef::Packed(&pb)), ("rows", BRef::Rows { data: &b, k, n })] {
+                for (form, bref) in
+                    [("packed", BRef::Packed(&pb)), ("rows", BRef::Rows { data: &b, k, n, images: Images::ONE })]
+                {
                     // Accumulate onto a C of ones: checks both the fresh and the accumulating paths.
                     let mut c = vec![1.0; m * (n + 3)];
                     pool.install(|| gemm_packed(&pa, bref, &mut c, n + 3, true, &|_, _, _| {}));

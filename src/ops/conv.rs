@@ -123,7 +123,7 @@ impl Op for Conv {
         Saves::inputs(&[0, 1])
     }
 
-    /// dx and dW through `conv2d_backward` (im2col recomputed, not stored); db = Σ dy over
+    /// dx and dW through `conv2d_backward` (patches recomputed, not stored); db = Σ dy over
     /// batch and space. Training plans never fuse, so `relu` is off here.
     fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         debug_assert!(!self.relu && !self.residual, "fused convolutions are inference-only");
@@ -132,7 +132,7 @@ impl Op for Conv {
         let mut dx = need[0].then(|| vec![0.0; x.len()]);
         let mut dw = need[1].then(|| vec![0.0; w.len()]);
         if dx.is_some() || dw.is_some() {
-            conv2d_backward(x.data(), w.data(), &s, dy.data(), dx.as_deref_mut(), dw.as_deref_mut());
+            conv2d_backward(micro::active(), x.data(), w.data(), &s, dy.data(), dx.as_deref_mut(), dw.as_deref_mut());
         }
         let mut out = vec![dx.map(|v| Tensor::from_vec(x.shape(), v)), dw.map(|v| Tensor::from_vec(w.shape(), v))];
         if rec.shapes.len() > 2 {
