@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm, MatRef};
 use super::micro::MicroKernel;
-use super::packed::{gemm_packed, BRef, Images, PackedA, Patches};
+use super::packed::{gemm_packed, BRef, Images, PackedA, Patches, Shifted};
 use super::simd;
 use crate::ops::window::Geometry;
 
@@ -204,7 +204,7 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
                 Some(p) => {
                     p.fill(xg, images.stride, images.count, &s.geo);
                     let images = Images { count: images.count, stride: p.stride };
-                    BRef::Shifted { data: &p.data, offsets: &p.offsets, n: np, images }
+                    BRef::Shifted(Shifted { data: &p.data, offsets: &p.offsets, n: np, images })
                 }
                 None if pointwise => BRef::Rows { data: xg, k, n, images },
                 None => BRef::Patches(&patches),
@@ -262,7 +262,7 @@ pub fn col2im(cols: &[f32], ld: usize, channels: usize, geo: &Geometry, dx: &mut
 
 impl ConvShape {
     /// For a stride-1 window: the convolution that computes dx from dy, a plain forward
-    /// convolution of dy with the flipped, transposed weights (`flipped_weights`) and the padding
+    /// convolution of dy with the flipped, transposed weights (`pack_flipped_weights`) and the padding
     /// mirrored, so that its output is x's size. None where padding exceeds the window's span.
     pub fn transposed(&self) -> Option<ConvShape> {
         let g = &self.geo;
@@ -276,20 +276,19 @@ impl ConvShape {
     }
 }
 
-/// The weights of `transposed`: `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`.
-pub fn flipped_weights(weight: &[f32], s: &ConvShape) -> Vec<f32> {
+/// The weights of `transposed`, `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`,
+/// packed for `conv2d` on `kern`: each group a `[C/G] × [M/G·KH·KW]` matrix read straight from W.
+pub fn pack_flipped_weights(kern: &'static MicroKernel, weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
-    let [kh, kw] = s.geo.kernel;
-    let taps = kh * kw;
-    let mut out = vec![0.0; weight.len()];
-    for (i, dst) in out.chunks_mut(taps).enumerate() {
-        let (g, c, m) = (i / (cg * mg), i / mg % cg, i % mg);
-        let src = &weight[((g * mg + m) * cg + c) * taps..][..taps];
-        for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
-            *d = *v;
-        }
-    }
-    out
+    let taps = s.geo.kernel[0] * s.geo.kernel[1];
+    // Column (m, tap) of W' is W at m·C/G·taps + (taps − 1 − tap) past its channel's taps.
+    let column: Vec<usize> = (0..mg * taps).map(|kk| kk / taps * cg * taps + taps - 1 - kk % taps).collect();
+    (0..s.groups)
+        .map(|g| {
+            let wg = &weight[g * mg * cg * taps..(g + 1) * mg * cg * taps];
+            PackedA::from_fn(kern, cg, mg * taps, |c, kk| wg[c * taps + column[kk]])
+        })
+        .collect()
 }
 
 /// Gradients of `conv2d` (without epilogue) given `dy` (`[N, M, OH, OW]`): `dx` (`[N, C, H, W]`)
@@ -309,10 +308,17 @@ pub fn conv2d_backward(
 ) {
     let mut dx = match (dx, s.transposed()) {
         (Some(d), Some(t)) => {
-            conv2d(dy, &pack_weights(kern, &flipped_weights(weight, s), &t), &t, Epilogue::default(), d);
+            conv2d(dy, &pack_flipped_weights(kern, weight, s), &t, Epilogue::default(), d);
             None
         }
         (d, _) => d,
+    };
+    let mut dw = match dw {
+        Some(d) if s.geo.strides == [1, 1] => {
+            weight_grad_shifted(kern, x, s, dy, d);
+            None
+        }
+        d => d,
     };
     if dx.is_none() && dw.is_none() {
         return;
@@ -327,7 +333,6 @@ pub fn conv2d_backward(
     if let Some(d) = dx.as_deref_mut() {
         d.fill(0.0);
     }
-    let mut dw = dw;
     if let Some(d) = dw.as_deref_mut() {
         d.fill(0.0);
     }
@@ -402,6 +407,51 @@ pub fn conv2d_reference(x: &[f32], weight: &[f32], s: &ConvShape, bias: Option<&
         }
     }
     out
+}
+
+/// dW of a stride-1 window on the packed kernels: `dW[g] = Σ_b dY[b,g] · patches(x[b,g])ᵀ` with
+/// the patches read from the padded planes (`BRef::ShiftedT`; a pointwise window reads x as it
+/// is), the images of a chunk along the inner dimension, dY laid out along padded rows with
+/// zeros where the padded rows hold no output.
+fn weight_grad_shifted(kern: &'static MicroKernel, x: &[f32], s: &ConvShape, dy: &[f32], dw: &mut [f32]) {
+    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
+    let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
+    let ([oh, ow], n, k) = (s.geo.out_hw, s.geo.out_hw[0] * s.geo.out_hw[1], s.k());
+    let chunk = images_per_gemm(n, s.batch);
+    let mut padded = (!s.geo.is_pointwise()).then(|| Padded::new(cg, &s.geo, chunk));
+    let planes: Vec<usize> = (0..cg).map(|c| c * hw).collect();
+    let pitch = padded.as_ref().map_or(ow, |p| p.wp);
+    let np = oh * pitch;
+    // Its positions past each output row are never written: they are the same in every chunk's
+    // layout (rows of whole images, np apart), so they stay zero.
+    let mut dys = vec![0.0; mg * chunk * np];
+    for b0 in (0..s.batch).step_by(chunk) {
+        let images = Images { count: chunk.min(s.batch - b0), stride: s.in_ch * hw };
+        let ld = images.count * np;
+        for g in 0..s.groups {
+            dys[..mg * ld].par_chunks_mut(ld).enumerate().for_each(|(row, dst)| {
+                for (i, image) in dst.chunks_mut(np).enumerate() {
+                    let src = &dy[((b0 + i) * s.out_ch + g * mg + row) * n..][..n];
+                    for (d, s) in image.chunks_mut(pitch).zip(src.chunks(ow)) {
+                        d[..ow].copy_from_slice(s);
+                    }
+                }
+            });
+            let a = PackedA::pack(kern, MatRef::rows(&dys, ld), mg, ld);
+            let from = (b0 * s.in_ch + g * cg) * hw;
+            let xg = &x[from..from + (images.count - 1) * images.stride + cg * hw];
+            let patches = match padded.as_mut() {
+                Some(p) => {
+                    p.fill(xg, images.stride, images.count, &s.geo);
+                    let images = Images { count: images.count, stride: p.stride };
+                    Shifted { data: &p.data, offsets: &p.offsets, n: np, images }
+                }
+                None => Shifted { data: xg, offsets: &planes, n, images },
+            };
+            let dwg = &mut dw[g * mg * k..(g + 1) * mg * k];
+            gemm_packed(&a, BRef::ShiftedT(patches), dwg, k, b0 > 0, &|_, _, _| {});
+        }
+    }
 }
 
 /// The gradients of `conv2d_reference` by its definition, f64 accumulation: (dx, dw).
@@ -482,7 +532,7 @@ mod tests {
         // Stride 1 (dx as the flipped convolution, shifted panels), with dilation, asymmetric
         // and over-wide padding (no flipped form), strided and grouped windows (dx by col2im),
         // pointwise; batches of small outputs go through the GEMMs several images at a time (the
-        // last two: chunks of 43 and 35 images, then a partial one).
+        // last three: chunks of 43, 35 and 32 images, then a partial one).
         let cases = [
             (3, 4, 6, 1, geometry([6, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (2, 4, 4, 2, geometry([7, 9], [3, 2], [1, 1], [2, 2], [2, 0, 1, 1])),
@@ -490,6 +540,7 @@ mod tests {
             (3, 6, 6, 3, geometry([7, 6], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
             (50, 5, 4, 1, geometry([4, 3], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
             (40, 4, 8, 1, geometry([6, 6], [3, 3], [2, 1], [1, 1], [0, 1, 1, 0])),
+            (40, 2, 3, 1, geometry([4, 4], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (1, 3, 8, 1, geometry([24, 22], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
         ];
         for (batch, in_ch, out_ch, groups, geo) in cases {

@@ -31,14 +31,21 @@ pub struct PackedA {
 impl PackedA {
     /// A packed in the panels of `kern`.
     pub fn pack(kern: &'static MicroKernel, a: MatRef, m: usize, k: usize) -> PackedA {
+        PackedA::from_fn(kern, m, k, |row, kk| a.data[row * a.rs + kk * a.cs])
+    }
+
+    /// The `m × k` matrix whose element (row, kk) is `at(row, kk)`, packed in the panels of
+    /// `kern`. Each panel is written in order, k-major: the panel's rows at one kk are read
+    /// together (contiguous when A is a column-major or a reordered weight tensor).
+    pub fn from_fn(kern: &'static MicroKernel, m: usize, k: usize, at: impl Fn(usize, usize) -> f32 + Sync) -> PackedA {
         let mr = kern.mr;
         let panels = m.div_ceil(mr);
         let mut data = vec![0.0; panels * k * mr];
         data.par_chunks_mut((k * mr).max(1)).enumerate().for_each(|(p, panel)| {
-            for r in 0..mr.min(m - p * mr) {
-                let row = p * mr + r;
-                for kk in 0..k {
-                    panel[kk * mr + r] = a.data[row * a.rs + kk * a.cs];
+            let rows = mr.min(m - p * mr);
+            for (kk, column) in panel.chunks_exact_mut(mr).enumerate() {
+                for (r, v) in column[..rows].iter_mut().enumerate() {
+                    *v = at(p * mr + r, kk);
                 }
             }
         });
@@ -113,16 +120,44 @@ pub enum BRef<'a> {
     /// The im2col patch matrix of a convolution, never materialised: each KC×NR panel slice is
     /// built in an L1-sized buffer right before the micro-kernels use it (implicit GEMM).
     Patches(&'a Patches<'a>),
-    /// The patch matrix of a stride-1 window over input planes padded once: its row (c, ky, kx)
-    /// is the padded planes read on from `offsets[row]`, and its columns run along padded rows
-    /// (`n` per image; those past an output row's end are computed and dropped). A panel slice
-    /// is then one fixed-size copy per row, where `Patches` works out taps and padding per run.
-    Shifted {
-        data: &'a [f32],
-        offsets: &'a [usize],
-        n: usize,
-        images: Images,
-    },
+    /// The patch matrix of a stride-1 window over input planes padded once (`Shifted`). A panel
+    /// slice is one fixed-size copy per row, where `Patches` works out taps and padding per run.
+    Shifted(Shifted<'a>),
+    /// The transpose of a `Shifted` patch matrix, for the weight gradient `dY · patchesᵀ`: rows
+    /// are output positions, columns (c, ky, kx); a panel slice is a transposing copy.
+    ShiftedT(Shifted<'a>),
+}
+
+/// A patch matrix whose row (c, ky, kx) is `data` read on from `offsets[row]` in each image:
+/// a stride-1 window over planes padded once, columns along padded rows (`n` per image; those
+/// past an output row's end are computed and dropped, or multiplied by zeros in `ShiftedT`).
+#[derive(Clone, Copy)]
+pub struct Shifted<'a> {
+    pub data: &'a [f32],
+    pub offsets: &'a [usize],
+    pub n: usize,
+    pub images: Images,
+}
+
+impl Shifted<'_> {
+    /// Columns `k0..k0+kc` of the patch matrix as rows of panel q of its transpose (the patch
+    /// rows `q·nr..`, zero beyond the last) into `buf`.
+    fn fill_transposed(&self, nr: usize, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
+        let rows = &self.offsets[(q * nr).min(self.offsets.len())..((q + 1) * nr).min(self.offsets.len())];
+        if rows.len() < nr {
+            for r in 0..kc {
+                buf[r * nr + rows.len()..(r + 1) * nr].fill(0.0);
+            }
+        }
+        for (base, p, at, len) in self.images.pieces(self.n, k0, k0 + kc) {
+            for (j, &off) in rows.iter().enumerate() {
+                let src = &self.data[base + off + p..][..len];
+                for (r, &v) in src.iter().enumerate() {
+                    buf[(at + r) * nr + j] = v;
+                }
+            }
+        }
+    }
 }
 
 /// The patch matrix of `channels` input planes under a window: row (c, ky, kx), column (oy, ox);
@@ -205,7 +240,8 @@ impl BRef<'_> {
             BRef::Packed(p) => (p.k, p.n),
             BRef::Rows { k, n, images, .. } => (*k, *n * images.count),
             BRef::Patches(p) => p.dims(),
-            BRef::Shifted { offsets, n, images, .. } => (offsets.len(), *n * images.count),
+            BRef::Shifted(p) => (p.offsets.len(), p.n * p.images.count),
+            BRef::ShiftedT(p) => (p.n * p.images.count, p.offsets.len()),
         }
     }
 
@@ -216,9 +252,8 @@ impl BRef<'_> {
             BRef::Packed(_) => unreachable!("packed panels are read in place"),
             BRef::Patches(p) => p.fill(nr, q, k0, kc, buf),
             BRef::Rows { data, n, images, .. } => fill_rows(data, *images, *n, nr, q, kc, buf, |r| (k0 + r) * n),
-            BRef::Shifted { data, offsets, n, images } => {
-                fill_rows(data, *images, *n, nr, q, kc, buf, |r| offsets[k0 + r])
-            }
+            BRef::Shifted(p) => fill_rows(p.data, p.images, p.n, nr, q, kc, buf, |r| p.offsets[k0 + r]),
+            BRef::ShiftedT(p) => p.fill_transposed(nr, q, k0, kc, buf),
         }
     }
 
@@ -293,9 +328,9 @@ pub fn gemm_packed(
             assert!(data.len() >= (images.count - 1) * images.stride + k * per_image, "B too short")
         }
         BRef::Packed(pb) => assert_eq!(pb.kern, kern, "A and B packed for different kernels"),
-        BRef::Shifted { data, offsets, n: per_image, images } => {
-            let last = offsets.iter().max().map_or(0, |o| o + per_image);
-            assert!(data.len() >= (images.count - 1) * images.stride + last, "B too short")
+        BRef::Shifted(p) | BRef::ShiftedT(p) => {
+            let last = p.offsets.iter().max().map_or(0, |o| o + p.n);
+            assert!(p.data.len() >= (p.images.count - 1) * p.images.stride + last, "B too short")
         }
         BRef::Patches(_) => {}
     }
