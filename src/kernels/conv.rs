@@ -10,6 +10,7 @@ use super::gemm::{gemm, MatRef};
 use super::micro::MicroKernel;
 use super::packed::{gemm_packed, BRef, Images, PackedA, Patches, Shifted};
 use super::simd;
+use super::SyncPtr;
 use crate::ops::window::Geometry;
 
 /// What to apply to the output while it is hot: a residual tensor of the output's shape (a
@@ -168,9 +169,13 @@ impl Padded {
 /// Forward convolution into `out` (`[N, M, OH, OW]`, fully overwritten), with the weights
 /// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place, a
 /// stride-1 one its padded planes (`BRef::Shifted`); any other reads its patches straight into
-/// the GEMM's panels (implicit GEMM, no im2col buffer). Small outputs are multiplied several
+/// the GEMM's panels (implicit GEMM, no im2col buffer); a strided 1×1 one multiplies its input's
+/// strided positions, gathered first. Small outputs are multiplied several
 /// images at a time; those and the shifted ones go through a buffer copied out after.
 pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
+    if let Some(pointwise) = s.subsampled() {
+        return conv2d(&subsample(x, s), weights, &pointwise, ep, out);
+    }
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
     let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
     let ([oh, ow], n, k) = (s.geo.out_hw, s.geo.out_hw[0] * s.geo.out_hw[1], s.k());
@@ -215,16 +220,29 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
                 continue;
             }
             let ld = images.count * np;
-            gemm_packed(wg, bmat, &mut wide[..mg * ld], ld, false, &|_, _, _| {});
-            outs.par_chunks_mut(s.out_ch * n).enumerate().for_each(|(i, image)| {
-                for (row, dst) in image[g * mg * n..(g + 1) * mg * n].chunks_mut(n).enumerate() {
-                    let src = &wide[row * ld + i * np..][..np];
-                    for (d, s) in dst.chunks_mut(ow).zip(src.chunks(pitch)) {
-                        d.copy_from_slice(&s[..ow]);
+            let optr = SyncPtr(outs.as_mut_ptr());
+            // Each finished row block of the wide C goes to its images' planes while it is hot:
+            // the runs of a padded row that are outputs, finished there.
+            let scatter = |row: usize, col0: usize, block: &mut [f32]| {
+                let ch = g * mg + row;
+                let mut j = col0;
+                while j < col0 + block.len() {
+                    let (i, p) = (j / np, j % np);
+                    let (oy, ox) = (p / pitch, p % pitch);
+                    let run = (col0 + block.len() - j).min(pitch - ox);
+                    let valid = ow.saturating_sub(ox).min(run);
+                    if valid > 0 {
+                        let at = (i * s.out_ch + ch) * n + oy * ow + ox;
+                        // SAFETY: `at..at + valid` lies in output row (image i, channel ch) of
+                        // `outs`; no other column of C maps there, so no other task writes it.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(optr.get().add(at), valid) };
+                        dst.copy_from_slice(&block[j - col0..][..valid]);
+                        finish(b0 + i, ch, oy * ow + ox, dst);
                     }
-                    finish(b0 + i, g * mg + row, 0, dst);
+                    j += run;
                 }
-            });
+            };
+            gemm_packed(wg, bmat, &mut wide[..mg * ld], ld, false, &scatter);
         }
     }
 }
@@ -261,6 +279,24 @@ pub fn col2im(cols: &[f32], ld: usize, channels: usize, geo: &Geometry, dx: &mut
 }
 
 impl ConvShape {
+    /// For an unpadded 1×1 window with strides: the pointwise convolution of the input's
+    /// strided positions (`subsample`), where a patch gather would read every tap with a stride.
+    pub fn subsampled(&self) -> Option<ConvShape> {
+        let g = &self.geo;
+        if g.kernel != [1, 1] || g.pads != [0; 4] || g.strides == [1, 1] {
+            return None;
+        }
+        let geo = Geometry {
+            in_hw: g.out_hw,
+            out_hw: g.out_hw,
+            kernel: [1, 1],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [0; 4],
+        };
+        Some(ConvShape { geo, ..*self })
+    }
+
     /// For a stride-1 window: the convolution that computes dx from dy, a plain forward
     /// convolution of dy with the flipped, transposed weights (`pack_flipped_weights`) and the padding
     /// mirrored, so that its output is x's size. None where padding exceeds the window's span.
@@ -274,6 +310,31 @@ impl ConvShape {
         let geo = Geometry { in_hw: g.out_hw, out_hw: g.in_hw, pads, ..*g };
         Some(ConvShape { batch: self.batch, in_ch: self.out_ch, out_ch: self.in_ch, groups: self.groups, geo })
     }
+}
+
+/// The input positions an unpadded 1×1 window with strides reads (`ConvShape::subsampled`).
+fn subsample(x: &[f32], s: &ConvShape) -> Vec<f32> {
+    let ([h, w], [oh, ow], [sy, sx]) = (s.geo.in_hw, s.geo.out_hw, s.geo.strides);
+    let mut out = vec![0.0; s.batch * s.in_ch * oh * ow];
+    out.par_chunks_mut(oh * ow).zip(x.par_chunks(h * w)).for_each(|(dst, plane)| {
+        for (oy, row) in dst.chunks_mut(ow).enumerate() {
+            gather_taps(&plane[oy * sy * w..(oy * sy + 1) * w], 0, sx, row);
+        }
+    });
+    out
+}
+
+/// The adjoint of `subsample`: `dx` is `ds` at the strided positions, zero elsewhere.
+fn unsubsample(ds: &[f32], s: &ConvShape, dx: &mut [f32]) {
+    let ([h, w], [oh, ow], [sy, sx]) = (s.geo.in_hw, s.geo.out_hw, s.geo.strides);
+    dx.par_chunks_mut(h * w).zip(ds.par_chunks(oh * ow)).for_each(|(plane, src)| {
+        plane.fill(0.0);
+        for (oy, row) in src.chunks(ow).enumerate() {
+            for (ox, &v) in row.iter().enumerate() {
+                plane[oy * sy * w + ox * sx] = v;
+            }
+        }
+    });
 }
 
 /// The weights of `transposed`, `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`,
@@ -306,6 +367,15 @@ pub fn conv2d_backward(
     dx: Option<&mut [f32]>,
     dw: Option<&mut [f32]>,
 ) {
+    if let Some(pointwise) = s.subsampled() {
+        let xs = subsample(x, s);
+        let mut dxs = dx.is_some().then(|| vec![0.0; xs.len()]);
+        conv2d_backward(kern, &xs, weight, &pointwise, dy, dxs.as_deref_mut(), dw);
+        if let (Some(d), Some(ds)) = (dx, dxs) {
+            unsubsample(&ds, s, d);
+        }
+        return;
+    }
     let mut dx = match (dx, s.transposed()) {
         (Some(d), Some(t)) => {
             conv2d(dy, &pack_flipped_weights(kern, weight, s), &t, Epilogue::default(), d);
@@ -313,13 +383,7 @@ pub fn conv2d_backward(
         }
         (d, _) => d,
     };
-    let mut dw = match dw {
-        Some(d) if s.geo.strides == [1, 1] => {
-            weight_grad_shifted(kern, x, s, dy, d);
-            None
-        }
-        d => d,
-    };
+    let mut dw = dw;
     if dx.is_none() && dw.is_none() {
         return;
     }
@@ -409,51 +473,6 @@ pub fn conv2d_reference(x: &[f32], weight: &[f32], s: &ConvShape, bias: Option<&
     out
 }
 
-/// dW of a stride-1 window on the packed kernels: `dW[g] = Σ_b dY[b,g] · patches(x[b,g])ᵀ` with
-/// the patches read from the padded planes (`BRef::ShiftedT`; a pointwise window reads x as it
-/// is), the images of a chunk along the inner dimension, dY laid out along padded rows with
-/// zeros where the padded rows hold no output.
-fn weight_grad_shifted(kern: &'static MicroKernel, x: &[f32], s: &ConvShape, dy: &[f32], dw: &mut [f32]) {
-    let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
-    let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
-    let ([oh, ow], n, k) = (s.geo.out_hw, s.geo.out_hw[0] * s.geo.out_hw[1], s.k());
-    let chunk = images_per_gemm(n, s.batch);
-    let mut padded = (!s.geo.is_pointwise()).then(|| Padded::new(cg, &s.geo, chunk));
-    let planes: Vec<usize> = (0..cg).map(|c| c * hw).collect();
-    let pitch = padded.as_ref().map_or(ow, |p| p.wp);
-    let np = oh * pitch;
-    // Its positions past each output row are never written: they are the same in every chunk's
-    // layout (rows of whole images, np apart), so they stay zero.
-    let mut dys = vec![0.0; mg * chunk * np];
-    for b0 in (0..s.batch).step_by(chunk) {
-        let images = Images { count: chunk.min(s.batch - b0), stride: s.in_ch * hw };
-        let ld = images.count * np;
-        for g in 0..s.groups {
-            dys[..mg * ld].par_chunks_mut(ld).enumerate().for_each(|(row, dst)| {
-                for (i, image) in dst.chunks_mut(np).enumerate() {
-                    let src = &dy[((b0 + i) * s.out_ch + g * mg + row) * n..][..n];
-                    for (d, s) in image.chunks_mut(pitch).zip(src.chunks(ow)) {
-                        d[..ow].copy_from_slice(s);
-                    }
-                }
-            });
-            let a = PackedA::pack(kern, MatRef::rows(&dys, ld), mg, ld);
-            let from = (b0 * s.in_ch + g * cg) * hw;
-            let xg = &x[from..from + (images.count - 1) * images.stride + cg * hw];
-            let patches = match padded.as_mut() {
-                Some(p) => {
-                    p.fill(xg, images.stride, images.count, &s.geo);
-                    let images = Images { count: images.count, stride: p.stride };
-                    Shifted { data: &p.data, offsets: &p.offsets, n: np, images }
-                }
-                None => Shifted { data: xg, offsets: &planes, n, images },
-            };
-            let dwg = &mut dw[g * mg * k..(g + 1) * mg * k];
-            gemm_packed(&a, BRef::ShiftedT(patches), dwg, k, b0 > 0, &|_, _, _| {});
-        }
-    }
-}
-
 /// The gradients of `conv2d_reference` by its definition, f64 accumulation: (dx, dw).
 #[cfg(test)]
 pub fn conv2d_backward_reference(x: &[f32], weight: &[f32], s: &ConvShape, dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
@@ -502,6 +521,7 @@ mod tests {
             (2, 4, 6, 1, geometry([9, 7], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (1, 4, 6, 2, geometry([9, 8], [3, 2], [2, 1], [2, 1], [0, 2, 1, 0])),
             (2, 4, 6, 2, geometry([9, 8], [3, 2], [1, 1], [2, 2], [0, 2, 1, 0])),
+            (2, 4, 6, 2, geometry([7, 8], [1, 1], [2, 3], [1, 1], [0, 0, 0, 0])),
             (2, 6, 6, 6, geometry([5, 5], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
             (3, 5, 4, 1, geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
             (1, 3, 8, 1, geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3])),
@@ -531,7 +551,7 @@ mod tests {
     fn backward_matches_the_definition() {
         // Stride 1 (dx as the flipped convolution, shifted panels), with dilation, asymmetric
         // and over-wide padding (no flipped form), strided and grouped windows (dx by col2im),
-        // pointwise; batches of small outputs go through the GEMMs several images at a time (the
+        // pointwise, strided 1×1 (pointwise on the subsampled input); batches of small outputs go through the GEMMs several images at a time (the
         // last three: chunks of 43, 35 and 32 images, then a partial one).
         let cases = [
             (3, 4, 6, 1, geometry([6, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
@@ -541,6 +561,7 @@ mod tests {
             (50, 5, 4, 1, geometry([4, 3], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
             (40, 4, 8, 1, geometry([6, 6], [3, 3], [2, 1], [1, 1], [0, 1, 1, 0])),
             (40, 2, 3, 1, geometry([4, 4], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (3, 4, 6, 2, geometry([7, 8], [1, 1], [2, 3], [1, 1], [0, 0, 0, 0])),
             (1, 3, 8, 1, geometry([24, 22], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
         ];
         for (batch, in_ch, out_ch, groups, geo) in cases {

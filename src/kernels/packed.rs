@@ -123,41 +123,17 @@ pub enum BRef<'a> {
     /// The patch matrix of a stride-1 window over input planes padded once (`Shifted`). A panel
     /// slice is one fixed-size copy per row, where `Patches` works out taps and padding per run.
     Shifted(Shifted<'a>),
-    /// The transpose of a `Shifted` patch matrix, for the weight gradient `dY · patchesᵀ`: rows
-    /// are output positions, columns (c, ky, kx); a panel slice is a transposing copy.
-    ShiftedT(Shifted<'a>),
 }
 
 /// A patch matrix whose row (c, ky, kx) is `data` read on from `offsets[row]` in each image:
 /// a stride-1 window over planes padded once, columns along padded rows (`n` per image; those
-/// past an output row's end are computed and dropped, or multiplied by zeros in `ShiftedT`).
+/// past an output row's end are computed and dropped).
 #[derive(Clone, Copy)]
 pub struct Shifted<'a> {
     pub data: &'a [f32],
     pub offsets: &'a [usize],
     pub n: usize,
     pub images: Images,
-}
-
-impl Shifted<'_> {
-    /// Columns `k0..k0+kc` of the patch matrix as rows of panel q of its transpose (the patch
-    /// rows `q·nr..`, zero beyond the last) into `buf`.
-    fn fill_transposed(&self, nr: usize, q: usize, k0: usize, kc: usize, buf: &mut [f32]) {
-        let rows = &self.offsets[(q * nr).min(self.offsets.len())..((q + 1) * nr).min(self.offsets.len())];
-        if rows.len() < nr {
-            for r in 0..kc {
-                buf[r * nr + rows.len()..(r + 1) * nr].fill(0.0);
-            }
-        }
-        for (base, p, at, len) in self.images.pieces(self.n, k0, k0 + kc) {
-            for (j, &off) in rows.iter().enumerate() {
-                let src = &self.data[base + off + p..][..len];
-                for (r, &v) in src.iter().enumerate() {
-                    buf[(at + r) * nr + j] = v;
-                }
-            }
-        }
-    }
 }
 
 /// The patch matrix of `channels` input planes under a window: row (c, ky, kx), column (oy, ox);
@@ -241,7 +217,6 @@ impl BRef<'_> {
             BRef::Rows { k, n, images, .. } => (*k, *n * images.count),
             BRef::Patches(p) => p.dims(),
             BRef::Shifted(p) => (p.offsets.len(), p.n * p.images.count),
-            BRef::ShiftedT(p) => (p.n * p.images.count, p.offsets.len()),
         }
     }
 
@@ -253,7 +228,6 @@ impl BRef<'_> {
             BRef::Patches(p) => p.fill(nr, q, k0, kc, buf),
             BRef::Rows { data, n, images, .. } => fill_rows(data, *images, *n, nr, q, kc, buf, |r| (k0 + r) * n),
             BRef::Shifted(p) => fill_rows(p.data, p.images, p.n, nr, q, kc, buf, |r| p.offsets[k0 + r]),
-            BRef::ShiftedT(p) => p.fill_transposed(nr, q, k0, kc, buf),
         }
     }
 
@@ -328,7 +302,7 @@ pub fn gemm_packed(
             assert!(data.len() >= (images.count - 1) * images.stride + k * per_image, "B too short")
         }
         BRef::Packed(pb) => assert_eq!(pb.kern, kern, "A and B packed for different kernels"),
-        BRef::Shifted(p) | BRef::ShiftedT(p) => {
+        BRef::Shifted(p) => {
             let last = p.offsets.iter().max().map_or(0, |o| o + p.n);
             assert!(p.data.len() >= (p.images.count - 1) * p.images.stride + last, "B too short")
         }
