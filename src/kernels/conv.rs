@@ -391,7 +391,10 @@ pub fn conv2d_backward(
     let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
-    let chunk = images_per_gemm(n, s.batch);
+    // The chunk's patch matrix is materialised: at most ~4 MiB of it (the last layers' backward
+    // runs at the step's peak memory), however few columns one image has.
+    const COLS_MAX: usize = 1 << 20;
+    let chunk = images_per_gemm(n, s.batch).min((COLS_MAX / (k * n).max(1)).max(1));
     let mut cols = vec![0.0; k * chunk * n];
     let mut dys = vec![0.0; if chunk > 1 { mg * chunk * n } else { 0 }];
     if let Some(d) = dx.as_deref_mut() {

@@ -19,10 +19,21 @@ pub struct Conv {
     /// A residual tensor, the last runtime input, added before the ReLU (inference fusion of a
     /// ResNet block's Add).
     pub residual: bool,
-    /// The weights last seen, packed for the GEMM: repacked only when a different weight tensor
-    /// arrives (every optimizer step, never during inference). Holding the tensor keeps its
-    /// storage alive, so the identity check cannot be fooled by a reused address.
-    packed: Mutex<Option<(Tensor, Arc<Vec<PackedA>>)>>,
+    /// The weights packed for the GEMM, while the same weight tensor keeps coming (inference, a
+    /// frozen layer in training).
+    packed: Mutex<PackCache>,
+}
+
+/// What a convolution keeps of its packed weights.
+enum PackCache {
+    Empty,
+    /// The weight tensor and its packed panels. Holding the tensor keeps its storage alive, so
+    /// the identity check cannot be fooled by a reused address.
+    Held(Tensor, Arc<Vec<PackedA>>),
+    /// A different weight tensor came: the layer trains. Its weights are packed per step and not
+    /// kept, since a kept copy (and the old tensor it holds) would be stale at the next step and
+    /// hold twice the layer's weights through the backward pass, at the step's peak memory.
+    Training,
 }
 
 impl std::fmt::Debug for Conv {
@@ -42,7 +53,7 @@ impl Clone for Conv {
             groups: self.groups,
             relu: self.relu,
             residual: self.residual,
-            packed: Mutex::new(None),
+            packed: Mutex::new(PackCache::Empty),
         }
     }
 }
@@ -56,7 +67,10 @@ pub fn build(ctx: &BuildCtx) -> Result<Built, String> {
     }
     let window = Window::from_attrs(ctx.attrs(), Some([w[2], w[3]]))?;
     let inputs = if ctx.has_input(2) { vec![0, 1, 2] } else { vec![0, 1] };
-    Built::new(Conv { window, groups: groups as usize, relu: false, residual: false, packed: Mutex::new(None) }, inputs)
+    Built::new(
+        Conv { window, groups: groups as usize, relu: false, residual: false, packed: Mutex::new(PackCache::Empty) },
+        inputs,
+    )
 }
 
 impl Conv {
@@ -68,13 +82,16 @@ impl Conv {
     /// The packed weights for `w` (cached while the same tensor keeps coming).
     fn packed_weights(&self, w: &Tensor, s: &ConvShape) -> Arc<Vec<PackedA>> {
         let mut cache = self.packed.lock().expect("conv weight cache");
-        if let Some((t, p)) = cache.as_ref() {
+        if let PackCache::Held(t, p) = &*cache {
             if t.shares_storage(w) && t.shape() == w.shape() {
                 return p.clone();
             }
         }
         let p = Arc::new(pack_weights(micro::active(), w.data(), s));
-        *cache = Some((w.clone(), p.clone()));
+        *cache = match *cache {
+            PackCache::Empty => PackCache::Held(w.clone(), p.clone()),
+            _ => PackCache::Training,
+        };
         p
     }
 
