@@ -165,3 +165,37 @@ impl Op for Conv {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::window::AutoPad;
+
+    #[test]
+    fn packed_weights_are_kept_while_frozen_and_dropped_once_they_train() {
+        let window = Window {
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [1; 4],
+            auto_pad: AutoPad::NotSet,
+            ceil_mode: false,
+        };
+        let conv = Conv { window, groups: 1, relu: false, residual: false, packed: Mutex::new(PackCache::Empty) };
+        let x = Tensor::from_vec([1, 2, 4, 4], (0..32).map(|i| i as f32).collect());
+        let weight = |v: f32| Tensor::from_vec([3, 2, 3, 3], vec![v; 54]);
+        let (w1, w2) = (weight(1.0), weight(2.0));
+        let s = conv.shape(x.shape(), w1.shape()).unwrap();
+        // Frozen: the same tensor again gets the same panels.
+        let first = conv.packed_weights(&w1, &s);
+        assert!(Arc::ptr_eq(&first, &conv.packed_weights(&w1, &s)), "frozen weights repacked");
+        // A new tensor: the layer trains; nothing is kept, not even the old tensor.
+        let y2 = conv.forward(&[&x, &w2], &[1, 3, 4, 4]);
+        assert!(matches!(*conv.packed.lock().unwrap(), PackCache::Training), "a training layer keeps its panels");
+        let y1 = conv.forward(&[&x, &w1], &[1, 3, 4, 4]);
+        // Uncached packing still computes with the weights given: all-2 weights give twice the output.
+        for (a, b) in y2.data().iter().zip(y1.data()) {
+            assert_eq!(*a, 2.0 * b);
+        }
+    }
+}
