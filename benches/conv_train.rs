@@ -3,29 +3,10 @@
 //! GFLOP/s on 2 threads, with the kernel `micro::active` picks (EDGETUNE_KERNEL pins one).
 //!
 //!     cargo bench --bench conv_train
-use std::time::Instant;
-
-use edgetune::kernels::conv::{conv2d, conv2d_backward, pack_weights, ConvShape, Epilogue};
+mod common;
+use common::{square_conv, time};
+use edgetune::kernels::conv::{conv2d, conv2d_backward, pack_weights, Epilogue};
 use edgetune::kernels::micro;
-use edgetune::ops::window::Geometry;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn time(f: &mut dyn FnMut()) -> f64 {
-    f();
-    median(
-        (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
 
 fn main() {
     println!("{}", micro::describe());
@@ -43,17 +24,8 @@ fn main() {
     println!("| layer | forward GFLOP/s | dx GFLOP/s | dW GFLOP/s |");
     println!("|---|---:|---:|---:|");
     for (c, m, hw, k, st) in layers {
-        let pad = k / 2;
-        let o = (hw + 2 * pad - k) / st + 1;
-        let geo = Geometry {
-            in_hw: [hw, hw],
-            out_hw: [o, o],
-            kernel: [k, k],
-            strides: [st, st],
-            dilations: [1, 1],
-            pads: [pad; 4],
-        };
-        let s = ConvShape { batch, in_ch: c, out_ch: m, groups: 1, geo };
+        let s = square_conv(batch, c, m, hw, k, st);
+        let o = s.geo.out_hw[0];
         let x: Vec<f32> = (0..batch * c * hw * hw).map(|i| (i % 17) as f32 * 0.01).collect();
         let w: Vec<f32> = (0..m * c * k * k).map(|i| (i % 13) as f32 * 0.01).collect();
         let dy: Vec<f32> = (0..batch * m * o * o).map(|i| (i % 11) as f32 * 0.01).collect();
@@ -61,9 +33,9 @@ fn main() {
         let kern = micro::active();
         let flops = 2.0 * (batch * m * c * k * k * o * o) as f64 / 1e9;
         let pw = pack_weights(kern, &w, &s);
-        let tf = pool.install(|| time(&mut || conv2d(&x, &pw, &s, Epilogue::default(), &mut out)));
-        let tx = pool.install(|| time(&mut || conv2d_backward(kern, &x, &w, &s, &dy, Some(&mut dx), None)));
-        let tw = pool.install(|| time(&mut || conv2d_backward(kern, &x, &w, &s, &dy, None, Some(&mut dw))));
+        let tf = pool.install(|| time(5, &mut || conv2d(&x, &pw, &s, Epilogue::default(), &mut out)));
+        let tx = pool.install(|| time(5, &mut || conv2d_backward(kern, &x, &w, &s, &dy, Some(&mut dx), None)));
+        let tw = pool.install(|| time(5, &mut || conv2d_backward(kern, &x, &w, &s, &dy, None, Some(&mut dw))));
         println!("| {c}->{m} {k}x{k}/{st} at {hw} | {:.0} | {:.0} | {:.0} |", flops / tf, flops / tx, flops / tw);
     }
 }

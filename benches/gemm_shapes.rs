@@ -6,14 +6,11 @@
 //!     cargo bench --bench gemm_shapes            (the active kernel: EDGETUNE_KERNEL pins one)
 use std::time::Instant;
 
+mod common;
+use common::{median, square_conv, time};
 use edgetune::kernels::gemm::{gemm, MatRef};
 use edgetune::kernels::micro;
 use edgetune::kernels::packed::{gemm_packed, BRef, Images, PackedA, PackedB};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// GFLOP/s of one micro-kernel on L1-resident panels: the ceiling of every GEMM built on it.
 fn micro_peak(kern: &'static micro::MicroKernel) -> f64 {
@@ -51,8 +48,7 @@ fn main() {
     println!("{}", micro::describe());
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     {
-        use edgetune::kernels::conv::{conv2d, im2col, pack_weights, ConvShape, Epilogue};
-        use edgetune::ops::window::Geometry;
+        use edgetune::kernels::conv::{conv2d, im2col, pack_weights, Epilogue};
         let convs = [
             (64, 64, 56, 3, 1),
             (3, 64, 224, 7, 2),
@@ -63,46 +59,16 @@ fn main() {
             (2048, 512, 7, 1, 1),
         ];
         for (c, m, hw, k, st) in convs {
-            let p = k / 2;
-            let o = (hw + 2 * p - k) / st + 1;
-            let geo = Geometry {
-                in_hw: [hw, hw],
-                out_hw: [o, o],
-                kernel: [k, k],
-                strides: [st, st],
-                dilations: [1, 1],
-                pads: [p, p, p, p],
-            };
-            let s = ConvShape { batch: 1, in_ch: c, out_ch: m, groups: 1, geo };
+            let s = square_conv(1, c, m, hw, k, st);
+            let o = s.geo.out_hw[0];
             let x: Vec<f32> = (0..c * hw * hw).map(|i| (i % 7) as f32).collect();
             let w: Vec<f32> = (0..m * c * k * k).map(|i| (i % 5) as f32).collect();
             let pw = pack_weights(micro::active(), &w, &s);
             let mut out = vec![0.0; m * o * o];
             let flops = 2.0 * (m * c * k * k * o * o) as f64;
-            let t = pool.install(|| {
-                conv2d(&x, &pw, &s, Epilogue::default(), &mut out);
-                median(
-                    (0..9)
-                        .map(|_| {
-                            let t = Instant::now();
-                            conv2d(&x, &pw, &s, Epilogue::default(), &mut out);
-                            t.elapsed().as_secs_f64()
-                        })
-                        .collect(),
-                )
-            });
+            let t = pool.install(|| time(9, &mut || conv2d(&x, &pw, &s, Epilogue::default(), &mut out)));
             let mut cols = vec![0.0; c * k * k * o * o];
-            let ti = pool.install(|| {
-                median(
-                    (0..9)
-                        .map(|_| {
-                            let t = Instant::now();
-                            im2col(&x, c, &geo, Images::ONE, &mut cols);
-                            t.elapsed().as_secs_f64()
-                        })
-                        .collect(),
-                )
-            });
+            let ti = pool.install(|| time(9, &mut || im2col(&x, c, &s.geo, Images::ONE, &mut cols)));
             println!(
                 "conv {c}->{m} {k}x{k}/{st} at {hw}: {:.3} ms, {:.0} GFLOP/s (im2col alone {:.3} ms)",
                 t * 1e3,
@@ -130,18 +96,7 @@ fn main() {
         let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.01).collect();
         let mut c = vec![0.0f32; m * n];
         let flops = 2.0 * (m * k * n) as f64;
-        let time = |f: &mut dyn FnMut()| {
-            f();
-            median(
-                (0..7)
-                    .map(|_| {
-                        let t = Instant::now();
-                        f();
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect(),
-            )
-        };
+        let time = |f: &mut dyn FnMut()| time(7, f);
         let t_mm =
             pool.install(|| time(&mut || gemm(m, k, n, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, n, false)));
         let pa = PackedA::pack(micro::active(), MatRef::rows(&a, k), m, k);

@@ -518,6 +518,15 @@ mod tests {
         Geometry { in_hw, out_hw: [out(0), out(1)], kernel: k, strides: st, dilations: dil, pads }
     }
 
+    /// The case's shape, an input and weights: multiples of 1/8 and 1/6 in [-1, 1).
+    fn operands(case: (usize, usize, usize, usize, Geometry)) -> (ConvShape, Vec<f32>, Vec<f32>) {
+        let (batch, in_ch, out_ch, groups, geo) = case;
+        let s = ConvShape { batch, in_ch, out_ch, groups, geo };
+        let x = (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1]).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+        let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
+        (s, x, (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect())
+    }
+
     #[test]
     fn gemm_convolution_matches_direct_definition() {
         let cases = [
@@ -529,16 +538,13 @@ mod tests {
             (3, 5, 4, 1, geometry([6, 6], [1, 1], [1, 1], [1, 1], [0, 0, 0, 0])),
             (1, 3, 8, 1, geometry([20, 18], [7, 7], [2, 2], [1, 1], [3, 3, 3, 3])),
         ];
-        for (batch, in_ch, out_ch, groups, geo) in cases {
-            let s = ConvShape { batch, in_ch, out_ch, groups, geo };
-            let x: Vec<f32> =
-                (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1]).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
-            let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
-            let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
+        for case in cases {
+            let (s, x, w) = operands(case);
+            let (out_ch, geo) = (s.out_ch, s.geo);
             let bias: Vec<f32> = (0..out_ch).map(|i| i as f32 * 0.25 - 0.5).collect();
             let want: Vec<f32> = conv2d_reference(&x, &w, &s, Some(&bias)).into_iter().map(|v| v.max(0.0)).collect();
             crate::kernels::micro::for_each_kernel(|kern| {
-                let mut out = vec![f32::NAN; batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
+                let mut out = vec![f32::NAN; s.batch * out_ch * geo.out_hw[0] * geo.out_hw[1]];
                 let ep = Epilogue { bias: Some(&bias), residual: None, relu: true };
                 conv2d(&x, &pack_weights(kern, &w, &s), &s, ep, &mut out);
                 // Values are multiples of 1/48 with |sum| < 2^10: f32 sums are exact up to order,
@@ -554,8 +560,9 @@ mod tests {
     fn backward_matches_the_definition() {
         // Stride 1 (dx as the flipped convolution, shifted panels), with dilation, asymmetric
         // and over-wide padding (no flipped form), strided and grouped windows (dx by col2im),
-        // pointwise, strided 1×1 (pointwise on the subsampled input); batches of small outputs go through the GEMMs several images at a time (the
-        // last three: chunks of 43, 35 and 32 images, then a partial one).
+        // pointwise, strided 1×1 (pointwise on the subsampled input); batches of small outputs
+        // go through the GEMMs several images at a time (the 5th to 7th: chunks of 43, 35 and
+        // 32 images, then a partial one).
         let cases = [
             (3, 4, 6, 1, geometry([6, 5], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (2, 4, 4, 2, geometry([7, 9], [3, 2], [1, 1], [2, 2], [2, 0, 1, 1])),
@@ -567,13 +574,10 @@ mod tests {
             (3, 4, 6, 2, geometry([7, 8], [1, 1], [2, 3], [1, 1], [0, 0, 0, 0])),
             (1, 3, 8, 1, geometry([24, 22], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
         ];
-        for (batch, in_ch, out_ch, groups, geo) in cases {
-            let s = ConvShape { batch, in_ch, out_ch, groups, geo };
-            let x: Vec<f32> =
-                (0..batch * in_ch * geo.in_hw[0] * geo.in_hw[1]).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
-            let wlen = out_ch * in_ch / groups * geo.kernel[0] * geo.kernel[1];
-            let w: Vec<f32> = (0..wlen).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
-            let dy: Vec<f32> = (0..batch * out_ch * geo.out_hw[0] * geo.out_hw[1])
+        for case in cases {
+            let (s, x, w) = operands(case);
+            let geo = s.geo;
+            let dy: Vec<f32> = (0..s.batch * s.out_ch * geo.out_hw[0] * geo.out_hw[1])
                 .map(|i| ((i * 11) % 9) as f32 / 4.0 - 1.0)
                 .collect();
             let (want_dx, want_dw) = conv2d_backward_reference(&x, &w, &s, &dy);
