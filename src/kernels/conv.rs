@@ -1,8 +1,12 @@
-//! 2-D convolution as GEMM: `out[b, g] = W[g] · im2col(x[b, g])`.
+//! 2-D convolution as GEMM: `out[b, g] = W[g] · patches(x[b, g])`.
 //!
-//! Shapes: x `[N, C, H, W]`, W `[M, C/G, KH, KW]`, out `[N, M, OH, OW]`. im2col lays the patches
-//! out as a `(C/G·KH·KW) × (OH·OW)` matrix; a 1×1, stride-1, unpadded convolution skips it and
-//! multiplies the input planes directly.
+//! Shapes: x `[N, C, H, W]`, W `[M, C/G, KH, KW]`, out `[N, M, OH, OW]`. The patch matrix is
+//! `(C/G·KH·KW) × (OH·OW)` (im2col's layout), never materialised in the forward pass: a pointwise
+//! convolution multiplies the input planes, a stride-1 one reads its padded planes at fixed
+//! offsets (`BRef::Shifted`), any other builds each panel slice from its taps (`BRef::Patches`);
+//! a strided 1×1 one is the pointwise convolution of the subsampled input. dx of a stride-1
+//! convolution is itself a forward convolution (`ConvShape::dx_convolution`); dW, and dx of
+//! strided windows, go through a materialised im2col and matrixmultiply.
 
 use rayon::prelude::*;
 
@@ -139,6 +143,8 @@ struct Padded {
     offsets: Vec<usize>,
     /// The padded row length: output positions run along it, `Wp − OW` of them dropped.
     wp: usize,
+    /// Floats per padded plane (`Hp·Wp`) and per image (`C/G` planes).
+    plane: usize,
     stride: usize,
 }
 
@@ -148,16 +154,19 @@ impl Padded {
         let (hp, wp) = (h + geo.pads[0] + geo.pads[2], w + geo.pads[1] + geo.pads[3]);
         let offsets =
             (0..channels * kh * kw).map(|r| r / (kh * kw) * hp * wp + r / kw % kh * dy * wp + r % kw * dx).collect();
-        let stride = channels * hp * wp;
-        Padded { data: vec![0.0; images * stride + dx * (kw - 1)], offsets, wp, stride }
+        let (plane, stride) = (hp * wp, channels * hp * wp);
+        Padded { data: vec![0.0; images * stride + dx * (kw - 1)], offsets, wp, plane, stride }
     }
 
     /// Copies the planes of `images` (of `x`, `x_stride` floats apart) inside the padding.
     fn fill(&mut self, x: &[f32], x_stride: usize, images: usize, geo: &Geometry) {
         let [h, w] = geo.in_hw;
         let (wp, top, left) = (self.wp, geo.pads[0], geo.pads[1]);
-        let planes = self.stride / (wp * (h + top + geo.pads[2]));
-        self.data[..images * self.stride].par_chunks_mut(self.stride / planes).enumerate().for_each(|(i, plane)| {
+        let planes = self.stride / self.plane.max(1);
+        if h * w == 0 || planes == 0 {
+            return; // nothing inside the padding
+        }
+        self.data[..images * self.stride].par_chunks_mut(self.plane).enumerate().for_each(|(i, plane)| {
             let src = &x[i / planes * x_stride + i % planes * h * w..][..h * w];
             for (y, row) in src.chunks(w).enumerate() {
                 plane[(top + y) * wp + left..][..w].copy_from_slice(row);
@@ -170,8 +179,9 @@ impl Padded {
 /// packed by `pack_weights`. A pointwise convolution multiplies the input planes in place, a
 /// stride-1 one its padded planes (`BRef::Shifted`); any other reads its patches straight into
 /// the GEMM's panels (implicit GEMM, no im2col buffer); a strided 1×1 one multiplies its input's
-/// strided positions, gathered first. Small outputs are multiplied several
-/// images at a time; those and the shifted ones go through a buffer copied out after.
+/// strided positions, gathered first. Small outputs are multiplied several images at a time;
+/// those and the shifted ones go through a wide C whose GEMM epilogue copies each finished block
+/// to the output planes while it is hot.
 pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
     if let Some(pointwise) = s.subsampled() {
         return conv2d(&subsample(x, s), weights, &pointwise, ep, out);
@@ -185,8 +195,8 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
     let mut padded = shifted.then(|| Padded::new(cg, &s.geo, chunk));
     // GEMM columns per image, along rows of `pitch` of which the first `ow` are outputs.
     let pitch = padded.as_ref().map_or(ow, |p| p.wp);
-    let np = oh * pitch;
-    let mut wide = vec![0.0; if chunk > 1 || shifted { mg * chunk * np } else { 0 }];
+    let per_image = oh * pitch;
+    let mut wide = vec![0.0; if chunk > 1 || shifted { mg * chunk * per_image } else { 0 }];
     // Residual, bias and ReLU on output channel `ch` of image b, from column col0 (`block`).
     let finish = |b: usize, ch: usize, col0: usize, block: &mut [f32]| {
         if let Some(res) = ep.residual {
@@ -209,7 +219,7 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
                 Some(p) => {
                     p.fill(xg, images.stride, images.count, &s.geo);
                     let images = Images { count: images.count, stride: p.stride };
-                    BRef::Shifted(Shifted { data: &p.data, offsets: &p.offsets, n: np, images })
+                    BRef::Shifted(Shifted { data: &p.data, offsets: &p.offsets, n: per_image, images })
                 }
                 None if pointwise => BRef::Rows { data: xg, k, n, images },
                 None => BRef::Patches(&patches),
@@ -219,20 +229,21 @@ pub fn conv2d(x: &[f32], weights: &[PackedA], s: &ConvShape, ep: Epilogue, out: 
                 gemm_packed(wg, bmat, og, n, false, &|row, col0, block| finish(b0, g * mg + row, col0, block));
                 continue;
             }
-            let ld = images.count * np;
-            let optr = SyncPtr(outs.as_mut_ptr());
+            let ld = images.count * per_image;
+            let (optr, outs_len) = (SyncPtr(outs.as_mut_ptr()), outs.len());
             // Each finished row block of the wide C goes to its images' planes while it is hot:
             // the runs of a padded row that are outputs, finished there.
             let scatter = |row: usize, col0: usize, block: &mut [f32]| {
                 let ch = g * mg + row;
                 let mut j = col0;
                 while j < col0 + block.len() {
-                    let (i, p) = (j / np, j % np);
+                    let (i, p) = (j / per_image, j % per_image);
                     let (oy, ox) = (p / pitch, p % pitch);
                     let run = (col0 + block.len() - j).min(pitch - ox);
                     let valid = ow.saturating_sub(ox).min(run);
                     if valid > 0 {
                         let at = (i * s.out_ch + ch) * n + oy * ow + ox;
+                        debug_assert!(at + valid <= outs_len, "scatter past the chunk's outputs");
                         // SAFETY: `at..at + valid` lies in output row (image i, channel ch) of
                         // `outs`; no other column of C maps there, so no other task writes it.
                         let dst = unsafe { std::slice::from_raw_parts_mut(optr.get().add(at), valid) };
@@ -300,7 +311,7 @@ impl ConvShape {
     /// For a stride-1 window: the convolution that computes dx from dy, a plain forward
     /// convolution of dy with the flipped, transposed weights (`pack_flipped_weights`) and the padding
     /// mirrored, so that its output is x's size. None where padding exceeds the window's span.
-    pub fn transposed(&self) -> Option<ConvShape> {
+    pub fn dx_convolution(&self) -> Option<ConvShape> {
         let g = &self.geo;
         let reach = [g.dilations[0] * (g.kernel[0] - 1), g.dilations[1] * (g.kernel[1] - 1)];
         if g.strides != [1, 1] || (0..4).any(|i| g.pads[i] > reach[i % 2]) {
@@ -337,7 +348,7 @@ fn unsubsample(ds: &[f32], s: &ConvShape, dx: &mut [f32]) {
     });
 }
 
-/// The weights of `transposed`, `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`,
+/// The weights of `dx_convolution`, `W'[g·C/G + c][m][ky][kx] = W[g·M/G + m][c][KH−1−ky][KW−1−kx]`,
 /// packed for `conv2d` on `kern`: each group a `[C/G] × [M/G·KH·KW]` matrix read straight from W.
 pub fn pack_flipped_weights(kern: &'static MicroKernel, weight: &[f32], s: &ConvShape) -> Vec<PackedA> {
     let (cg, mg) = (s.in_ch / s.groups, s.out_ch / s.groups);
@@ -356,8 +367,9 @@ pub fn pack_flipped_weights(kern: &'static MicroKernel, weight: &[f32], s: &Conv
 /// when asked, `dw` (shape of the weight) when asked; both fully overwritten. Images go
 /// through the GEMMs several at a time where their outputs are small (as in `conv2d`).
 ///   dW[g] = Σ_b dY[b,g] · im2col(x[b,g])ᵀ  (the sum over b is the GEMM's inner dimension)
-///   dx = conv2d(dy, flipped W) for stride 1 (`ConvShape::transposed`), on the packed kernels;
-///   otherwise dcols = W[g]ᵀ · dY[b,g], dx = col2im(dcols).
+///   dx = conv2d(dy, flipped W) for stride 1 with pads within the window's reach
+///   (`ConvShape::dx_convolution`), on the packed kernels; otherwise dcols = W[g]ᵀ · dY[b,g],
+///   dx = col2im(dcols). A strided 1×1 window is the pointwise one of the subsampled input.
 pub fn conv2d_backward(
     kern: &'static MicroKernel,
     x: &[f32],
@@ -376,7 +388,7 @@ pub fn conv2d_backward(
         }
         return;
     }
-    let mut dx = match (dx, s.transposed()) {
+    let mut dx = match (dx, s.dx_convolution()) {
         (Some(d), Some(t)) => {
             conv2d(dy, &pack_flipped_weights(kern, weight, s), &t, Epilogue::default(), d);
             None
@@ -391,11 +403,12 @@ pub fn conv2d_backward(
     let hw = s.geo.in_hw[0] * s.geo.in_hw[1];
     let n = s.geo.out_hw[0] * s.geo.out_hw[1];
     let k = s.k();
-    // The chunk's patch matrix is materialised: at most ~4 MiB of it (the last layers' backward
-    // runs at the step's peak memory), however few columns one image has.
+    // The chunk's patch matrix is materialised: images are grouped only while it stays within
+    // ~4 MiB (the last layers' backward runs at the step's peak memory); one image's may be more.
     const COLS_MAX: usize = 1 << 20;
     let chunk = images_per_gemm(n, s.batch).min((COLS_MAX / (k * n).max(1)).max(1));
-    let mut cols = vec![0.0; k * chunk * n];
+    // The patch matrix (or dx's dcols), unless only a pointwise dW of single images is left.
+    let mut cols = vec![0.0; if dx.is_some() || !(s.geo.is_pointwise() && chunk == 1) { k * chunk * n } else { 0 }];
     let mut dys = vec![0.0; if chunk > 1 { mg * chunk * n } else { 0 }];
     if let Some(d) = dx.as_deref_mut() {
         d.fill(0.0);
@@ -551,6 +564,37 @@ mod tests {
                 // so 1e-4 bounds rounding from the different summation order only.
                 for (a, b) in out.iter().zip(&want) {
                     assert!((a - b).abs() <= 1e-4, "{}: {a} vs {b}", kern.name);
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn threaded_blocks_residuals_and_partial_chunks_match_the_definition() {
+        // Above the GEMM's one-task threshold (2^18 multiply-adds) on 4 threads: the wide C's
+        // epilogue gets blocks that start mid-row, in the dropped columns and across images. Shifted
+        // 4×4 outputs in chunks of 32 images and a partial 8; 20×20 in chunks of 2 and a partial
+        // 1; a 1×1 window padded beyond its reach (shifted, not pointwise). Residual, bias, ReLU.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let cases = [
+            (40, 16, 16, 1, geometry([4, 4], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (3, 16, 24, 1, geometry([20, 20], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (5, 24, 16, 1, geometry([9, 9], [1, 1], [1, 1], [1, 1], [1, 1, 1, 1])),
+        ];
+        for case in cases {
+            let (s, x, w) = operands(case);
+            let len = s.batch * s.out_ch * s.geo.out_hw[0] * s.geo.out_hw[1];
+            let residual: Vec<f32> = (0..len).map(|i| ((i * 5) % 7) as f32 / 4.0 - 0.75).collect();
+            let bias: Vec<f32> = (0..s.out_ch).map(|i| i as f32 * 0.125 - 1.0).collect();
+            let conv = conv2d_reference(&x, &w, &s, Some(&bias));
+            let want: Vec<f32> = conv.iter().zip(&residual).map(|(c, r)| (c + r).max(0.0)).collect();
+            crate::kernels::micro::for_each_kernel(|kern| {
+                let mut out = vec![f32::NAN; len];
+                let ep = Epilogue { bias: Some(&bias), residual: Some(&residual), relu: true };
+                pool.install(|| conv2d(&x, &pack_weights(kern, &w, &s), &s, ep, &mut out));
+                // As above: operands on a 1/48 grid, sums below 2^10; 1e-4 bounds the order.
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-4, "{} out[{i}] {a} vs {b} for {:?}", kern.name, s.geo);
                 }
             });
         }

@@ -262,8 +262,9 @@ fn fill_rows(
         }
     }
     let (start, end) = (q * nr, ((q + 1) * nr).min(n * images.count));
-    let pieces: Vec<_> = images.pieces(n, start, end).collect();
-    if let [(base, j, 0, len)] = pieces[..] {
+    let mut pieces = images.pieces(n, start, end);
+    let first = pieces.next();
+    if let Some((base, j, 0, len)) = first {
         if len == nr {
             match nr {
                 32 => return fixed::<32>(data, base + j, kc, buf, row),
@@ -273,6 +274,7 @@ fn fill_rows(
             }
         }
     }
+    let pieces: Vec<_> = first.into_iter().chain(pieces).collect();
     for r in 0..kc {
         let out = &mut buf[r * nr..(r + 1) * nr];
         for &(base, j, at, len) in &pieces {
