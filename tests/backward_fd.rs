@@ -93,6 +93,21 @@ fn conv_rules() {
         Case::new("Conv", vec![vec![1, 2, 6, 5], vec![2, 2, 3, 3]])
             .attrs(a(vec![attr::string("auto_pad", "SAME_UPPER"), attr::ints("strides", &[2, 2])])),
     );
+    // Depthwise layers run on their own kernel (kernels::depthwise).
+    check(
+        "depthwise 3x3 pad 1 bias",
+        Case::new("Conv", vec![vec![2, 3, 6, 5], vec![3, 1, 3, 3], vec![3]])
+            .attrs(a(vec![attr::int("group", 3), attr::ints("pads", &[1, 1, 1, 1])])),
+    );
+    check(
+        "depthwise multiplier 2 stride 2 dilation 2 asymmetric pads",
+        Case::new("Conv", vec![vec![1, 2, 8, 7], vec![4, 1, 3, 3]]).attrs(a(vec![
+            attr::int("group", 2),
+            attr::ints("strides", &[2, 2]),
+            attr::ints("dilations", &[1, 2]),
+            attr::ints("pads", &[2, 1, 0, 2]),
+        ])),
+    );
 }
 
 #[test]
@@ -120,6 +135,21 @@ fn elementwise_rules() {
     }
     check("sum of three", Case::new("Sum", vec![vec![2, 3], vec![3], vec![2, 3]]));
     check("identity", Case::new("Identity", vec![vec![5]]));
+}
+
+/// 80 inputs span ±3.95 in steps of 0.1 (`values`): past HardSwish's and HardSigmoid's kinks at
+/// ±3 (±2.5 for the ONNX defaults α = 0.2, β = 0.5) on both sides, 0.05 away from each.
+#[test]
+fn activation_rules() {
+    let wide = || vec![vec![8, 10]];
+    check("sigmoid", Case::new("Sigmoid", wide()));
+    check("tanh", Case::new("Tanh", wide()));
+    check("hardswish", Case::new("HardSwish", wide()).opset(14));
+    check("hardsigmoid defaults", Case::new("HardSigmoid", wide()));
+    check(
+        "hardsigmoid torch",
+        Case::new("HardSigmoid", wide()).attrs(vec![attr::float("alpha", 1.0 / 6.0), attr::float("beta", 0.5)]),
+    );
 }
 
 #[test]

@@ -28,6 +28,10 @@ import json
 import numpy as np
 
 BN_MODES = ("train", "frozen")
+# The residual CNN families beyond ResNet (issue 19): torchvision architectures that
+# tools/export_models.py exports twice, as `<arch>_legacy` and `<arch>_dynamo`.
+FAMILIES = ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+            "regnet_y_400mf", "resnext50_32x4d"]
 
 
 def _cases() -> list[dict]:
@@ -42,7 +46,15 @@ def _cases() -> list[dict]:
         for bn in BN_MODES:
             n, _, h, w = shape
             out.append({"case": f"{model}-b{n}-{h}x{w}-{bn}", "model": model,
-                        "shape": list(shape), "classes": classes, "bn": bn})
+                        "shape": list(shape), "classes": classes, "bn": bn, "torch": "state_dict"})
+    # The families of issue 19, as their exporters' defaults write them: BatchNorm folded into
+    # the convolutions, so there is no BN mode to choose (eval: `frozen`). The torch model is the
+    # architecture with its BatchNorms fused the same way (tools/grad_refs.py, `fused`).
+    for arch in FAMILIES:
+        for exporter in ("legacy", "dynamo"):
+            model = f"{arch}_{exporter}"
+            out.append({"case": f"{model}-b2-64x64-frozen", "model": model, "shape": [2, 3, 64, 64],
+                        "classes": 1000, "bn": "frozen", "torch": "fused", "arch": arch})
     return out
 
 

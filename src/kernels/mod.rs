@@ -2,6 +2,7 @@
 //! Each SIMD kernel (`simd`, `pool`) has a scalar twin beside it and a test comparing the two.
 
 pub mod conv;
+pub mod depthwise;
 pub mod gemm;
 pub mod layout;
 pub mod micro;

@@ -1,4 +1,6 @@
 //! Conv: 2-D convolution with groups, strides, dilations, pads or auto_pad, optional bias.
+//! Depthwise layers (one input channel per group) run on their own direct kernel; the others
+//! as a GEMM per group.
 //! Inference plans may fuse a following BatchNormalization (into the weights) and ReLU.
 
 use super::window::Window;
@@ -6,9 +8,9 @@ use super::{expect_rank, BuildCtx, Built, Op, Record, Saves};
 use std::sync::{Arc, Mutex};
 
 use crate::kernels::conv::{conv2d, conv2d_backward, pack_weights, ConvShape, Epilogue};
-use crate::kernels::micro;
 use crate::kernels::packed::PackedA;
 use crate::kernels::simd;
+use crate::kernels::{depthwise, micro};
 use crate::tensor::Tensor;
 
 pub struct Conv {
@@ -132,7 +134,11 @@ impl Op for Conv {
             residual: self.residual.then(|| inputs[inputs.len() - 1].data()),
             relu: self.relu,
         };
-        conv2d(inputs[0].data(), &self.packed_weights(inputs[1], &s), &s, ep, &mut out);
+        if depthwise::applies(&s) {
+            depthwise::forward(inputs[0].data(), inputs[1].data(), &s, ep, &mut out);
+        } else {
+            conv2d(inputs[0].data(), &self.packed_weights(inputs[1], &s), &s, ep, &mut out);
+        }
         Tensor::from_vec(out_shape, out)
     }
 
@@ -140,7 +146,8 @@ impl Op for Conv {
         Saves::inputs(&[0, 1])
     }
 
-    /// dx and dW through `conv2d_backward` (patches recomputed, not stored); db = Σ dy over
+    /// dx and dW through `conv2d_backward` (patches recomputed, not stored) or, for a depthwise
+    /// layer, `depthwise::backward`; db = Σ dy over
     /// batch and space. Training plans never fuse, so `relu` is off here.
     fn backward(&self, rec: &Record, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         debug_assert!(!self.relu && !self.residual, "fused convolutions are inference-only");
@@ -148,7 +155,9 @@ impl Op for Conv {
         let s = self.shape(x.shape(), w.shape())?;
         let mut dx = need[0].then(|| vec![0.0; x.len()]);
         let mut dw = need[1].then(|| vec![0.0; w.len()]);
-        if dx.is_some() || dw.is_some() {
+        if depthwise::applies(&s) {
+            depthwise::backward(x.data(), w.data(), &s, dy.data(), dx.as_deref_mut(), dw.as_deref_mut());
+        } else if dx.is_some() || dw.is_some() {
             conv2d_backward(micro::active(), x.data(), w.data(), &s, dy.data(), dx.as_deref_mut(), dw.as_deref_mut());
         }
         let mut out = vec![dx.map(|v| Tensor::from_vec(x.shape(), v)), dw.map(|v| Tensor::from_vec(w.shape(), v))];

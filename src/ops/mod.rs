@@ -9,6 +9,7 @@ use crate::attrs::Attrs;
 use crate::graph::{Const, IntTensor, Node};
 use crate::tensor::Tensor;
 
+mod activation;
 mod batchnorm;
 mod binary;
 mod cast;
@@ -31,6 +32,7 @@ mod sum;
 mod transpose;
 pub mod window;
 
+pub use activation::Activation;
 pub use batchnorm::BatchNorm;
 pub use binary::Binary;
 pub use cast::cast_const;
@@ -208,6 +210,8 @@ const TABLE: &[(&str, BuildFn, bool)] = &[
     ("Flatten", reshape::build_flatten, true),
     ("Gather", gather::build, false),
     ("Gemm", gemm::build, true),
+    ("HardSigmoid", activation::build_hard_sigmoid, true),
+    ("HardSwish", activation::build_hard_swish, true),
     ("GlobalAveragePool", global_pool::build, true),
     ("Identity", identity::build, true),
     ("MatMul", matmul::build, true),
@@ -217,11 +221,13 @@ const TABLE: &[(&str, BuildFn, bool)] = &[
     ("ReduceMean", reduce_mean::build, true),
     ("Relu", relu::build, true),
     ("Reshape", reshape::build_reshape, true),
+    ("Sigmoid", activation::build_sigmoid, true),
     ("Slice", slice::build, true),
     ("Softmax", softmax::build, true),
     ("Squeeze", reshape::build_squeeze, true),
     ("Sub", binary::build_sub, true),
     ("Sum", sum::build, true),
+    ("Tanh", activation::build_tanh, true),
     ("Transpose", transpose::build, true),
     ("Unsqueeze", reshape::build_unsqueeze, true),
 ];

@@ -1,5 +1,8 @@
 //! Which initializers train: `--train all | head | REGEX`. Never BatchNorm running statistics
-//! (updated by the forward pass, not by gradients) nor integer constants.
+//! (updated by the forward pass, not by gradients), integer constants, nor 0-d floats: exporters
+//! write constants such as Clip's bounds (ReLU6) and scalar factors as 0-d initializers, ops read
+//! them at load time, and no exporter writes a learnable parameter as one (PyTorch's
+//! `named_parameters` of the exported models has no 0-d entry).
 
 use regex::Regex;
 
@@ -30,7 +33,7 @@ pub fn trainable(graph: &Graph, spec: &str) -> Result<Vec<bool>> {
     let stats = running_stat_values(graph);
     let candidate = |i: usize| {
         let init = &graph.initializers[i];
-        matches!(init.data, Const::F32(_)) && !stats.contains(&init.value)
+        matches!(&init.data, Const::F32(t) if t.rank() > 0) && !stats.contains(&init.value)
     };
     let n = graph.initializers.len();
     let flags: Vec<bool> = match spec {

@@ -1,0 +1,239 @@
+//! Depthwise convolution computed directly: group = input channels, so each output channel m reads
+//! one input plane, c = m / mult (`mult` = output channels per group, 1 in MobileNets). A GEMM per
+//! group would be a 1-row matrix product with the im2col overhead of a full one.
+//!
+//! Shapes as `conv`: x `[N, C, H, W]`, W `[C·mult, 1, KH, KW]`, y `[N, C·mult, OH, OW]`.
+//! - forward: `y[b,m,oy,ox] = Σ_{ky,kx} W[m,ky,kx] · x[b,c, oy·sh + ky·dh − pt, ox·sw + kx·dw − pl]`
+//!   (taps in the padding read 0), one output plane per task, each tap a scaled row added to the
+//!   output row;
+//! - dx: the adjoint, each tap's scaled dy row added onto the input row it read, one input plane
+//!   (all `mult` output channels reading it) per task;
+//! - dW: `dW[m,ky,kx] = Σ_{b,oy,ox} dy[b,m,oy,ox] · x[b,c,iy,ix]`, one output channel per task,
+//!   accumulated per tap in a row of f32 partial sums (one per output column), summed in f64 at
+//!   the end.
+//!
+//! The row loops are compiled twice (`fma_fn!`: AVX2 and the baseline) and use separate multiplies
+//! and adds (Rust never contracts them into FMAs), so both copies give identical results.
+
+use rayon::prelude::*;
+
+use super::conv::{ConvShape, Epilogue};
+use super::{fma_fn, simd};
+use crate::ops::window::Geometry;
+
+/// Whether `conv2d`'s shape is one this module computes: one input channel per group, groups > 1.
+pub fn applies(s: &ConvShape) -> bool {
+    s.groups > 1 && s.groups == s.in_ch
+}
+
+/// Output columns `ox` whose tap `kx` reads inside the input row: `lo..hi`, and the input column
+/// of `lo` (`ix = ox·sw + kx·dw − pl`); `None` when the tap reads only padding.
+fn columns(geo: &Geometry, kx: usize) -> Option<(usize, usize, usize)> {
+    let (w, sw, ow) = (geo.in_hw[1], geo.strides[1], geo.out_hw[1]);
+    let off = kx * geo.dilations[1];
+    let pl = geo.pads[1];
+    let lo = pl.saturating_sub(off).div_ceil(sw).min(ow);
+    // Largest ox with ox·sw + off − pl ≤ w − 1.
+    let hi = if w + pl > off { ((w - 1 + pl - off) / sw + 1).min(ow) } else { 0 };
+    (lo < hi).then(|| (lo, hi, lo * sw + off - pl))
+}
+
+/// The input row tap `ky` of output row `oy` reads, if inside the plane.
+fn input_row(geo: &Geometry, oy: usize, ky: usize) -> Option<usize> {
+    (oy * geo.strides[0] + ky * geo.dilations[0]).checked_sub(geo.pads[0]).filter(|&iy| iy < geo.in_hw[0])
+}
+
+fma_fn! {
+    /// `y[j] += a · x[j·stride]` for j < y.len().
+    fn axpy(a: f32, x: &[f32], stride: usize, y: &mut [f32]) {
+        if stride == 1 {
+            let n = y.len();
+            for (y, &x) in y.iter_mut().zip(&x[..n]) {
+                *y += a * x;
+            }
+        } else {
+            for (j, y) in y.iter_mut().enumerate() {
+                *y += a * x[j * stride];
+            }
+        }
+    }
+}
+
+fma_fn! {
+    /// `x[j·stride] += a · y[j]` for j < y.len() (the adjoint of `axpy`).
+    fn axpy_scatter(a: f32, y: &[f32], stride: usize, x: &mut [f32]) {
+        if stride == 1 {
+            for (x, &y) in x[..y.len()].iter_mut().zip(y) {
+                *x += a * y;
+            }
+        } else {
+            for (j, &y) in y.iter().enumerate() {
+                x[j * stride] += a * y;
+            }
+        }
+    }
+}
+
+fma_fn! {
+    /// `acc[j] += y[j] · x[j·stride]`: dW's per-column partial sums.
+    fn mul_acc(y: &[f32], x: &[f32], stride: usize, acc: &mut [f32]) {
+        if stride == 1 {
+            for ((a, &y), &x) in acc.iter_mut().zip(y).zip(&x[..y.len()]) {
+                *a += y * x;
+            }
+        } else {
+            for (j, (a, &y)) in acc.iter_mut().zip(y).enumerate() {
+                *a += y * x[j * stride];
+            }
+        }
+    }
+}
+
+/// One output plane of channel `m`: `out` (`OH·OW`) from input plane `x` and the `KH·KW` taps `w`.
+fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, out: &mut [f32]) {
+    let ([kh, kw], [_, iw], ow) = (geo.kernel, geo.in_hw, geo.out_hw[1]);
+    for (oy, row) in out.chunks_mut(ow).enumerate() {
+        for ky in 0..kh {
+            let Some(iy) = input_row(geo, oy, ky) else { continue };
+            let xrow = &x[iy * iw..(iy + 1) * iw];
+            for kx in 0..kw {
+                let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
+                axpy(w[ky * kw + kx], &xrow[ix..], geo.strides[1], &mut row[lo..hi]);
+            }
+        }
+    }
+}
+
+/// Forward pass with the epilogue (residual, bias, ReLU) applied per output plane while it is hot.
+pub fn forward(x: &[f32], w: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
+    debug_assert!(applies(s));
+    let geo = &s.geo;
+    let (hw, n, taps) = (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1]);
+    let mult = s.out_ch / s.in_ch;
+    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(plane, o)| {
+        let (b, m) = (plane / s.out_ch, plane % s.out_ch);
+        let c = m / mult;
+        o.fill(0.0);
+        forward_plane(&x[(b * s.in_ch + c) * hw..][..hw], &w[m * taps..][..taps], geo, o);
+        if let Some(res) = ep.residual {
+            simd::arith_inplace(simd::Arith::Add, o, &res[plane * n..][..n]);
+        }
+        if ep.bias.is_some() || ep.relu {
+            simd::affine_inplace(o, 1.0, ep.bias.map_or(0.0, |bv| bv[m]), ep.relu);
+        }
+    });
+}
+
+/// dx and dW given dy; each output is overwritten.
+pub fn backward(x: &[f32], w: &[f32], s: &ConvShape, dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
+    debug_assert!(applies(s));
+    let geo = &s.geo;
+    let ([kh, kw], iw, ow) = (geo.kernel, geo.in_hw[1], geo.out_hw[1]);
+    let (hw, n, taps) = (geo.in_hw[0] * iw, geo.out_hw[0] * ow, kh * kw);
+    let mult = s.out_ch / s.in_ch;
+    if let Some(dx) = dx {
+        dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(plane, d)| {
+            let (b, c) = (plane / s.in_ch, plane % s.in_ch);
+            d.fill(0.0);
+            for m in c * mult..(c + 1) * mult {
+                let (g, wm) = (&dy[(b * s.out_ch + m) * n..][..n], &w[m * taps..][..taps]);
+                for (oy, grow) in g.chunks(ow).enumerate() {
+                    for ky in 0..kh {
+                        let Some(iy) = input_row(geo, oy, ky) else { continue };
+                        let drow = &mut d[iy * iw..(iy + 1) * iw];
+                        for kx in 0..kw {
+                            let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
+                            axpy_scatter(wm[ky * kw + kx], &grow[lo..hi], geo.strides[1], &mut drow[ix..]);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    if let Some(dw) = dw {
+        dw.par_chunks_mut(taps).enumerate().for_each(|(m, dwm)| {
+            let c = m / mult;
+            let mut acc = vec![0.0f32; taps * ow];
+            for b in 0..s.batch {
+                let (xp, g) = (&x[(b * s.in_ch + c) * hw..][..hw], &dy[(b * s.out_ch + m) * n..][..n]);
+                for (oy, grow) in g.chunks(ow).enumerate() {
+                    for ky in 0..kh {
+                        let Some(iy) = input_row(geo, oy, ky) else { continue };
+                        let xrow = &xp[iy * iw..(iy + 1) * iw];
+                        for kx in 0..kw {
+                            let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
+                            let t = ky * kw + kx;
+                            mul_acc(&grow[lo..hi], &xrow[ix..], geo.strides[1], &mut acc[t * ow + lo..t * ow + hi]);
+                        }
+                    }
+                }
+            }
+            for (t, v) in dwm.iter_mut().enumerate() {
+                *v = acc[t * ow..(t + 1) * ow].iter().map(|&a| a as f64).sum::<f64>() as f32;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv::{conv2d_backward_reference, conv2d_reference};
+
+    fn geometry(
+        in_hw: [usize; 2],
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dil: [usize; 2],
+        pads: [usize; 4],
+    ) -> Geometry {
+        let out = |i: usize| {
+            let span = dil[i] * (kernel[i] - 1) + 1;
+            (in_hw[i] + pads[i] + pads[i + 2] - span) / strides[i] + 1
+        };
+        Geometry { in_hw, out_hw: [out(0), out(1)], kernel, strides, dilations: dil, pads }
+    }
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0).collect()
+    }
+
+    /// Against the direct f64 definitions in `conv` (the GEMM path's reference), over strides,
+    /// dilations, asymmetric pads, a channel multiplier of 2 and windows wider than the padded
+    /// input's reach on one side. Tolerance: f32 sums of ≤ 50 products of values in [−1, 1]
+    /// against f64, 1e-5 relative to the output's scale.
+    #[test]
+    fn forward_and_backward_match_the_definition() {
+        let cases = [
+            (2, 3, 3, geometry([7, 6], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (1, 4, 8, geometry([9, 9], [3, 3], [2, 2], [1, 1], [0, 1, 1, 0])),
+            (2, 2, 2, geometry([8, 7], [5, 5], [1, 2], [1, 1], [2, 2, 2, 2])),
+            (1, 3, 3, geometry([9, 8], [3, 3], [1, 1], [2, 2], [2, 0, 1, 3])),
+            (3, 2, 4, geometry([5, 5], [3, 3], [2, 1], [1, 1], [1, 1, 1, 1])),
+            // The last stages of a MobileNet at small inputs: planes no wider than the window.
+            (2, 3, 3, geometry([4, 4], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (1, 2, 2, geometry([2, 2], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2])),
+            (2, 2, 2, geometry([1, 1], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (1, 2, 2, geometry([3, 3], [5, 5], [2, 2], [1, 1], [2, 2, 2, 2])),
+        ];
+        for (k, (batch, c, m, geo)) in cases.into_iter().enumerate() {
+            let s = ConvShape { batch, in_ch: c, out_ch: m, groups: c, geo };
+            let x = values(batch * c * geo.in_hw[0] * geo.in_hw[1], k + 1);
+            let w = values(m * geo.kernel[0] * geo.kernel[1], k + 11);
+            let bias = values(m, k + 21);
+            let n = batch * m * geo.out_hw[0] * geo.out_hw[1];
+            let dy = values(n, k + 31);
+            let mut y = vec![f32::NAN; n];
+            forward(&x, &w, &s, Epilogue { bias: Some(&bias), residual: None, relu: false }, &mut y);
+            let want = conv2d_reference(&x, &w, &s, Some(&bias));
+            let (mut dx, mut dw) = (vec![f32::NAN; x.len()], vec![f32::NAN; w.len()]);
+            backward(&x, &w, &s, &dy, Some(&mut dx), Some(&mut dw));
+            let (want_dx, want_dw) = conv2d_backward_reference(&x, &w, &s, &dy);
+            for (what, got, want) in [("y", &y, &want), ("dx", &dx, &want_dx), ("dw", &dw, &want_dw)] {
+                let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs())).max(1e-3);
+                let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale;
+                assert!(err < 1e-5, "case {k} {what}: relative error {err:.2e} ({geo:?})");
+            }
+        }
+    }
+}
