@@ -12,6 +12,7 @@ use edgetune::cli::{run, Cli};
 static ALLOC: edgetune::memory::Capped = edgetune::memory::Capped;
 
 fn main() -> ExitCode {
+    edgetune::memory::Capped::keep_freed_pages();
     let cli = match Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

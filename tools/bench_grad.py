@@ -2,7 +2,7 @@
 """One training step of the same model, batch and size in PyTorch and in edgetune, each in its own
 process so that each process's peak resident memory is its own. Same run, same machine.
 
-    PY=$(tools/venv.sh torch); $PY tools/bench_grad.py [--model resnet18|resnet50|resnet20]
+    PY=$(tools/venv.sh torch); $PY tools/bench_grad.py [--model resnet18|resnet50|resnet20|mobilenet_v2]
         [--batch 32] [--size 112] [--iters 5] [--threads 2] [--step train|grad]
 
 --step train (default): the whole finetune step: forward with BatchNorm in training mode, mean
@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ONNX = {"resnet18": "resnet18_bn_op17", "resnet50": "resnet50_bn_op17", "resnet20": "resnet20_cifar"}
+ONNX = {"resnet18": "resnet18_bn_op17", "resnet50": "resnet50_bn_op17", "resnet20": "resnet20_cifar",
+        "mobilenet_v2": "mobilenet_v2_bn"}
 
 TORCH_STEP = r'''
 import json, resource, sys, time
@@ -45,7 +46,10 @@ with torch.no_grad():
             v.copy_(torch.from_numpy(inits[k].copy()))
 model.train()
 x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-classes = model.fc.out_features
+classes = (model.fc if hasattr(model, "fc") else model.classifier[-1]).out_features
+for m in model.modules():  # edgetune's Dropout is Identity in training: the same step
+    if isinstance(m, torch.nn.Dropout):
+        m.p = 0.0
 y = torch.arange(batch) * 7919 % classes
 params = list(model.parameters())
 opt = torch.optim.Adam(params, lr=1e-3, fused=True)

@@ -24,6 +24,8 @@ Skeletons (torchvision architectures with weights=None, BSD-3-Clause):
                         names, no dynamic_shapes, default opset (20 in torch 2.15) and optimize ->
                         input `x` [1,3,224,224], output `linear`, batch 1 baked in (Reshape to
                         [1, 512]); written with external data like resnet18_dynamo_op18
+  mobilenet_v2_bn       mobilenet_v2, TorchScript exporter, training=PRESERVE, no constant folding
+                        (BatchNormalization kept, state_dict names): the training benchmark's model
   <arch>_legacy         for each arch of FAMILIES (torchvision mobilenet_v2, mobilenet_v3_small,
                         mobilenet_v3_large, efficientnet_b0, regnet_y_400mf, resnext50_32x4d):
                         TorchScript exporter (dynamo=False) with its defaults (EVAL, constant
@@ -237,6 +239,12 @@ def export_skeletons(only: set[str] | None) -> None:
         check_batch_baked(m, "resnet18_dynamo_b1")
         check_as_exported(m, net, x224, "resnet18_dynamo_b1")
         save_skeleton(m, "resnet18_dynamo_b1", x224, external=True)
+    if want("mobilenet_v2_bn"):
+        net = randomize_(torchvision.models.mobilenet_v2(weights=None))
+        m = torchscript_export(net, x224, None, keep_bn=True)
+        check_bn(m, "mobilenet_v2_bn", True, ["features.0.0.weight", "features.0.1.running_var",
+                                              "classifier.1.weight"])
+        save_skeleton(m, "mobilenet_v2_bn", x224, net)
     for arch in FAMILIES:
         for exporter in ("legacy", "dynamo"):
             name = f"{arch}_{exporter}"

@@ -40,6 +40,7 @@ def _cases() -> list[dict]:
         ("resnet18_bn_op17", [2, 3, 224, 224], 1000),
         ("resnet18_bn_op17", [4, 3, 64, 64], 1000),
         ("resnet50_bn_op17", [2, 3, 224, 224], 1000),
+        ("mobilenet_v2_bn", [2, 3, 64, 64], 1000),
     ]
     out = []
     for model, shape, classes in specs:

@@ -77,6 +77,8 @@ def build_model(name: str) -> torch.nn.Module:
         return torchvision.models.resnet18(weights=None)
     if name == "resnet50_bn_op17":
         return torchvision.models.resnet50(weights=None)
+    if name == "mobilenet_v2_bn":
+        return torchvision.models.mobilenet_v2(weights=None)
     raise SystemExit(f"no torch builder for model {name}")
 
 
@@ -250,6 +252,9 @@ def forward_backward(info: dict, dtype: torch.dtype, flip_kinks: bool = False):
         flip_near_kinks_(model)
     if info["bn"] == "train":
         model.train()
+        for m in model.modules():  # dropout off in the reference (edgetune's Dropout is Identity)
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
     else:
         model.eval()
     for p in model.parameters():

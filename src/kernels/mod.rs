@@ -47,6 +47,32 @@ macro_rules! fma_fn {
 }
 pub(crate) use fma_fn;
 
+/// Elements per task of the threaded element-wise loops: large enough that the split costs
+/// nothing next to the work, small enough that both threads share a MobileNet's smaller tensors.
+const PAR_CHUNK: usize = 1 << 15;
+
+/// A new tensor's data whose chunk i is `f(src chunk i, out chunk i)`, chunks across threads (the
+/// output's fresh pages are touched by the thread that writes them).
+pub fn par_chunks_map(src: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = vec![0.0; src.len()];
+    out.par_chunks_mut(PAR_CHUNK).zip(src.par_chunks(PAR_CHUNK)).for_each(|(o, s)| f(s, o));
+    out
+}
+
+/// `out[i] = f(a[i], b[i])` across threads (a backward rule's `dy ⊙ f'(saved)`).
+pub fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(a.len(), b.len(), "par_zip_map over tensors of different sizes");
+    let mut out = vec![0.0; a.len()];
+    out.par_chunks_mut(PAR_CHUNK).zip(a.par_chunks(PAR_CHUNK).zip(b.par_chunks(PAR_CHUNK))).for_each(|(o, (a, b))| {
+        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            *o = f(a, b);
+        }
+    });
+    out
+}
+
 /// A raw pointer that may cross threads. Users uphold that concurrent tasks write disjoint ranges.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub *mut f32);

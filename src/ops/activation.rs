@@ -11,9 +11,8 @@
 //! - HardSwish = `x · max(0, min(1, x/6 + 1/2))`: 0 for `x < −3`, `x/3 + 1/2` for `−3 ≤ x ≤ 3`,
 //!   1 above (hardswish_backward).
 
-use rayon::prelude::*;
-
 use super::{BuildCtx, Built, Op, Record, Saves};
+use crate::kernels::{par_chunks_map, par_zip_map};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,20 +39,6 @@ pub fn build_hard_sigmoid(ctx: &BuildCtx) -> Result<Built, String> {
 
 pub fn build_hard_swish(_: &BuildCtx) -> Result<Built, String> {
     Built::new(Activation::HardSwish, [0])
-}
-
-/// Elements per parallel task: large enough that the split costs nothing next to the work.
-const CHUNK: usize = 1 << 15;
-
-/// `out[i] = f(a[i], b[i])` over threads.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    });
-    out
 }
 
 impl Activation {
@@ -99,9 +84,8 @@ impl Op for Activation {
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let mut out = inputs[0].data().to_vec();
         let f = *self;
-        out.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = f.apply(*v)));
+        let out = par_chunks_map(inputs[0].data(), |x, y| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f.apply(x)));
         Tensor::from_vec(out_shape, out)
     }
 
@@ -116,7 +100,7 @@ impl Op for Activation {
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let saved = if self.reads_output() { rec.output() } else { rec.input(0) };
         let f = *self;
-        let dx = zip_map(dy.data(), saved.data(), |g, v| g * f.derivative(v));
+        let dx = par_zip_map(dy.data(), saved.data(), |g, v| g * f.derivative(v));
         Ok(vec![Some(Tensor::from_vec(saved.shape(), dx))])
     }
 }

@@ -2,7 +2,7 @@
 //! inputs from 11 on (ReLU6 exports as Clip(0, 6)).
 
 use super::{BuildCtx, Built, Op, Record, Saves};
-use crate::kernels::simd;
+use crate::kernels::{par_chunks_map, par_zip_map, simd};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -32,8 +32,11 @@ impl Op for Clip {
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let mut out = inputs[0].data().to_vec();
-        simd::clamp_inplace(&mut out, self.lo, self.hi);
+        let (lo, hi) = (self.lo, self.hi);
+        let out = par_chunks_map(inputs[0].data(), |x, y| {
+            y.copy_from_slice(x);
+            simd::clamp_inplace(y, lo, hi)
+        });
         Tensor::from_vec(out_shape, out)
     }
 
@@ -44,8 +47,8 @@ impl Op for Clip {
     /// dx = dy where lo <= x <= hi (torch.clamp's backward).
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let x = rec.input(0);
-        let dx =
-            dy.data().iter().zip(x.data()).map(|(&g, &v)| if v >= self.lo && v <= self.hi { g } else { 0.0 }).collect();
+        let (lo, hi) = (self.lo, self.hi);
+        let dx = par_zip_map(dy.data(), x.data(), |g, v| if v >= lo && v <= hi { g } else { 0.0 });
         Ok(vec![Some(Tensor::from_vec(x.shape(), dx))])
     }
 }

@@ -1,7 +1,7 @@
 //! Relu: `max(x, 0)`.
 
 use super::{BuildCtx, Built, Op, Record, Saves};
-use crate::kernels::simd;
+use crate::kernels::{par_chunks_map, par_zip_map, simd};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -17,8 +17,10 @@ impl Op for Relu {
     }
 
     fn forward(&self, inputs: &[&Tensor], out_shape: &[usize]) -> Tensor {
-        let mut out = inputs[0].data().to_vec();
-        simd::clamp_inplace(&mut out, 0.0, f32::INFINITY);
+        let out = par_chunks_map(inputs[0].data(), |x, y| {
+            y.copy_from_slice(x);
+            simd::clamp_inplace(y, 0.0, f32::INFINITY)
+        });
         Tensor::from_vec(out_shape, out)
     }
 
@@ -29,7 +31,7 @@ impl Op for Relu {
     /// dx = dy where y > 0 (PyTorch's threshold_backward).
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let y = rec.output();
-        let dx = dy.data().iter().zip(y.data()).map(|(&g, &v)| if v > 0.0 { g } else { 0.0 }).collect();
+        let dx = par_zip_map(dy.data(), y.data(), |g, v| if v > 0.0 { g } else { 0.0 });
         Ok(vec![Some(Tensor::from_vec(y.shape(), dx))])
     }
 }
