@@ -12,8 +12,10 @@
 //!   accumulated per tap in a row of f32 partial sums (one per output column), summed in f64 at
 //!   the end.
 //!
-//! The row loops are compiled twice (`fma_fn!`: AVX2 and the baseline) and use separate multiplies
-//! and adds (Rust never contracts them into FMAs), so both copies give identical results.
+//! A horizontally strided window reads each input row split into its phases (`Phased`), so every
+//! tap is a contiguous run. The per-plane loops are compiled twice (`fma_fn!`: AVX2 and the
+//! baseline) and use separate multiplies and adds (Rust never contracts them into FMAs), so both
+//! copies give identical results.
 
 use rayon::prelude::*;
 
@@ -26,16 +28,30 @@ pub fn applies(s: &ConvShape) -> bool {
     s.groups > 1 && s.groups == s.in_ch
 }
 
-/// Output columns `ox` whose tap `kx` reads inside the input row: `lo..hi`, and the input column
-/// of `lo` (`ix = ox·sw + kx·dw − pl`); `None` when the tap reads only padding.
-fn columns(geo: &Geometry, kx: usize) -> Option<(usize, usize, usize)> {
-    let (w, sw, ow) = (geo.in_hw[1], geo.strides[1], geo.out_hw[1]);
-    let off = kx * geo.dilations[1];
-    let pl = geo.pads[1];
-    let lo = pl.saturating_sub(off).div_ceil(sw).min(ow);
-    // Largest ox with ox·sw + off − pl ≤ w − 1.
-    let hi = if w + pl > off { ((w - 1 + pl - off) / sw + 1).min(ow) } else { 0 };
-    (lo < hi).then(|| (lo, hi, lo * sw + off - pl))
+/// Where tap `kx` reads in a row: output columns `lo..hi` read input columns
+/// `ix = ox·sw + kx·dw − pl` inside the row, which in the row's phase `phase` (see `Phased`) are
+/// the contiguous run from `start`.
+#[derive(Clone, Copy)]
+struct Tap {
+    lo: usize,
+    hi: usize,
+    phase: usize,
+    start: usize,
+}
+
+/// Each tap's run, `None` for a tap that reads only padding.
+fn taps(geo: &Geometry) -> Vec<Option<Tap>> {
+    let (w, sw, ow, pl) = (geo.in_hw[1], geo.strides[1], geo.out_hw[1], geo.pads[1]);
+    (0..geo.kernel[1])
+        .map(|kx| {
+            let off = kx * geo.dilations[1];
+            let lo = pl.saturating_sub(off).div_ceil(sw).min(ow);
+            // Largest ox with ox·sw + off − pl ≤ w − 1.
+            let hi = if w + pl > off { ((w - 1 + pl - off) / sw + 1).min(ow) } else { 0 };
+            let ix = lo * sw + off - pl;
+            (lo < hi).then_some(Tap { lo, hi, phase: ix % sw, start: ix / sw })
+        })
+        .collect()
 }
 
 /// The input row tap `ky` of output row `oy` reads, if inside the plane.
@@ -43,62 +59,123 @@ fn input_row(geo: &Geometry, oy: usize, ky: usize) -> Option<usize> {
     (oy * geo.strides[0] + ky * geo.dilations[0]).checked_sub(geo.pads[0]).filter(|&iy| iy < geo.in_hw[0])
 }
 
-fma_fn! {
-    /// `y[j] += a · x[j·stride]` for j < y.len().
-    fn axpy(a: f32, x: &[f32], stride: usize, y: &mut [f32]) {
-        if stride == 1 {
-            let n = y.len();
-            for (y, &x) in y.iter_mut().zip(&x[..n]) {
-                *y += a * x;
+/// A plane with each row split into its `sw` phases (phase p: columns p, p + sw, ...), so a tap
+/// of a horizontally strided window reads one contiguous run; `pw` columns per phase. Stride 1
+/// is the plane itself.
+struct Phased {
+    sw: usize,
+    pw: usize,
+    iw: usize,
+}
+
+impl Phased {
+    fn new(geo: &Geometry) -> Phased {
+        let (iw, sw) = (geo.in_hw[1], geo.strides[1]);
+        Phased { sw, pw: iw.div_ceil(sw), iw }
+    }
+
+    fn len(&self, rows: usize) -> usize {
+        rows * self.sw * self.pw
+    }
+
+    /// Row `iy`, phase `p`: `pw` floats.
+    fn at(&self, iy: usize, p: usize) -> usize {
+        (iy * self.sw + p) * self.pw
+    }
+
+    fn split(&self, plane: &[f32], out: &mut [f32]) {
+        for (row, dst) in plane.chunks(self.iw).zip(out.chunks_mut(self.sw * self.pw)) {
+            for (j, &v) in row.iter().enumerate() {
+                dst[(j % self.sw) * self.pw + j / self.sw] = v;
             }
-        } else {
-            for (j, y) in y.iter_mut().enumerate() {
-                *y += a * x[j * stride];
+        }
+    }
+
+    fn join(&self, phased: &[f32], plane: &mut [f32]) {
+        for (row, src) in plane.chunks_mut(self.iw).zip(phased.chunks(self.sw * self.pw)) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = src[(j % self.sw) * self.pw + j / self.sw];
+            }
+        }
+    }
+}
+
+/// `y += a · x` (x at least as long as y).
+#[inline(always)]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    for (y, &x) in y.iter_mut().zip(&x[..n]) {
+        *y += a * x;
+    }
+}
+
+/// `acc += y ⊙ x` (x at least as long as y).
+#[inline(always)]
+fn mul_acc(y: &[f32], x: &[f32], acc: &mut [f32]) {
+    for ((a, &y), &x) in acc.iter_mut().zip(y).zip(&x[..y.len()]) {
+        *a += y * x;
+    }
+}
+
+/// The plane `x` as `Phased` rows: the plane itself for stride 1, else split into `buf`.
+fn phased<'a>(ph: &Phased, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if ph.sw == 1 {
+        return x;
+    }
+    buf.resize(ph.len(x.len() / ph.iw), 0.0);
+    ph.split(x, buf);
+    buf
+}
+
+fma_fn! {
+    /// One output plane (`OH·OW`, overwritten) from the phased input plane `x` and the `KH·KW`
+    /// weights `w`.
+    fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], out: &mut [f32]) {
+        let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
+        out.fill(0.0);
+        for (oy, row) in out.chunks_mut(ow).enumerate() {
+            for ky in 0..kh {
+                let Some(iy) = input_row(geo, oy, ky) else { continue };
+                for (kx, t) in taps.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    axpy(w[ky * kw + kx], &x[ph.at(iy, t.phase) + t.start..], &mut row[t.lo..t.hi]);
+                }
             }
         }
     }
 }
 
 fma_fn! {
-    /// `x[j·stride] += a · y[j]` for j < y.len() (the adjoint of `axpy`).
-    fn axpy_scatter(a: f32, y: &[f32], stride: usize, x: &mut [f32]) {
-        if stride == 1 {
-            for (x, &y) in x[..y.len()].iter_mut().zip(y) {
-                *x += a * y;
-            }
-        } else {
-            for (j, &y) in y.iter().enumerate() {
-                x[j * stride] += a * y;
+    /// Adds plane `g` (one output channel's dy) times its weights `w` onto the phased input
+    /// gradient `dx` (the adjoint of `forward_plane`).
+    fn dx_plane(g: &[f32], w: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], dx: &mut [f32]) {
+        let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
+        for (oy, grow) in g.chunks(ow).enumerate() {
+            for ky in 0..kh {
+                let Some(iy) = input_row(geo, oy, ky) else { continue };
+                for (kx, t) in taps.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let at = ph.at(iy, t.phase) + t.start;
+                    axpy(w[ky * kw + kx], &grow[t.lo..t.hi], &mut dx[at..at + t.hi - t.lo]);
+                }
             }
         }
     }
 }
 
 fma_fn! {
-    /// `acc[j] += y[j] · x[j·stride]`: dW's per-column partial sums.
-    fn mul_acc(y: &[f32], x: &[f32], stride: usize, acc: &mut [f32]) {
-        if stride == 1 {
-            for ((a, &y), &x) in acc.iter_mut().zip(y).zip(&x[..y.len()]) {
-                *a += y * x;
-            }
-        } else {
-            for (j, (a, &y)) in acc.iter_mut().zip(y).enumerate() {
-                *a += y * x[j * stride];
-            }
-        }
-    }
-}
-
-/// One output plane of channel `m`: `out` (`OH·OW`) from input plane `x` and the `KH·KW` taps `w`.
-fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, out: &mut [f32]) {
-    let ([kh, kw], [_, iw], ow) = (geo.kernel, geo.in_hw, geo.out_hw[1]);
-    for (oy, row) in out.chunks_mut(ow).enumerate() {
-        for ky in 0..kh {
-            let Some(iy) = input_row(geo, oy, ky) else { continue };
-            let xrow = &x[iy * iw..(iy + 1) * iw];
-            for kx in 0..kw {
-                let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
-                axpy(w[ky * kw + kx], &xrow[ix..], geo.strides[1], &mut row[lo..hi]);
+    /// `acc[tap·OW + ox] += Σ_oy g[oy, ox] · x[iy, ix]`: one image's contribution to one output
+    /// channel's dW, per output column.
+    fn dw_plane(g: &[f32], x: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], acc: &mut [f32]) {
+        let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
+        for (oy, grow) in g.chunks(ow).enumerate() {
+            for ky in 0..kh {
+                let Some(iy) = input_row(geo, oy, ky) else { continue };
+                for (kx, t) in taps.iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let a = (ky * kw + kx) * ow;
+                    mul_acc(&grow[t.lo..t.hi], &x[ph.at(iy, t.phase) + t.start..], &mut acc[a + t.lo..a + t.hi]);
+                }
             }
         }
     }
@@ -108,13 +185,12 @@ fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, out: &mut [f32]) {
 pub fn forward(x: &[f32], w: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32]) {
     debug_assert!(applies(s));
     let geo = &s.geo;
-    let (hw, n, taps) = (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1]);
-    let mult = s.out_ch / s.in_ch;
-    out.par_chunks_mut(n.max(1)).enumerate().for_each(|(plane, o)| {
+    let (hw, n, k) = (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1]);
+    let (mult, ph, taps) = (s.out_ch / s.in_ch, Phased::new(geo), taps(geo));
+    out.par_chunks_mut(n.max(1)).enumerate().for_each_init(Vec::new, |buf, (plane, o)| {
         let (b, m) = (plane / s.out_ch, plane % s.out_ch);
-        let c = m / mult;
-        o.fill(0.0);
-        forward_plane(&x[(b * s.in_ch + c) * hw..][..hw], &w[m * taps..][..taps], geo, o);
+        let xp = phased(&ph, &x[(b * s.in_ch + m / mult) * hw..][..hw], buf);
+        forward_plane(xp, &w[m * k..][..k], geo, &ph, &taps, o);
         if let Some(res) = ep.residual {
             simd::arith_inplace(simd::Arith::Add, o, &res[plane * n..][..n]);
         }
@@ -128,45 +204,34 @@ pub fn forward(x: &[f32], w: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32
 pub fn backward(x: &[f32], w: &[f32], s: &ConvShape, dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
     debug_assert!(applies(s));
     let geo = &s.geo;
-    let ([kh, kw], iw, ow) = (geo.kernel, geo.in_hw[1], geo.out_hw[1]);
-    let (hw, n, taps) = (geo.in_hw[0] * iw, geo.out_hw[0] * ow, kh * kw);
-    let mult = s.out_ch / s.in_ch;
+    let (hw, n, k, ow) =
+        (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1], geo.out_hw[1]);
+    let (mult, ph, taps) = (s.out_ch / s.in_ch, Phased::new(geo), taps(geo));
     if let Some(dx) = dx {
-        dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(plane, d)| {
+        dx.par_chunks_mut(hw.max(1)).enumerate().for_each_init(Vec::new, |buf, (plane, d)| {
             let (b, c) = (plane / s.in_ch, plane % s.in_ch);
-            d.fill(0.0);
+            let strided = ph.sw > 1;
+            if strided {
+                buf.clear();
+                buf.resize(ph.len(geo.in_hw[0]), 0.0);
+            } else {
+                d.fill(0.0);
+            }
+            let acc: &mut [f32] = if strided { buf } else { d };
             for m in c * mult..(c + 1) * mult {
-                let (g, wm) = (&dy[(b * s.out_ch + m) * n..][..n], &w[m * taps..][..taps]);
-                for (oy, grow) in g.chunks(ow).enumerate() {
-                    for ky in 0..kh {
-                        let Some(iy) = input_row(geo, oy, ky) else { continue };
-                        let drow = &mut d[iy * iw..(iy + 1) * iw];
-                        for kx in 0..kw {
-                            let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
-                            axpy_scatter(wm[ky * kw + kx], &grow[lo..hi], geo.strides[1], &mut drow[ix..]);
-                        }
-                    }
-                }
+                dx_plane(&dy[(b * s.out_ch + m) * n..][..n], &w[m * k..][..k], geo, &ph, &taps, acc);
+            }
+            if strided {
+                ph.join(buf, d);
             }
         });
     }
     if let Some(dw) = dw {
-        dw.par_chunks_mut(taps).enumerate().for_each(|(m, dwm)| {
-            let c = m / mult;
-            let mut acc = vec![0.0f32; taps * ow];
+        dw.par_chunks_mut(k).enumerate().for_each_init(Vec::new, |buf, (m, dwm)| {
+            let mut acc = vec![0.0f32; k * ow];
             for b in 0..s.batch {
-                let (xp, g) = (&x[(b * s.in_ch + c) * hw..][..hw], &dy[(b * s.out_ch + m) * n..][..n]);
-                for (oy, grow) in g.chunks(ow).enumerate() {
-                    for ky in 0..kh {
-                        let Some(iy) = input_row(geo, oy, ky) else { continue };
-                        let xrow = &xp[iy * iw..(iy + 1) * iw];
-                        for kx in 0..kw {
-                            let Some((lo, hi, ix)) = columns(geo, kx) else { continue };
-                            let t = ky * kw + kx;
-                            mul_acc(&grow[lo..hi], &xrow[ix..], geo.strides[1], &mut acc[t * ow + lo..t * ow + hi]);
-                        }
-                    }
-                }
+                let xp = phased(&ph, &x[(b * s.in_ch + m / mult) * hw..][..hw], buf);
+                dw_plane(&dy[(b * s.out_ch + m) * n..][..n], xp, geo, &ph, &taps, &mut acc);
             }
             for (t, v) in dwm.iter_mut().enumerate() {
                 *v = acc[t * ow..(t + 1) * ow].iter().map(|&a| a as f64).sum::<f64>() as f32;

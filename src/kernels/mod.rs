@@ -73,6 +73,14 @@ pub fn par_zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> 
     out
 }
 
+/// `g` where `keep`, else exactly 0, without a branch: a mask and a bit-and the loops around it
+/// vectorise (a ReLU6 mask as `if lo <= x && x <= hi` compiles to two jumps per element, which
+/// real activations mispredict: 3 GB/s where this runs at memory speed).
+#[inline(always)]
+pub fn keep_if(g: f32, keep: bool) -> f32 {
+    f32::from_bits(g.to_bits() & (keep as u32).wrapping_neg())
+}
+
 /// A raw pointer that may cross threads. Users uphold that concurrent tasks write disjoint ranges.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub *mut f32);

@@ -2,7 +2,7 @@
 //! inputs from 11 on (ReLU6 exports as Clip(0, 6)).
 
 use super::{BuildCtx, Built, Op, Record, Saves};
-use crate::kernels::{par_chunks_map, par_zip_map, simd};
+use crate::kernels::{keep_if, par_chunks_map, par_zip_map, simd};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ impl Op for Clip {
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let x = rec.input(0);
         let (lo, hi) = (self.lo, self.hi);
-        let dx = par_zip_map(dy.data(), x.data(), |g, v| if v >= lo && v <= hi { g } else { 0.0 });
+        let dx = par_zip_map(dy.data(), x.data(), |g, v| keep_if(g, (v >= lo) & (v <= hi)));
         Ok(vec![Some(Tensor::from_vec(x.shape(), dx))])
     }
 }

@@ -1,7 +1,7 @@
 //! Relu: `max(x, 0)`.
 
 use super::{BuildCtx, Built, Op, Record, Saves};
-use crate::kernels::{par_chunks_map, par_zip_map, simd};
+use crate::kernels::{keep_if, par_chunks_map, par_zip_map, simd};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ impl Op for Relu {
     /// dx = dy where y > 0 (PyTorch's threshold_backward).
     fn backward(&self, rec: &Record, dy: &Tensor, _need: &[bool]) -> Result<Vec<Option<Tensor>>, String> {
         let y = rec.output();
-        let dx = par_zip_map(dy.data(), y.data(), |g, v| if v > 0.0 { g } else { 0.0 });
+        let dx = par_zip_map(dy.data(), y.data(), |g, v| keep_if(g, v > 0.0));
         Ok(vec![Some(Tensor::from_vec(y.shape(), dx))])
     }
 }
