@@ -85,16 +85,21 @@ impl Phased {
 
     fn split(&self, plane: &[f32], out: &mut [f32]) {
         for (row, dst) in plane.chunks(self.iw).zip(out.chunks_mut(self.sw * self.pw)) {
-            for (j, &v) in row.iter().enumerate() {
-                dst[(j % self.sw) * self.pw + j / self.sw] = v;
+            for (p, phase) in dst.chunks_mut(self.pw).enumerate() {
+                for (d, &v) in phase.iter_mut().zip(row[p.min(row.len())..].iter().step_by(self.sw)) {
+                    *d = v;
+                }
             }
         }
     }
 
     fn join(&self, phased: &[f32], plane: &mut [f32]) {
         for (row, src) in plane.chunks_mut(self.iw).zip(phased.chunks(self.sw * self.pw)) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = src[(j % self.sw) * self.pw + j / self.sw];
+            for (p, phase) in src.chunks(self.pw).enumerate() {
+                let start = p.min(row.len());
+                for (v, &s) in row[start..].iter_mut().step_by(self.sw).zip(phase) {
+                    *v = s;
+                }
             }
         }
     }
@@ -132,14 +137,46 @@ fma_fn! {
     /// weights `w`.
     fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], out: &mut [f32]) {
         let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
+        // The columns every tap reads inside the row: there all taps of a row are summed in
+        // registers, 16 columns at a time, and stored once; the edges add tap by tap.
+        let lo = taps.iter().map(|t| t.map_or(ow, |t| t.lo)).max().unwrap_or(ow);
+        let hi = taps.iter().map(|t| t.map_or(0, |t| t.hi)).min().unwrap_or(0).max(lo);
+        let mut run: Vec<(f32, usize)> = Vec::with_capacity(kh * kw);
         out.fill(0.0);
         for (oy, row) in out.chunks_mut(ow).enumerate() {
+            run.clear();
             for ky in 0..kh {
                 let Some(iy) = input_row(geo, oy, ky) else { continue };
                 for (kx, t) in taps.iter().enumerate() {
                     let Some(t) = t else { continue };
-                    axpy(w[ky * kw + kx], &x[ph.at(iy, t.phase) + t.start..], &mut row[t.lo..t.hi]);
+                    let at = ph.at(iy, t.phase) + t.start;
+                    let wv = w[ky * kw + kx];
+                    axpy(wv, &x[at..], &mut row[t.lo..lo.max(t.lo).min(t.hi)]);
+                    let from = hi.max(t.lo);
+                    if from < t.hi {
+                        axpy(wv, &x[at + from - t.lo..], &mut row[from..t.hi]);
+                    }
+                    if lo < hi {
+                        run.push((wv, at + lo - t.lo));
+                    }
                 }
+            }
+            const B: usize = 16;
+            let mut j = lo;
+            // Full blocks: a fixed length, so the sums stay in registers.
+            while j + B <= hi {
+                let mut acc = [0.0f32; B];
+                for &(wv, at) in &run {
+                    let xs: &[f32; B] = x[at + j - lo..][..B].try_into().expect("a block of B");
+                    for (a, &v) in acc.iter_mut().zip(xs) {
+                        *a += wv * v;
+                    }
+                }
+                row[j..j + B].copy_from_slice(&acc);
+                j += B;
+            }
+            for &(wv, at) in &run {
+                axpy(wv, &x[at + j - lo..], &mut row[j..hi]);
             }
         }
     }
@@ -280,6 +317,9 @@ mod tests {
             (1, 2, 2, geometry([2, 2], [5, 5], [1, 1], [1, 1], [2, 2, 2, 2])),
             (2, 2, 2, geometry([1, 1], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
             (1, 2, 2, geometry([3, 3], [5, 5], [2, 2], [1, 1], [2, 2, 2, 2])),
+            // Rows wide enough for forward_plane's 16-column register blocks and a remainder.
+            (1, 2, 2, geometry([4, 41], [3, 3], [1, 1], [1, 1], [1, 1, 1, 1])),
+            (2, 2, 4, geometry([5, 70], [3, 3], [2, 2], [1, 1], [1, 1, 1, 1])),
         ];
         for (k, (batch, c, m, geo)) in cases.into_iter().enumerate() {
             let s = ConvShape { batch, in_ch: c, out_ch: m, groups: c, geo };
