@@ -6,8 +6,10 @@
 //! - forward: `y[b,m,oy,ox] = Σ_{ky,kx} W[m,ky,kx] · x[b,c, oy·sh + ky·dh − pt, ox·sw + kx·dw − pl]`
 //!   (taps in the padding read 0), one output plane per task, each tap a scaled row added to the
 //!   output row;
-//! - dx: the adjoint, each tap's scaled dy row added onto the input row it read, one input plane
-//!   (all `mult` output channels reading it) per task;
+//! - dx: for stride 1 and mult 1 the forward pass of dy with each channel's taps reversed and the
+//!   padding mirrored (`ConvShape::dx_convolution`); otherwise the adjoint, each tap's scaled dy
+//!   row added onto the input row it read, one input plane (all `mult` output channels reading
+//!   it) per task;
 //! - dW: `dW[m,ky,kx] = Σ_{b,oy,ox} dy[b,m,oy,ox] · x[b,c,iy,ix]`, one output channel per task,
 //!   accumulated per tap in a row of f32 partial sums (one per output column), summed in f64 at
 //!   the end.
@@ -132,51 +134,69 @@ fn phased<'a>(ph: &Phased, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
     buf
 }
 
+/// Output columns per register block of the forward pass.
+const B: usize = 16;
+
+/// The forward pass's view of one input plane: zero-padded on every side so that every tap of
+/// every output column — rounded up to whole blocks of `B` — reads inside it, then split into
+/// `sw` phases per row (see `Phased`), so a tap reads one contiguous run.
+struct PaddedPlane {
+    /// Row pitch of the padded plane before the phase split; `sw · pw` floats per padded row.
+    wp: usize,
+    ph: Phased,
+    rows: usize,
+}
+
+impl PaddedPlane {
+    fn new(geo: &Geometry) -> PaddedPlane {
+        let owb = geo.out_hw[1].div_ceil(B) * B;
+        let wp = (owb - 1) * geo.strides[1] + (geo.kernel[1] - 1) * geo.dilations[1] + 1;
+        let wp = wp.max(geo.in_hw[1] + geo.pads[1]).next_multiple_of(geo.strides[1]);
+        let rows = geo.in_hw[0] + geo.pads[0] + geo.pads[2];
+        PaddedPlane { wp, ph: Phased { sw: geo.strides[1], pw: wp / geo.strides[1], iw: wp }, rows }
+    }
+
+    /// Fills `buf` with `plane` placed at (pt, pl), zeros around it, split into phases.
+    fn fill(&self, plane: &[f32], geo: &Geometry, tmp: &mut Vec<f32>, buf: &mut Vec<f32>) {
+        let (iw, pt, pl) = (geo.in_hw[1], geo.pads[0], geo.pads[1]);
+        let dst = if self.ph.sw == 1 { &mut *buf } else { &mut *tmp };
+        dst.clear();
+        dst.resize(self.rows * self.wp, 0.0);
+        for (y, row) in plane.chunks(iw).enumerate() {
+            dst[(y + pt) * self.wp + pl..][..iw].copy_from_slice(row);
+        }
+        if self.ph.sw > 1 {
+            buf.clear();
+            buf.resize(self.rows * self.wp, 0.0);
+            self.ph.split(tmp, buf);
+        }
+    }
+}
+
 fma_fn! {
-    /// One output plane (`OH·OW`, overwritten) from the phased input plane `x` and the `KH·KW`
-    /// weights `w`.
-    fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], out: &mut [f32]) {
+    /// One output plane (`OH·OW`, overwritten) from the padded, phased input plane `x` and the
+    /// `KH·KW` weights `w`: per output row and block of `B` columns, all taps summed in registers
+    /// and stored once.
+    fn forward_plane(x: &[f32], w: &[f32], geo: &Geometry, pp: &PaddedPlane, out: &mut [f32]) {
         let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
-        // The columns every tap reads inside the row: there all taps of a row are summed in
-        // registers, 16 columns at a time, and stored once; the edges add tap by tap.
-        let lo = taps.iter().map(|t| t.map_or(ow, |t| t.lo)).max().unwrap_or(ow);
-        let hi = taps.iter().map(|t| t.map_or(0, |t| t.hi)).min().unwrap_or(0).max(lo);
-        let mut run: Vec<(f32, usize)> = Vec::with_capacity(kh * kw);
-        out.fill(0.0);
+        let (sh, dh, sw, dw) = (geo.strides[0], geo.dilations[0], geo.strides[1], geo.dilations[1]);
         for (oy, row) in out.chunks_mut(ow).enumerate() {
-            run.clear();
-            for ky in 0..kh {
-                let Some(iy) = input_row(geo, oy, ky) else { continue };
-                for (kx, t) in taps.iter().enumerate() {
-                    let Some(t) = t else { continue };
-                    let at = ph.at(iy, t.phase) + t.start;
-                    let wv = w[ky * kw + kx];
-                    axpy(wv, &x[at..], &mut row[t.lo..lo.max(t.lo).min(t.hi)]);
-                    let from = hi.max(t.lo);
-                    if from < t.hi {
-                        axpy(wv, &x[at + from - t.lo..], &mut row[from..t.hi]);
-                    }
-                    if lo < hi {
-                        run.push((wv, at + lo - t.lo));
-                    }
-                }
-            }
-            const B: usize = 16;
-            let mut j = lo;
-            // Full blocks: a fixed length, so the sums stay in registers.
-            while j + B <= hi {
+            for j in (0..ow).step_by(B) {
                 let mut acc = [0.0f32; B];
-                for &(wv, at) in &run {
-                    let xs: &[f32; B] = x[at + j - lo..][..B].try_into().expect("a block of B");
-                    for (a, &v) in acc.iter_mut().zip(xs) {
-                        *a += wv * v;
+                for ky in 0..kh {
+                    let iy = oy * sh + ky * dh;
+                    for kx in 0..kw {
+                        let (phase, start) = ((kx * dw) % sw, (kx * dw) / sw);
+                        let at = pp.ph.at(iy, phase) + start + j;
+                        let xs: &[f32; B] = x[at..at + B].try_into().expect("a block of B");
+                        let wv = w[ky * kw + kx];
+                        for (a, &v) in acc.iter_mut().zip(xs) {
+                            *a += wv * v;
+                        }
                     }
                 }
-                row[j..j + B].copy_from_slice(&acc);
-                j += B;
-            }
-            for &(wv, at) in &run {
-                axpy(wv, &x[at + j - lo..], &mut row[j..hi]);
+                let n = B.min(ow - j);
+                row[j..j + n].copy_from_slice(&acc[..n]);
             }
         }
     }
@@ -223,11 +243,11 @@ pub fn forward(x: &[f32], w: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32
     debug_assert!(applies(s));
     let geo = &s.geo;
     let (hw, n, k) = (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1]);
-    let (mult, ph, taps) = (s.out_ch / s.in_ch, Phased::new(geo), taps(geo));
-    out.par_chunks_mut(n.max(1)).enumerate().for_each_init(Vec::new, |buf, (plane, o)| {
+    let (mult, pp) = (s.out_ch / s.in_ch, PaddedPlane::new(geo));
+    out.par_chunks_mut(n.max(1)).enumerate().for_each_init(Default::default, |(tmp, buf), (plane, o)| {
         let (b, m) = (plane / s.out_ch, plane % s.out_ch);
-        let xp = phased(&ph, &x[(b * s.in_ch + m / mult) * hw..][..hw], buf);
-        forward_plane(xp, &w[m * k..][..k], geo, &ph, &taps, o);
+        pp.fill(&x[(b * s.in_ch + m / mult) * hw..][..hw], geo, tmp, buf);
+        forward_plane(buf, &w[m * k..][..k], geo, &pp, o);
         if let Some(res) = ep.residual {
             simd::arith_inplace(simd::Arith::Add, o, &res[plane * n..][..n]);
         }
@@ -244,6 +264,16 @@ pub fn backward(x: &[f32], w: &[f32], s: &ConvShape, dy: &[f32], dx: Option<&mut
     let (hw, n, k, ow) =
         (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1], geo.out_hw[1]);
     let (mult, ph, taps) = (s.out_ch / s.in_ch, Phased::new(geo), taps(geo));
+    // dx of a stride-1 layer with one output channel per input channel is itself a depthwise
+    // forward pass: dy with each channel's taps reversed and the padding mirrored.
+    let dx = match (dx, s.dx_convolution().filter(|_| mult == 1)) {
+        (Some(d), Some(t)) => {
+            let flipped: Vec<f32> = w.chunks(k).flat_map(|taps| taps.iter().rev().copied()).collect();
+            forward(dy, &flipped, &t, Epilogue::default(), d);
+            None
+        }
+        (d, _) => d,
+    };
     if let Some(dx) = dx {
         dx.par_chunks_mut(hw.max(1)).enumerate().for_each_init(Vec::new, |buf, (plane, d)| {
             let (b, c) = (plane / s.in_ch, plane % s.in_ch);
