@@ -11,8 +11,7 @@
 //!   row added onto the input row it read, one input plane (all `mult` output channels reading
 //!   it) per task;
 //! - dW: `dW[m,ky,kx] = Σ_{b,oy,ox} dy[b,m,oy,ox] · x[b,c,iy,ix]`, one output channel per task,
-//!   accumulated per tap in a row of f32 partial sums (one per output column), summed in f64 at
-//!   the end.
+//!   accumulated per tap in 16 f32 lanes of partial sums, summed in f64 at the end.
 //!
 //! A horizontally strided window reads each input row split into its phases (`Phased`), so every
 //! tap is a contiguous run. The per-plane loops are compiled twice (`fma_fn!`: AVX2 and the
@@ -116,24 +115,6 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `acc += y ⊙ x` (x at least as long as y).
-#[inline(always)]
-fn mul_acc(y: &[f32], x: &[f32], acc: &mut [f32]) {
-    for ((a, &y), &x) in acc.iter_mut().zip(y).zip(&x[..y.len()]) {
-        *a += y * x;
-    }
-}
-
-/// The plane `x` as `Phased` rows: the plane itself for stride 1, else split into `buf`.
-fn phased<'a>(ph: &Phased, x: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
-    if ph.sw == 1 {
-        return x;
-    }
-    buf.resize(ph.len(x.len() / ph.iw), 0.0);
-    ph.split(x, buf);
-    buf
-}
-
 /// Output columns per register block of the forward pass.
 const B: usize = 16;
 
@@ -221,17 +202,30 @@ fma_fn! {
 }
 
 fma_fn! {
-    /// `acc[tap·OW + ox] += Σ_oy g[oy, ox] · x[iy, ix]`: one image's contribution to one output
-    /// channel's dW, per output column.
-    fn dw_plane(g: &[f32], x: &[f32], geo: &Geometry, ph: &Phased, taps: &[Option<Tap>], acc: &mut [f32]) {
+    /// `acc[tap·B + i] += Σ g[oy, j + i] · x[tap's input of (oy, j + i)]` over output rows oy and
+    /// column blocks j: one image's contribution to one output channel's dW, per tap and lane,
+    /// read from the padded, phased input plane as `forward_plane` reads it (columns past the
+    /// row's end multiply a zero of dy).
+    fn dw_plane(g: &[f32], x: &[f32], geo: &Geometry, pp: &PaddedPlane, acc: &mut [f32]) {
         let (kh, kw, ow) = (geo.kernel[0], geo.kernel[1], geo.out_hw[1]);
+        let (sh, dh, sw, dw) = (geo.strides[0], geo.dilations[0], geo.strides[1], geo.dilations[1]);
         for (oy, grow) in g.chunks(ow).enumerate() {
-            for ky in 0..kh {
-                let Some(iy) = input_row(geo, oy, ky) else { continue };
-                for (kx, t) in taps.iter().enumerate() {
-                    let Some(t) = t else { continue };
-                    let a = (ky * kw + kx) * ow;
-                    mul_acc(&grow[t.lo..t.hi], &x[ph.at(iy, t.phase) + t.start..], &mut acc[a + t.lo..a + t.hi]);
+            for j in (0..ow).step_by(B) {
+                let mut gb = [0.0f32; B];
+                let n = B.min(ow - j);
+                gb[..n].copy_from_slice(&grow[j..j + n]);
+                for ky in 0..kh {
+                    let iy = oy * sh + ky * dh;
+                    for kx in 0..kw {
+                        let (phase, start) = ((kx * dw) % sw, (kx * dw) / sw);
+                        let at = pp.ph.at(iy, phase) + start + j;
+                        let xs: &[f32; B] = x[at..at + B].try_into().expect("a block of B");
+                        let t = (ky * kw + kx) * B;
+                        let a: &mut [f32; B] = (&mut acc[t..t + B]).try_into().expect("a block of B");
+                        for ((a, &gv), &xv) in a.iter_mut().zip(&gb).zip(xs) {
+                            *a += gv * xv;
+                        }
+                    }
                 }
             }
         }
@@ -261,8 +255,7 @@ pub fn forward(x: &[f32], w: &[f32], s: &ConvShape, ep: Epilogue, out: &mut [f32
 pub fn backward(x: &[f32], w: &[f32], s: &ConvShape, dy: &[f32], dx: Option<&mut [f32]>, dw: Option<&mut [f32]>) {
     debug_assert!(applies(s));
     let geo = &s.geo;
-    let (hw, n, k, ow) =
-        (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1], geo.out_hw[1]);
+    let (hw, n, k) = (geo.in_hw[0] * geo.in_hw[1], geo.out_hw[0] * geo.out_hw[1], geo.kernel[0] * geo.kernel[1]);
     let (mult, ph, taps) = (s.out_ch / s.in_ch, Phased::new(geo), taps(geo));
     // dx of a stride-1 layer with one output channel per input channel is itself a depthwise
     // forward pass: dy with each channel's taps reversed and the padding mirrored.
@@ -294,14 +287,15 @@ pub fn backward(x: &[f32], w: &[f32], s: &ConvShape, dy: &[f32], dx: Option<&mut
         });
     }
     if let Some(dw) = dw {
-        dw.par_chunks_mut(k).enumerate().for_each_init(Vec::new, |buf, (m, dwm)| {
-            let mut acc = vec![0.0f32; k * ow];
+        let pp = PaddedPlane::new(geo);
+        dw.par_chunks_mut(k).enumerate().for_each_init(Default::default, |(tmp, buf), (m, dwm)| {
+            let mut acc = vec![0.0f32; k * B];
             for b in 0..s.batch {
-                let xp = phased(&ph, &x[(b * s.in_ch + m / mult) * hw..][..hw], buf);
-                dw_plane(&dy[(b * s.out_ch + m) * n..][..n], xp, geo, &ph, &taps, &mut acc);
+                pp.fill(&x[(b * s.in_ch + m / mult) * hw..][..hw], geo, tmp, buf);
+                dw_plane(&dy[(b * s.out_ch + m) * n..][..n], buf, geo, &pp, &mut acc);
             }
             for (t, v) in dwm.iter_mut().enumerate() {
-                *v = acc[t * ow..(t + 1) * ow].iter().map(|&a| a as f64).sum::<f64>() as f32;
+                *v = acc[t * B..(t + 1) * B].iter().map(|&a| a as f64).sum::<f64>() as f32;
             }
         });
     }
